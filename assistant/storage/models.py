@@ -1,0 +1,162 @@
+"""SQLAlchemy ORM models: the platform's durable state.
+
+Contract: every table the platform owns is declared here; the schema in a database is created and upgraded only by
+the Alembic migrations in `assistant/storage/migrations` (`assistant.storage.db.migrate`). Timestamps are UTC.
+JSON columns hold free-form metadata (sampling parameters, lineage, metrics) whose shape is owned by the writer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Document(Base):
+    """One uploaded document (a file) in a collection. `source` + `collection` identify it across re-uploads."""
+
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("collection", "source", name="uq_document_source"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("doc"))
+    collection: Mapped[str] = mapped_column(String(200), index=True, default="default")
+    source: Mapped[str] = mapped_column(String(1000), doc="File name or path the document came from.")
+    title: Mapped[str] = mapped_column(String(1000), default="")
+    mime_type: Mapped[str] = mapped_column(String(200), default="")
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="pending", doc="pending | processing | ready | failed")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    chunks: Mapped[list[Chunk]] = relationship(back_populates="document", cascade="all, delete-orphan")
+
+
+class Chunk(Base):
+    """One retrievable passage. Its integer `id` is the FAISS vector id."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (Index("ix_chunk_doc_ord", "document_id", "ordinal"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    collection: Mapped[str] = mapped_column(String(200), index=True, default="default")
+    ordinal: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    page: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    section: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    char_start: Mapped[int] = mapped_column(Integer, default=0)
+    char_end: Mapped[int] = mapped_column(Integer, default=0)
+    token_count: Mapped[int] = mapped_column(Integer, default=0)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    document: Mapped[Document] = relationship(back_populates="chunks")
+
+
+class ChatRecord(Base):
+    """One chat completion the server produced, with everything that produced it (feedback refers to its id)."""
+
+    __tablename__ = "chat_records"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    adapter: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    messages: Mapped[list[Any]] = mapped_column(JSON)
+    prompt: Mapped[str] = mapped_column(Text, doc="The exact rendered prompt given to the engine.")
+    retrieved_chunk_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    sampling: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    answer: Mapped[str] = mapped_column(Text, default="")
+    finish_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Feedback(Base):
+    """A rating (+1/-1) and optional correction on a chat record."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("fb"))
+    chat_id: Mapped[str] = mapped_column(ForeignKey("chat_records.id", ondelete="CASCADE"), index=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PreferencePair(Base):
+    """A preference pair; `prompt` is the exact rendered prompt (retrieved context included) where known."""
+
+    __tablename__ = "preference_pairs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("pp"))
+    prompt: Mapped[str] = mapped_column(Text)
+    chosen: Mapped[str] = mapped_column(Text)
+    rejected: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    provenance: Mapped[str] = mapped_column(String(20), default="imported", doc="imported | feedback")
+    source: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    """A training (or other long) job run by a worker process."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
+    kind: Mapped[str] = mapped_column(String(20), doc="sft | dpo | psft")
+    state: Mapped[str] = mapped_column(
+        String(20), default="queued", doc="queued | running | succeeded | failed | cancelled"
+    )
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Adapter(Base):
+    """One version of a LoRA adapter in the registry, with its lineage. `name` + `version` are unique."""
+
+    __tablename__ = "adapters"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_adapter_version"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ad"))
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(2000))
+    base_model: Mapped[str] = mapped_column(String(1000))
+    method: Mapped[str] = mapped_column(String(20), default="")
+    parent_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="candidate", doc="candidate | active | retired")
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
