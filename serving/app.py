@@ -1,0 +1,83 @@
+"""FastAPI app factory.
+
+Contract: `create_app(settings, engine=None)` returns an app whose lifespan migrates the database, then loads the model
+and starts the engine in the background (so `/health/live` answers at once and `/health` turns 200 when the engine is
+ready). Heavy objects live on `app.state.assistant` (`serving.state.AppState`) and reach routes through `Annotated`
+dependencies. An `engine` passed in (tests, embedding in another process) is started instead of building one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from assistant.engine import GenerationEngine
+from assistant.errors import AssistantError
+from assistant.models import resolve_lm, served_model_name
+from assistant.settings import Settings
+from assistant.storage import Database
+from serving.catalog import ModelCatalog
+from serving.engines import make_engine
+from serving.errors import install_error_handlers
+from serving.routes import chat, health, models
+from serving.services.chat import ChatService
+from serving.state import AppState
+
+log = logging.getLogger(__name__)
+
+
+async def _load_engine(state: AppState, engine: GenerationEngine | None) -> None:
+    """Resolve the model, start the engine, and mark the app ready (or record why it failed)."""
+    try:
+        if engine is None:
+            model_dir = await asyncio.to_thread(resolve_lm, state.settings)
+            engine = make_engine(state.settings.engine, model_dir, state.catalog.base_name)
+        started = time.perf_counter()
+        await engine.start()
+        state.engine = engine
+        state.chat = ChatService(state.settings, engine, state.catalog, state.db)
+        state.ready = True
+        log.info("engine ready in %.1f s; serving '%s'", time.perf_counter() - started, state.catalog.base_name)
+    except AssistantError as exc:
+        state.load_error = exc.message
+        log.error("the engine could not start: %s", exc.message)
+    except Exception as exc:
+        state.load_error = f"{type(exc).__name__}: {exc}"
+        log.exception("the engine could not start")
+
+
+def create_app(settings: Settings, engine: GenerationEngine | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.resolved_database_url)
+        await asyncio.to_thread(db.migrate)
+        state = AppState(settings=settings, db=db, catalog=ModelCatalog(served_model_name(settings), db))
+        state.started_at = time.time()
+        app.state.assistant = state
+        loader = asyncio.create_task(_load_engine(state, engine))
+        try:
+            yield
+        finally:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+            if state.engine is not None:
+                await state.engine.shutdown()
+            db.dispose()
+
+    app = FastAPI(
+        title="Assistant platform",
+        version="0.1.0",
+        description="Grounded chat over your documents (OpenAI-compatible), with LoRA adapters trained from feedback.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (health.router, models.router, chat.router):
+        app.include_router(router)
+    return app

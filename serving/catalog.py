@@ -1,0 +1,72 @@
+"""The models the API serves: the base model and the LoRA adapters of the registry.
+
+Contract: `ModelCatalog.resolve(name)` maps a request's `model` field to `None` (the base model) or an `AdapterRef`;
+an adapter is named either by its alias `NAME` (follows the active version, else the newest) or exactly as
+`NAME@vN`. Each version gets its own engine identity (`NAME@vN`) and integer id, so no cached state of another version
+is reused. Unknown names raise `NotFoundError` (404, code `model_not_found`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+
+from sqlalchemy import select
+
+from assistant.engine import AdapterRef
+from assistant.errors import NotFoundError
+from assistant.storage import Adapter, Database
+
+_EXACT = re.compile(r"^(?P<name>.+)@v(?P<version>\d+)$")
+
+
+def engine_identity(row: Adapter) -> str:
+    return f"{row.name}@v{row.version}"
+
+
+class ModelCatalog:
+    """Resolves model names against the base model and the adapter registry."""
+
+    def __init__(self, base_name: str, db: Database) -> None:
+        self.base_name = base_name
+        self.db = db
+        self.created = int(time.time())
+        self._int_ids: dict[str, int] = {}
+        self._counter = itertools.count(1)
+
+    def resolve(self, model: str) -> AdapterRef | None:
+        if model == self.base_name:
+            return None
+        row = self._lookup(model)
+        if row is None:
+            raise NotFoundError(
+                f"the model '{model}' does not exist; GET /v1/models lists the base model and the adapters",
+                param="model",
+                code="model_not_found",
+            )
+        return self._ref(row)
+
+    def _lookup(self, model: str) -> Adapter | None:
+        exact = _EXACT.match(model)
+        with self.db.session() as session:
+            if exact:
+                query = select(Adapter).where(
+                    Adapter.name == exact["name"], Adapter.version == int(exact["version"])
+                )
+                return session.scalars(query).first()
+            rows = session.scalars(
+                select(Adapter).where(Adapter.name == model, Adapter.status != "retired").order_by(Adapter.version.desc())
+            ).all()
+        active = [row for row in rows if row.status == "active"]
+        return (active or list(rows) or [None])[0]
+
+    def _ref(self, row: Adapter) -> AdapterRef:
+        identity = engine_identity(row)
+        if identity not in self._int_ids:
+            self._int_ids[identity] = next(self._counter)
+        return AdapterRef(name=identity, int_id=self._int_ids[identity], path=row.path)
+
+    def adapters(self) -> list[Adapter]:
+        with self.db.session() as session:
+            return list(session.scalars(select(Adapter).order_by(Adapter.name, Adapter.version)).all())

@@ -1,0 +1,1 @@
+"""HTTP routes: thin handlers that validate, delegate to a service and shape the response."""

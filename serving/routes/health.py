@@ -1,0 +1,32 @@
+"""Liveness and readiness: `/health/live` answers while the process runs; `/health` is 200 only once the engine is loaded."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from serving.state import StateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/health")
+async def health(state: StateDep) -> JSONResponse:
+    body: dict[str, object] = {
+        "status": "ready" if state.ready else ("failed" if state.load_error else "loading"),
+        "model": state.catalog.base_name,
+        "uptime_s": round(time.time() - state.started_at, 1),
+    }
+    if state.load_error:
+        body["error"] = state.load_error
+    if state.ready and state.engine is not None:
+        stats = state.engine.stats()
+        body["engine"] = {"running": stats.running, "waiting": stats.waiting}
+    return JSONResponse(body, status_code=200 if state.ready else 503)

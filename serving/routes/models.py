@@ -1,0 +1,25 @@
+"""`GET /v1/models`: the base model and every adapter version, in OpenAI's list format."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from serving.catalog import engine_identity
+from serving.schemas import ModelCard, ModelList
+from serving.state import StateDep
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(state: StateDep) -> ModelList:
+    catalog = state.catalog
+    cards = [ModelCard(id=catalog.base_name, created=catalog.created, root=catalog.base_name)]
+    seen_aliases: set[str] = set()
+    for row in catalog.adapters():
+        created = int(row.created_at.timestamp())
+        if row.name not in seen_aliases:
+            seen_aliases.add(row.name)
+            cards.append(ModelCard(id=row.name, created=created, root=catalog.base_name, parent=catalog.base_name))
+        cards.append(ModelCard(id=engine_identity(row), created=created, root=catalog.base_name, parent=row.name))
+    return ModelList(data=cards)

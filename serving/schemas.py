@@ -1,0 +1,89 @@
+"""Request and response bodies of the REST API (OpenAI-compatible where OpenAI has a convention).
+
+Contract: request models validate everything a client can get wrong (roles, empty content, sampling ranges) so that
+services receive well-formed values; unknown OpenAI fields are accepted and ignored, as OpenAI-compatible servers do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, value: str | list[dict[str, Any]]) -> str:
+        if isinstance(value, list):  # OpenAI content parts: only text parts are supported
+            texts = [part.get("text", "") for part in value if part.get("type") == "text"]
+            if len(texts) != len(value):
+                raise ValueError("only text content parts are supported")
+            value = "".join(texts)
+        return value
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": str(self.content)}
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI chat completion request, plus the platform's retrieval options as extra fields."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(..., min_length=1, description="The base model or an adapter (alias or name@vN).")
+    messages: list[ChatMessage] = Field(..., min_length=1, description="The conversation, ending with a user turn.")
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
+    max_completion_tokens: int | None = Field(None, ge=1, description="Alias of max_tokens (newer OpenAI name).")
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = Field(None, description="Up to 4 stop strings.")
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=1, description="Only n=1 is supported.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+        stops = [value] if isinstance(value, str) else value
+        if stops is not None and (len(stops) > 4 or any(not s for s in stops)):
+            raise ValueError("stop takes at most 4 non-empty strings")
+        return stops
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_user(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+        if value[-1].role != "user":
+            raise ValueError("the last message must have role 'user'")
+        if not str(value[-1].content).strip():
+            raise ValueError("the last user message is empty")
+        return value
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "assistant"
+    root: str | None = None
+    parent: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,48 @@
+"""What the app keeps on `app.state`, and the `Annotated` dependencies routes use to reach it.
+
+Contract: `AppState` is filled by the lifespan; until the engine is loaded `ready` is False and routes that need the
+engine answer 503 (so `/health` can report liveness while a large model is still loading).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from assistant.engine import GenerationEngine
+from assistant.errors import ServiceUnavailableError
+from assistant.settings import Settings
+from assistant.storage import Database
+from serving.catalog import ModelCatalog
+from serving.services.chat import ChatService
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    catalog: ModelCatalog
+    engine: GenerationEngine | None = None
+    chat: ChatService | None = None
+    ready: bool = False
+    load_error: str | None = None
+    started_at: float = 0.0
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.assistant
+    return state
+
+
+def get_chat_service(state: Annotated[AppState, Depends(get_state)]) -> ChatService:
+    if not state.ready or state.chat is None:
+        detail = f": {state.load_error}" if state.load_error else "; retry shortly"
+        raise ServiceUnavailableError(f"the model is not loaded yet{detail}")
+    return state.chat
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+ChatDep = Annotated[ChatService, Depends(get_chat_service)]
