@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from assistant.engine import GenerationEngine
 from assistant.errors import AssistantError
@@ -25,7 +25,9 @@ from assistant.storage import Database
 from serving.catalog import ModelCatalog
 from serving.engines import make_engine
 from serving.errors import install_error_handlers
-from serving.routes import chat, health, models
+from serving.auth import require_api_key
+from serving.metrics import Metrics, install_metrics
+from serving.routes import chat, health, metrics, models
 from serving.services.chat import ChatService
 from serving.state import AppState
 
@@ -41,7 +43,7 @@ async def _load_engine(state: AppState, engine: GenerationEngine | None) -> None
         started = time.perf_counter()
         await engine.start()
         state.engine = engine
-        state.chat = ChatService(state.settings, engine, state.catalog, state.db)
+        state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics)
         state.ready = True
         log.info("engine ready in %.1f s; serving '%s'", time.perf_counter() - started, state.catalog.base_name)
     except AssistantError as exc:
@@ -53,11 +55,14 @@ async def _load_engine(state: AppState, engine: GenerationEngine | None) -> None
 
 
 def create_app(settings: Settings, engine: GenerationEngine | None = None) -> FastAPI:
+    app_metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.resolved_database_url)
         await asyncio.to_thread(db.migrate)
-        state = AppState(settings=settings, db=db, catalog=ModelCatalog(served_model_name(settings), db))
+        catalog = ModelCatalog(served_model_name(settings), db)
+        state = AppState(settings=settings, db=db, catalog=catalog, metrics=app_metrics)
         state.started_at = time.time()
         app.state.assistant = state
         loader = asyncio.create_task(_load_engine(state, engine))
@@ -78,6 +83,9 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (health.router, models.router, chat.router):
-        app.include_router(router)
+    install_metrics(app, app_metrics)
+    app.include_router(health.router)
+    protected = [Depends(require_api_key)]
+    for router in (models.router, chat.router, metrics.router):
+        app.include_router(router, dependencies=protected)
     return app

@@ -16,6 +16,7 @@ from assistant.errors import ServiceUnavailableError
 from assistant.settings import Settings
 from assistant.storage import Database
 from serving.catalog import ModelCatalog
+from serving.metrics import Metrics
 from serving.services.chat import ChatService
 
 
@@ -24,6 +25,7 @@ class AppState:
     settings: Settings
     db: Database
     catalog: ModelCatalog
+    metrics: Metrics
     engine: GenerationEngine | None = None
     chat: ChatService | None = None
     ready: bool = False

@@ -25,6 +25,7 @@ from assistant.prompts import build_rag_messages
 from assistant.settings import Settings
 from assistant.storage import ChatRecord, Database
 from serving.catalog import ModelCatalog
+from serving.metrics import Metrics
 from serving.schemas import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,32 @@ class PreparedChat:
 class ChatService:
     """Runs chat completions against the engine."""
 
-    def __init__(self, settings: Settings, engine: GenerationEngine, catalog: ModelCatalog, db: Database) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: GenerationEngine,
+        catalog: ModelCatalog,
+        db: Database,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.catalog = catalog
         self.db = db
+        self.metrics = metrics
+
+    async def _generate(self, chat: PreparedChat) -> AsyncIterator[GenerationChunk]:
+        """The engine's stream for this chat, timed for the metrics (time to first token, tokens/s)."""
+        started = time.perf_counter()
+        ttft: float | None = None
+        last: GenerationChunk | None = None
+        async for chunk in self.engine.generate(chat.id, chat.prompt, chat.options, chat.adapter):
+            if ttft is None:
+                ttft = time.perf_counter() - started
+            last = chunk
+            yield chunk
+        if self.metrics is not None and last is not None and ttft is not None:
+            self.metrics.observe_generation(chat.model, ttft, last.completion_tokens, time.perf_counter() - started)
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         adapter = self.catalog.resolve(request.model)
@@ -109,7 +131,7 @@ class ChatService:
 
     async def complete(self, chat: PreparedChat) -> dict[str, Any]:
         text, last = "", None
-        async for chunk in self.engine.generate(chat.id, chat.prompt, chat.options, chat.adapter):
+        async for chunk in self._generate(chat):
             text += chunk.text
             last = chunk
         finish = last.finish_reason if last else "stop"
@@ -128,7 +150,7 @@ class ChatService:
     async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
         yield _sse(self._chunk(chat, {"role": "assistant", "content": ""}))
         text, last = "", None
-        async for piece in self.engine.generate(chat.id, chat.prompt, chat.options, chat.adapter):
+        async for piece in self._generate(chat):
             text += piece.text
             last = piece
             if piece.text:
