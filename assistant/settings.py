@@ -38,7 +38,8 @@ class ModelSettings(Section):
         "a local model directory, or a hub id present in the local Hugging Face cache.",
     )
     served_name: str | None = Field(
-        None, description="Name the base model has in the API's `model` field; defaults to the LM's alias or folder name."
+        None,
+        description="Name the base model has in the API's `model` field; defaults to the LM's alias or folder name.",
     )
     embedder: str = Field(
         DEFAULT_EMBEDDER,
@@ -60,7 +61,8 @@ class EngineSettings(Section):
         "auto", description="Where the transformers fallback runs; vLLM picks its own platform."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights/activation dtype. 'auto' = float32 on CPU (faster than bf16 there), bfloat16 on GPU."
+        "auto",
+        description="Weights/activation dtype. 'auto' = float32 on CPU (faster than bf16 there), bfloat16 on GPU.",
     )
     max_model_len: int = Field(2048, ge=64, description="Context length (prompt + completion tokens) per sequence.")
     max_num_seqs: int = Field(32, ge=1, description="Most sequences the engine batches at once (continuous batching).")
@@ -74,7 +76,9 @@ class EngineSettings(Section):
     max_loras: int = Field(4, ge=1, description="Adapters resident in one batch at once.")
     max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank the engine accepts (vLLM: 8/16/32/64/...).")
     max_cpu_loras: int = Field(8, ge=1, description="Adapters cached in CPU memory by vLLM.")
-    enforce_eager: bool = Field(True, description="Skip CUDA graph capture (faster start; set false for peak GPU speed).")
+    enforce_eager: bool = Field(
+        True, description="Skip CUDA graph capture (faster start; set false for peak GPU speed)."
+    )
     seed: int = Field(0, description="Engine seed for reproducible sampling.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (vLLM tensor parallelism).")
 
@@ -93,12 +97,25 @@ class RetrievalSettings(Section):
     )
     max_per_document: int | None = Field(None, ge=1, description="Diversity: most hits taken from one document.")
     rerank_k: int = Field(20, ge=1, description="Fused candidates passed to the reranker when one is configured.")
+    relevance_threshold: float = Field(
+        0.2,
+        description="Chat only: when no retrieved source reaches this dense cosine similarity, the assistant answers "
+        "that it does not know instead of generating (0 disables the check).",
+    )
+    condense_below_words: int = Field(
+        6,
+        ge=0,
+        description="Chat only: a last user turn shorter than this is joined with the previous user turn "
+        "to form the retrieval query (follow-ups like 'and in 2020?').",
+    )
 
 
 class IngestSettings(Section):
     """Document ingest options."""
 
-    chunk_tokens: int = Field(200, ge=16, description="Target chunk size in embedder tokens (kept under its max length).")
+    chunk_tokens: int = Field(
+        200, ge=16, description="Target chunk size in embedder tokens (kept under its max length)."
+    )
     chunk_overlap: int = Field(30, ge=0, description="Token overlap between consecutive chunks of one section.")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are refused.")
     embed_batch_size: int = Field(64, ge=1, description="Texts per embedding batch.")
@@ -116,7 +133,10 @@ class IngestSettings(Section):
         None, description="CSV/JSON/JSONL: field naming a record (used as its section in citations)."
     )
     max_unprintable_ratio: float = Field(
-        0.05, ge=0, le=1, description="Text whose share of control/unassigned/replacement characters exceeds this is garbage."
+        0.05,
+        ge=0,
+        le=1,
+        description="Text whose share of control/unassigned/replacement characters exceeds this is garbage.",
     )
 
     @model_validator(mode="after")
@@ -145,6 +165,12 @@ class ServerSettings(Section):
     max_upload_mb: float = Field(100.0, gt=0, description="Largest accepted request body for uploads.")
     max_message_chars: int = Field(32_000, ge=1, description="Longest accepted single chat message.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a chat request gives none.")
+    sync_upload_mb: float = Field(
+        2.0,
+        ge=0,
+        description="Uploads up to this total size are ingested before the response; larger ones in the "
+        "background (202 + a status to poll).",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty = none).")
 
 
@@ -220,11 +246,10 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from a YAML file (optional), the environment and explicit overrides."""
-    if config_file is not None:
-        if not config_file.is_file():
-            from assistant.errors import ConfigError
+    if config_file is not None and not config_file.is_file():
+        from assistant.errors import ConfigError
 
-            raise ConfigError(f"config file {config_file} does not exist")
+        raise ConfigError(f"config file {config_file} does not exist")
     token = _yaml_file.set(config_file)
     try:
         return Settings(**overrides)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,36 +23,58 @@ from assistant.errors import AssistantError
 from assistant.models import resolve_lm, served_model_name
 from assistant.settings import Settings
 from assistant.storage import Database
+from serving.auth import require_api_key
 from serving.catalog import ModelCatalog
 from serving.engines import make_engine
-from serving.errors import install_error_handlers
-from serving.auth import require_api_key
+from serving.errors import install_body_limit, install_error_handlers
 from serving.metrics import Metrics, install_metrics
-from serving.routes import chat, health, metrics, models
+from serving.routes import chat, documents, health, metrics, models, retrieve
 from serving.services.chat import ChatService
+from serving.services.documents import DocumentsService
+from serving.services.retrieval import RetrievalService
 from serving.state import AppState
 
 log = logging.getLogger(__name__)
 
 
-async def _load_engine(state: AppState, engine: GenerationEngine | None) -> None:
-    """Resolve the model, start the engine, and mark the app ready (or record why it failed)."""
+def build_store(
+    settings: Settings, db: Database, lock: threading.RLock, metrics: Metrics
+) -> tuple[DocumentsService, RetrievalService]:
+    """Embedder, vector index, ingest service (with crash recovery) and retriever over one data directory."""
+    from assistant.embedding import make_embedder
+    from assistant.index import open_index
+    from assistant.retrieval import Retriever
+    from assistant.retrieval.rerank import make_reranker
+    from ingest.service import IngestService
+
+    embedder = make_embedder(settings)
+    index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
+    with lock:
+        ingest = IngestService(settings, db, index, embedder)
+    retriever = Retriever(settings, db, index, embedder, make_reranker(settings))
+    sync_limit = int(settings.server.sync_upload_mb * 1024 * 1024)
+    return DocumentsService(ingest, db, lock, sync_limit), RetrievalService(retriever, db, lock, metrics)
+
+
+async def _load(state: AppState, engine: GenerationEngine | None) -> None:
+    """Open the document store, start the engine, and mark the app ready (or record why it failed)."""
     try:
+        store = asyncio.to_thread(build_store, state.settings, state.db, state.index_lock, state.metrics)
         if engine is None:
             model_dir = await asyncio.to_thread(resolve_lm, state.settings)
             engine = make_engine(state.settings.engine, model_dir, state.catalog.base_name)
         started = time.perf_counter()
-        await engine.start()
+        (state.documents, state.retrieval), _ = await asyncio.gather(store, engine.start())
         state.engine = engine
-        state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics)
+        state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics, state.retrieval)
         state.ready = True
-        log.info("engine ready in %.1f s; serving '%s'", time.perf_counter() - started, state.catalog.base_name)
+        log.info("ready in %.1f s; serving '%s'", time.perf_counter() - started, state.catalog.base_name)
     except AssistantError as exc:
         state.load_error = exc.message
-        log.error("the engine could not start: %s", exc.message)
+        log.error("the server could not start: %s", exc.message)
     except Exception as exc:
         state.load_error = f"{type(exc).__name__}: {exc}"
-        log.exception("the engine could not start")
+        log.exception("the server could not start")
 
 
 def create_app(settings: Settings, engine: GenerationEngine | None = None) -> FastAPI:
@@ -65,7 +88,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         state = AppState(settings=settings, db=db, catalog=catalog, metrics=app_metrics)
         state.started_at = time.time()
         app.state.assistant = state
-        loader = asyncio.create_task(_load_engine(state, engine))
+        loader = asyncio.create_task(_load(state, engine))
         try:
             yield
         finally:
@@ -83,9 +106,10 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_body_limit(app, int(settings.server.max_upload_mb * 1024 * 1024))
     install_metrics(app, app_metrics)
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for router in (models.router, chat.router, metrics.router):
+    for router in (models.router, chat.router, documents.router, retrieve.router, metrics.router):
         app.include_router(router, dependencies=protected)
     return app

@@ -9,36 +9,14 @@ limit unscoped retrieval to the allowed ones.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from assistant.errors import AuthenticationError, PermissionDeniedError
+from assistant.errors import AuthenticationError
 from assistant.settings import APIKey
+from serving.principal import ANONYMOUS, Principal
 from serving.state import StateDep
-
-
-@dataclass(frozen=True)
-class Principal:
-    name: str
-    collections: frozenset[str] | None  # None: every collection
-
-    def check_collections(self, requested: list[str] | None) -> list[str] | None:
-        """The collections a request may search: the requested ones if all allowed, else 403."""
-        if self.collections is None:
-            return requested
-        if requested is None:
-            return sorted(self.collections)
-        denied = [c for c in requested if c not in self.collections]
-        if denied:
-            raise PermissionDeniedError(
-                f"this API key may not read the collection(s) {', '.join(denied)}", param="collections"
-            )
-        return requested
-
-
-ANONYMOUS = Principal(name="anonymous", collections=None)
 
 
 def _match(token: str, keys: list[APIKey]) -> APIKey | None:

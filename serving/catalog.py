@@ -51,12 +51,12 @@ class ModelCatalog:
         exact = _EXACT.match(model)
         with self.db.session() as session:
             if exact:
-                query = select(Adapter).where(
-                    Adapter.name == exact["name"], Adapter.version == int(exact["version"])
-                )
+                query = select(Adapter).where(Adapter.name == exact["name"], Adapter.version == int(exact["version"]))
                 return session.scalars(query).first()
             rows = session.scalars(
-                select(Adapter).where(Adapter.name == model, Adapter.status != "retired").order_by(Adapter.version.desc())
+                select(Adapter)
+                .where(Adapter.name == model, Adapter.status != "retired")
+                .order_by(Adapter.version.desc())
             ).all()
         active = [row for row in rows if row.status == "active"]
         return (active or list(rows) or [None])[0]

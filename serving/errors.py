@@ -20,7 +20,12 @@ from assistant.errors import AssistantError
 
 log = logging.getLogger(__name__)
 
-_STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error"}
+_STATUS_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+}
 
 
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -53,13 +58,29 @@ async def _assistant_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    error_type = _STATUS_TYPES.get(exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error")
+    error_type = _STATUS_TYPES.get(
+        exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error"
+    )
     return JSONResponse(error_body(str(exc.detail), error_type), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(error_body("internal server error", "server_error"), status_code=500)
+
+
+def install_body_limit(app: FastAPI, max_bytes: int) -> None:
+    """Refuse (413) a request whose declared body is larger than `max_bytes`, before reading it."""
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            message = (
+                f"the request body is {int(declared)} bytes; the limit is {max_bytes} bytes (server.max_upload_mb)"
+            )
+            return JSONResponse(error_body(message, "invalid_request_error"), status_code=413)
+        return await call_next(request)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -23,17 +23,34 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("assistant_http_requests", "HTTP requests by route and status", ["method", "route", "status"], registry=r)
-        self.latency = Histogram(
-            "assistant_http_request_seconds", "HTTP request latency", ["method", "route"], buckets=LATENCY_BUCKETS, registry=r
+        self.requests = Counter(
+            "assistant_http_requests", "HTTP requests by route and status", ["method", "route", "status"], registry=r
         )
-        self.ttft = Histogram("assistant_time_to_first_token_seconds", "Time to first token", ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram(
+            "assistant_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "assistant_time_to_first_token_seconds",
+            "Time to first token",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter("assistant_generated_tokens", "Completion tokens generated", ["model"], registry=r)
         self.tokens_per_s = Histogram(
-            "assistant_decode_tokens_per_second", "Per-request decode speed", ["model"],
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r,
+            "assistant_decode_tokens_per_second",
+            "Per-request decode speed",
+            ["model"],
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
         )
-        self.retrieval = Histogram("assistant_retrieval_seconds", "Retrieval latency", buckets=LATENCY_BUCKETS, registry=r)
+        self.retrieval = Histogram(
+            "assistant_retrieval_seconds", "Retrieval latency", buckets=LATENCY_BUCKETS, registry=r
+        )
         self.running = Gauge("assistant_engine_running_requests", "Requests the engine is running", registry=r)
         self.waiting = Gauge("assistant_engine_waiting_requests", "Requests queued in the engine", registry=r)
 

@@ -50,6 +50,13 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # Platform extensions (extra body fields; with the openai client pass them in `extra_body`).
+    use_retrieval: bool = Field(True, description="Ground the answer in retrieved documents (RAG).")
+    collections: list[str] | None = Field(None, description="Retrieve only from these collections.")
+    top_k: int | None = Field(
+        None, ge=1, le=50, description="Sources to put into the prompt (default retrieval.top_k)."
+    )
+    retrieval_mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="How to retrieve.")
 
     @field_validator("stop")
     @classmethod

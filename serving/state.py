@@ -6,6 +6,7 @@ engine answer 503 (so `/health` can report liveness while a large model is still
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -18,6 +19,8 @@ from assistant.storage import Database
 from serving.catalog import ModelCatalog
 from serving.metrics import Metrics
 from serving.services.chat import ChatService
+from serving.services.documents import DocumentsService
+from serving.services.retrieval import RetrievalService
 
 
 @dataclass
@@ -28,6 +31,9 @@ class AppState:
     metrics: Metrics
     engine: GenerationEngine | None = None
     chat: ChatService | None = None
+    documents: DocumentsService | None = None
+    retrieval: RetrievalService | None = None
+    index_lock: threading.RLock = field(default_factory=threading.RLock)
     ready: bool = False
     load_error: str | None = None
     started_at: float = 0.0

@@ -96,11 +96,17 @@ class TransformersEngine(TokenizerMixin):
         self, request_id: str, prompt: str, options: SamplingOptions, adapter: AdapterRef | None
     ) -> AsyncIterator[GenerationChunk]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[int | None | BaseException] = asyncio.Queue()
+        queue: asyncio.Queue[int | BaseException | None] = asyncio.Queue()
         prompt_ids = self.encode(prompt)
         worker = threading.Thread(
             target=self._generate_thread,
-            args=(request_id, prompt_ids, options, adapter, lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)),
+            args=(
+                request_id,
+                prompt_ids,
+                options,
+                adapter,
+                lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
+            ),
             daemon=True,
         )
         worker.start()
@@ -122,7 +128,9 @@ class TransformersEngine(TokenizerMixin):
             self._cancelled.add(request_id)  # stops the thread if we left early (abort, stop string, disconnect)
             await asyncio.to_thread(worker.join)
 
-    def _chunk(self, text: str, prompt_ids: list[int], decoder: _IncrementalText, finish: str | None) -> GenerationChunk:
+    def _chunk(
+        self, text: str, prompt_ids: list[int], decoder: _IncrementalText, finish: str | None
+    ) -> GenerationChunk:
         return GenerationChunk(text, len(prompt_ids), len(decoder.ids), finish, decoder.ids[-1:])
 
     def _generate_thread(

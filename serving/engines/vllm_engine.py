@@ -31,7 +31,9 @@ class _SchedulerStatsLogger:
     def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
         pass
 
-    def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
+    def record(
+        self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0
+    ) -> None:
         if scheduler_stats is not None:
             type(self).running = scheduler_stats.num_running_reqs
             type(self).waiting = scheduler_stats.num_waiting_reqs

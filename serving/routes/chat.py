@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
+from serving.auth import PrincipalDep
 from serving.schemas import ChatCompletionRequest
 from serving.state import ChatDep
 
@@ -14,8 +15,10 @@ router = APIRouter(tags=["chat"])
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(request: ChatCompletionRequest, chat: ChatDep) -> dict[str, Any] | StreamingResponse:
-    prepared = chat.prepare(request)
+async def chat_completions(
+    request: ChatCompletionRequest, chat: ChatDep, principal: PrincipalDep
+) -> dict[str, Any] | StreamingResponse:
+    prepared = await chat.prepare(request, principal)
     if not request.stream:
         return await chat.complete(prepared)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

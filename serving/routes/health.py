@@ -1,4 +1,4 @@
-"""Liveness and readiness: `/health/live` answers while the process runs; `/health` is 200 only once the engine is loaded."""
+"""Liveness and readiness: `/health/live` answers while the process runs; `/health` is 200 once the engine is loaded."""
 
 from __future__ import annotations
 

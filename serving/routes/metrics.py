@@ -1,4 +1,4 @@
-"""`GET /metrics`: Prometheus text format (requests, latency, time to first token, tokens/s, retrieval, engine queue)."""
+"""`GET /metrics`: Prometheus text (requests, latency, time to first token, tokens/s, retrieval, engine queue)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,20 @@
-"""Chat completions: validate, render the prompt, generate through the engine, store the record, format OpenAI output.
+"""Chat completions: retrieve, build the RAG prompt, fit it into the context, generate, store, format OpenAI output.
 
-Contract: `ChatService.prepare(request)` does every check that can fail before generation (unknown model, oversized
-message, prompt or max_tokens beyond the context) and raises project errors (4xx); `complete()` returns an OpenAI
-`chat.completion` dict and `stream()` yields SSE `data:` lines of `chat.completion.chunk`s ending with `[DONE]`.
-Every finished response is stored as a `ChatRecord` under its response id, with the exact rendered prompt, the
-sampling parameters and the adapter, so that feedback can refer to it later. A stream whose consumer goes away
-aborts its engine request (the engine frees the slot).
+Contract:
+- `ChatService.prepare(request, principal)` does everything that can fail before generation (unknown model or
+  collection, a collection the key may not read, oversized messages, a prompt that cannot fit) and raises project
+  errors (4xx). Retrieval is on by default: the query is the last user turn, joined with the previous user turn when
+  it is a short follow-up (`retrieval.condense_below_words`); the hits become numbered sources in the prompt through
+  `assistant.prompts.build_rag_messages`, the template training uses too.
+- When the searched collections hold documents but no hit reaches `retrieval.relevance_threshold`, the answer is the
+  fixed "I don't know" text and no tokens are generated (nothing to ground an answer in). When they hold no documents
+  at all, or the request sets `use_retrieval: false`, it is a plain chat.
+- Context rule: the prompt plus `max_tokens` must fit `engine.max_model_len`. Oldest history turns go first (the
+  system message and the last user turn stay), then the lowest-ranked sources; if it still cannot fit, 400.
+- `complete()` returns a `chat.completion` dict with `citations` (document, page/section, chunk id, score) and
+  `sources` (the chunks used); `stream()` yields SSE lines, the citations arriving in the final chunk, then `[DONE]`.
+- Every finished response is stored as a `ChatRecord` (messages, exact prompt, retrieved chunk ids, adapter,
+  sampling, answer). A stream whose consumer goes away aborts its engine request.
 """
 
 from __future__ import annotations
@@ -17,18 +26,28 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from assistant.engine import AdapterRef, GenerationChunk, GenerationEngine, SamplingOptions
 from assistant.errors import InvalidRequestError
-from assistant.prompts import build_rag_messages
+from assistant.prompts import NO_SOURCES_ANSWER, Source, build_rag_messages
+from assistant.retrieval import Hit
 from assistant.settings import Settings
 from assistant.storage import ChatRecord, Database
 from serving.catalog import ModelCatalog
 from serving.metrics import Metrics
+from serving.principal import ANONYMOUS, Principal
 from serving.schemas import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
+
+
+class Retrieval(Protocol):
+    """What the chat service needs from retrieval (`serving.services.retrieval.RetrievalService`)."""
+
+    def scope(self, requested: list[str] | None, principal: Principal) -> list[str] | None: ...
+    def collections(self) -> set[str]: ...
+    async def search(self, query: str, k: int | None, collections: list[str] | None, mode: str = ...) -> list[Hit]: ...
 
 
 @dataclass
@@ -42,8 +61,37 @@ class PreparedChat:
     prompt: str
     prompt_tokens: int
     options: SamplingOptions
+    hits: list[Hit] = field(default_factory=list)
+    fixed_answer: str | None = None
+    retrieval: str = "off"
     created: int = field(default_factory=lambda: int(time.time()))
     include_usage: bool = False
+
+    def citations(self) -> list[dict[str, Any]]:
+        return [citation(i, hit) for i, hit in enumerate(self.hits, start=1)]
+
+    def sources(self) -> list[dict[str, Any]]:
+        return [{"index": i, "chunk_id": hit.chunk_id, "text": hit.text} for i, hit in enumerate(self.hits, start=1)]
+
+
+def citation(index: int, hit: Hit) -> dict[str, Any]:
+    return {
+        "index": index,
+        "document_id": hit.document_id,
+        "title": hit.title,
+        "source": hit.source,
+        "collection": hit.collection,
+        "page": hit.page,
+        "section": hit.section,
+        "chunk_id": hit.chunk_id,
+        "char_start": hit.char_start,
+        "char_end": hit.char_end,
+        "score": hit.score,
+    }
+
+
+def source_of(hit: Hit) -> Source:
+    return Source(text=hit.text, title=hit.title or hit.source, section=hit.section, page=hit.page)
 
 
 class ChatService:
@@ -56,46 +104,38 @@ class ChatService:
         catalog: ModelCatalog,
         db: Database,
         metrics: Metrics | None = None,
+        retrieval: Retrieval | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.catalog = catalog
         self.db = db
         self.metrics = metrics
+        self.retrieval = retrieval
 
-    async def _generate(self, chat: PreparedChat) -> AsyncIterator[GenerationChunk]:
-        """The engine's stream for this chat, timed for the metrics (time to first token, tokens/s)."""
-        started = time.perf_counter()
-        ttft: float | None = None
-        last: GenerationChunk | None = None
-        async for chunk in self.engine.generate(chat.id, chat.prompt, chat.options, chat.adapter):
-            if ttft is None:
-                ttft = time.perf_counter() - started
-            last = chunk
-            yield chunk
-        if self.metrics is not None and last is not None and ttft is not None:
-            self.metrics.observe_generation(chat.model, ttft, last.completion_tokens, time.perf_counter() - started)
+    # ------------------------------------------------------------------ preparing
 
-    def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
+    async def prepare(self, request: ChatCompletionRequest, principal: Principal = ANONYMOUS) -> PreparedChat:
         adapter = self.catalog.resolve(request.model)
         history = [message.as_dict() for message in request.messages]
         self._check_message_sizes(history)
-        messages = build_rag_messages(history, sources=None)
-        prompt = self.engine.render_chat(messages)
-        prompt_tokens = self.engine.count_tokens(prompt)
-        max_tokens = self._max_tokens(request, prompt_tokens)
-        options = SamplingOptions(
-            max_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            stop=tuple(request.stop or ()),
-            seed=request.seed,
+        hits, mode = await self._retrieve(request, history, principal)
+        chat = PreparedChat(
+            f"chatcmpl-{uuid.uuid4().hex}",
+            request.model,
+            adapter,
+            history,
+            "",
+            0,
+            SamplingOptions(),
+            hits=hits,
+            retrieval=mode,
+            include_usage=bool(request.stream_options and request.stream_options.include_usage),
         )
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return PreparedChat(
-            f"chatcmpl-{uuid.uuid4().hex}", request.model, adapter, history, prompt, prompt_tokens, options,
-            include_usage=include_usage,
-        )
+        if mode == "no_relevant_sources":
+            chat.fixed_answer = NO_SOURCES_ANSWER
+        self._fit_prompt(chat, request)
+        return chat
 
     def _check_message_sizes(self, history: list[dict[str, str]]) -> None:
         limit = self.settings.server.max_message_chars
@@ -107,27 +147,96 @@ class ChatService:
                     param=f"messages.{i}.content",
                 )
 
-    def _max_tokens(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
-        context = self.engine.max_model_len
-        room = context - prompt_tokens
-        if room < 1:
-            raise InvalidRequestError(
-                f"the prompt is {prompt_tokens} tokens but the model's context is {context} tokens: "
-                "shorten the messages",
-                param="messages",
-                code="context_length_exceeded",
-            )
+    async def _retrieve(
+        self, request: ChatCompletionRequest, history: list[dict[str, str]], principal: Principal
+    ) -> tuple[list[Hit], str]:
+        """(hits, retrieval mode): 'off', 'no_documents', 'no_relevant_sources' or 'rag'."""
+        if not request.use_retrieval or self.retrieval is None:
+            return [], "off"
+        collections = self.retrieval.scope(request.collections, principal)
+        available = await asyncio.to_thread(self.retrieval.collections)
+        if not (available if collections is None else available & set(collections)):
+            return [], "no_documents"
+        query = self.retrieval_query(history)
+        hits = await self.retrieval.search(query, request.top_k, collections, request.retrieval_mode)
+        threshold = self.settings.retrieval.relevance_threshold
+        if threshold > 0 and not any((hit.dense_score or 0.0) >= threshold for hit in hits):
+            return [], "no_relevant_sources"
+        return hits, "rag"
+
+    def retrieval_query(self, history: list[dict[str, str]]) -> str:
+        """The last user turn, joined with the previous user turn when it is a short follow-up."""
+        users = [m["content"] for m in history if m["role"] == "user"]
+        last = users[-1]
+        if len(users) > 1 and len(last.split()) < self.settings.retrieval.condense_below_words:
+            return f"{users[-2]}\n{last}"
+        return last
+
+    def _fit_prompt(self, chat: PreparedChat, request: ChatCompletionRequest) -> None:
+        """Render the prompt, dropping oldest turns then lowest-ranked sources until it fits with max_tokens."""
         asked = request.max_tokens or request.max_completion_tokens
-        if asked is None:
-            return min(self.settings.server.default_max_tokens, room)
-        if asked > room:
+        context = self.engine.max_model_len
+        if asked is not None and asked >= context:
             raise InvalidRequestError(
-                f"max_tokens={asked} plus the prompt's {prompt_tokens} tokens exceeds the model's context of "
-                f"{context} tokens: ask for at most {room}",
+                f"max_tokens={asked} does not fit the model's context of {context} tokens",
                 param="max_tokens",
                 code="context_length_exceeded",
             )
-        return asked
+        reserve = asked or 1
+        turns = list(chat.messages)
+        while True:
+            sources = None if chat.retrieval in ("off", "no_documents") else [source_of(h) for h in chat.hits]
+            prompt = self.engine.render_chat(build_rag_messages(turns, sources))
+            tokens = self.engine.count_tokens(prompt)
+            if tokens + reserve <= context or not self._shrink(turns, chat):
+                break
+        if tokens + reserve > context:
+            raise InvalidRequestError(
+                f"the prompt is {tokens} tokens and max_tokens {reserve}, beyond the model's context of {context} "
+                "tokens even with the oldest turns and the lowest-ranked sources removed: shorten the last message"
+                + ("" if asked is None else " or lower max_tokens"),
+                param="max_tokens" if asked is not None and tokens < context else "messages",
+                code="context_length_exceeded",
+            )
+        chat.prompt, chat.prompt_tokens = prompt, tokens  # chat.messages keeps the request's own turns
+        max_tokens = asked or min(self.settings.server.default_max_tokens, context - tokens)
+        chat.options = SamplingOptions(
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=tuple(request.stop or ()),
+            seed=request.seed,
+        )
+
+    @staticmethod
+    def _shrink(turns: list[dict[str, str]], chat: PreparedChat) -> bool:
+        """Drop the oldest non-system turn before the last user turn, else the lowest-ranked source."""
+        for i, turn in enumerate(turns[:-1]):
+            if turn["role"] != "system":
+                del turns[i]
+                return True
+        if len(chat.hits) > 1:
+            chat.hits.pop()
+            return True
+        return False
+
+    # ------------------------------------------------------------------ generating
+
+    async def _generate(self, chat: PreparedChat) -> AsyncIterator[GenerationChunk]:
+        """The engine's stream (or the fixed answer), timed for the metrics."""
+        if chat.fixed_answer is not None:
+            yield GenerationChunk(chat.fixed_answer, chat.prompt_tokens, 0, "stop")
+            return
+        started = time.perf_counter()
+        ttft: float | None = None
+        last: GenerationChunk | None = None
+        async for chunk in self.engine.generate(chat.id, chat.prompt, chat.options, chat.adapter):
+            if ttft is None:
+                ttft = time.perf_counter() - started
+            last = chunk
+            yield chunk
+        if self.metrics is not None and last is not None and ttft is not None:
+            self.metrics.observe_generation(chat.model, ttft, last.completion_tokens, time.perf_counter() - started)
 
     async def complete(self, chat: PreparedChat) -> dict[str, Any]:
         text, last = "", None
@@ -145,6 +254,7 @@ class ChatService:
             "model": chat.model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
             "usage": _usage(chat.prompt_tokens, completion_tokens),
+            **self._grounding(chat),
         }
 
     async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
@@ -162,9 +272,14 @@ class ChatService:
         await self._store(chat, text, final["choices"][0]["finish_reason"], final["usage"]["completion_tokens"])
         yield "data: [DONE]\n\n"
 
+    @staticmethod
+    def _grounding(chat: PreparedChat) -> dict[str, Any]:
+        return {"citations": chat.citations(), "sources": chat.sources(), "retrieval": chat.retrieval}
+
     def _final_chunk(self, chat: PreparedChat, last: GenerationChunk | None) -> dict[str, Any]:
         chunk = self._chunk(chat, {}, finish_reason=last.finish_reason if last else "stop")
         chunk["usage"] = _usage(chat.prompt_tokens, last.completion_tokens if last else 0)
+        chunk.update(self._grounding(chat))
         return chunk
 
     @staticmethod
@@ -185,7 +300,7 @@ class ChatService:
             adapter=chat.adapter.name if chat.adapter else None,
             messages=chat.messages,
             prompt=chat.prompt,
-            retrieved_chunk_ids=[],
+            retrieved_chunk_ids=[hit.chunk_id for hit in chat.hits],
             sampling=chat.options.as_dict(),
             answer=answer,
             finish_reason=finish,

@@ -13,7 +13,11 @@ from tests.fixtures.live_server import LiveServer
 
 def tiny_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Settings:
     engine = {"max_model_len": 512, "max_num_seqs": 32, "kv_cache_gib": 1, "max_lora_rank": 8}
-    return Settings(data_dir=data_dir, models={"lm": str(model_dir), "served_name": "tiny"}, engine=engine, **overrides)
+    overrides.setdefault("server", {"max_upload_mb": 3, "sync_upload_mb": 0.05})
+    overrides.setdefault("ingest", {"max_file_mb": 1, "chunk_tokens": 64, "chunk_overlap": 8})
+    overrides.setdefault("retrieval", {"top_k": 3})
+    models = {"lm": str(model_dir), "served_name": "tiny"}
+    return Settings(data_dir=data_dir, models=models, engine=engine, **overrides)
 
 
 @pytest.fixture(scope="session")

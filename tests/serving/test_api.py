@@ -45,7 +45,11 @@ def test_chat_completion_non_streaming(client: openai.OpenAI, live_server: LiveS
 def test_chat_completion_streaming_matches_non_streaming(client: openai.OpenAI) -> None:
     full = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=12, temperature=0)
     stream = client.chat.completions.create(
-        model="tiny", messages=QUESTION, max_tokens=12, temperature=0, stream=True,
+        model="tiny",
+        messages=QUESTION,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)

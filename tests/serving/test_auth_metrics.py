@@ -61,3 +61,25 @@ def test_metrics_report_requests_and_generation(keyed_server: LiveServer) -> Non
     assert "assistant_time_to_first_token_seconds_count" in text
     assert 'assistant_generated_tokens_total{model="tiny"}' in text
     assert "assistant_engine_running_requests" in text
+
+
+def test_key_limited_to_collections(keyed_server: LiveServer) -> None:
+    base = keyed_server.base_url
+    admin = {"Authorization": f"Bearer {KEY}"}
+    hr_only = {"Authorization": "Bearer sk-other-key-000"}
+    for collection, text in (("kb", "The router resets with a ten second press."), ("hr", "Leave is twenty days.")):
+        files = [("files", (f"{collection}.txt", text.encode()))]
+        response = httpx.post(f"{base}/v1/documents", files=files, data={"collection": collection}, headers=admin)
+        assert response.status_code == 200, response.text
+    denied = httpx.post(f"{base}/v1/retrieve", json={"query": "router", "collections": ["kb"]}, headers=hr_only)
+    assert denied.status_code == 403 and denied.json()["error"]["type"] == "permission_error"
+    chat = {"model": "tiny", "messages": QUESTION, "max_tokens": 2, "collections": ["kb"]}
+    assert httpx.post(f"{base}/v1/chat/completions", json=chat, headers=hr_only).status_code == 403
+    upload = httpx.post(
+        f"{base}/v1/documents", files=[("files", ("x.txt", b"hello there"))], data={"collection": "kb"}, headers=hr_only
+    )
+    assert upload.status_code == 403
+    hits = httpx.post(f"{base}/v1/retrieve", json={"query": "router reset"}, headers=hr_only).json()["data"]
+    assert hits and {h["collection"] for h in hits} == {"hr"}
+    listing = httpx.get(f"{base}/v1/documents", headers=hr_only).json()["data"]
+    assert {d["collection"] for d in listing} == {"hr"}

@@ -45,13 +45,15 @@ def test_32_simultaneous_streams_complete(live_server: LiveServer) -> None:
 def test_client_disconnect_frees_the_slot(live_server: LiveServer) -> None:
     engine = live_server.state.engine
     body = {"model": "tiny", "messages": QUESTION, "max_tokens": 450, "temperature": 0, "stream": True}
-    with httpx.Client(base_url=live_server.base_url, timeout=60) as client:
-        with client.stream("POST", "/v1/chat/completions", json=body) as response:
-            lines = response.iter_lines()
-            for _ in range(4):
-                next(lines)
-            assert engine.stats().running == 1
-        # leaving the block closes the connection mid-stream
+    with (
+        httpx.Client(base_url=live_server.base_url, timeout=60) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        lines = response.iter_lines()
+        for _ in range(4):
+            next(lines)
+        assert engine.stats().running == 1
+    # leaving the block closed the connection mid-stream
     deadline = time.monotonic() + 20
     while engine.stats().running and time.monotonic() < deadline:
         time.sleep(0.1)

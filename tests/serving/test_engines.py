@@ -1,4 +1,4 @@
-"""The generation engines on the tiny model: per-request LoRA through real vLLM, and the transformers fallback's parity."""
+"""The engines on the tiny model: per-request LoRA through real vLLM, and the transformers fallback's parity."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def vllm_outputs(live_server: LiveServer, tiny_adapter_dir: Path) -> dict[str, l
     adapter = _adapter(tiny_adapter_dir)
 
     async def collect(use_adapter: bool, tag: str) -> list[str]:
-        return [await _generate(engine, q, adapter if use_adapter else None, f"{tag}-{i}") for i, q in enumerate(QUESTIONS)]
+        return [
+            await _generate(engine, q, adapter if use_adapter else None, f"{tag}-{i}") for i, q in enumerate(QUESTIONS)
+        ]
 
     return {
         "base": live_server.run(collect(False, "base")),

@@ -1,0 +1,65 @@
+"""Documents: `POST /v1/documents` (multipart upload), `GET /v1/documents`, `GET/DELETE /v1/documents/{id}`,
+`GET /v1/documents/uploads/{id}` (background upload status)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse
+
+from assistant.errors import ServiceUnavailableError
+from serving.auth import PrincipalDep
+from serving.services.documents import DocumentsService
+from serving.state import StateDep
+
+router = APIRouter(tags=["documents"])
+
+
+def get_documents(state: StateDep) -> DocumentsService:
+    service = state.documents
+    if service is None:
+        raise ServiceUnavailableError("the document store is not ready yet; retry shortly")
+    return service
+
+
+DocumentsDep = Annotated[DocumentsService, Depends(get_documents)]
+
+
+@router.post("/v1/documents")
+async def upload_documents(
+    documents: DocumentsDep,
+    principal: PrincipalDep,
+    files: Annotated[list[UploadFile], File(description="One or more files (PDF, DOCX, HTML, MD, TXT, CSV, JSON).")],
+    collection: Annotated[str, Form(min_length=1, max_length=200, pattern=r"^[\w.\-]+$")] = "default",
+) -> JSONResponse:
+    principal.check_collections([collection])
+    payload = [(upload.filename or "upload", await upload.read()) for upload in files]
+    status, body = await documents.upload(payload, collection)
+    return JSONResponse(body, status_code=status)
+
+
+@router.get("/v1/documents")
+async def list_documents(
+    documents: DocumentsDep,
+    principal: PrincipalDep,
+    collection: Annotated[str | None, Query(description="Only this collection.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    return documents.list(principal, collection, limit, offset)
+
+
+@router.get("/v1/documents/uploads/{upload_id}")
+async def upload_status(upload_id: str, documents: DocumentsDep) -> dict[str, Any]:
+    return documents.upload_status(upload_id)
+
+
+@router.get("/v1/documents/{document_id}")
+async def get_document(document_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
+    return documents.get(document_id, principal)
+
+
+@router.delete("/v1/documents/{document_id}")
+async def delete_document(document_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
+    return await documents.delete(document_id, principal)

@@ -1,0 +1,38 @@
+"""`POST /v1/retrieve`: the chunks a query retrieves, with their scores (debugging and evaluation)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from assistant.errors import ServiceUnavailableError
+from serving.auth import PrincipalDep
+from serving.services.retrieval import RetrievalService
+from serving.state import StateDep
+
+router = APIRouter(tags=["retrieval"])
+
+
+class RetrieveRequest(BaseModel):
+    query: str = Field(..., min_length=1, max_length=8000, description="What to search for.")
+    k: int | None = Field(None, ge=1, le=100, description="Hits to return (default retrieval.top_k).")
+    collections: list[str] | None = Field(None, description="Only these collections (default: all the key may read).")
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+
+
+def get_retrieval(state: StateDep) -> RetrievalService:
+    if state.retrieval is None:
+        raise ServiceUnavailableError("the retriever is not ready yet; retry shortly")
+    return state.retrieval
+
+
+RetrievalDep = Annotated[RetrievalService, Depends(get_retrieval)]
+
+
+@router.post("/v1/retrieve")
+async def retrieve(body: RetrieveRequest, retrieval: RetrievalDep, principal: PrincipalDep) -> dict[str, Any]:
+    collections = retrieval.scope(body.collections, principal)
+    hits = await retrieval.search(body.query, body.k, collections, body.mode)
+    return {"object": "list", "query": body.query, "mode": body.mode, "data": [hit.to_dict() for hit in hits]}

@@ -1,0 +1,191 @@
+"""Documents for the API: upload (inline or in the background), list, inspect, delete.
+
+Contract: uploads go through the same `IngestService` as the CLI, in a worker thread under the shared index lock.
+An upload whose total size is at most `server.sync_upload_mb` is ingested before the response (one `FileResult` per
+file; a batch where every file failed raises the first file's error, so a single bad file gets its own 4xx); a larger
+one is accepted at once (202) and ingested in the background, its progress kept in an `UploadTask` polled at
+`GET /v1/documents/uploads/{id}`. Upload tasks live in memory: after a restart, documents a killed upload left in
+'processing' are cleaned up by the ingest service's recovery and can be uploaded again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from assistant.errors import AssistantError, NotFoundError, PayloadTooLargeError
+from assistant.storage import Chunk, Database, Document
+from ingest.results import FileResult
+from ingest.service import IngestService
+from serving.principal import Principal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UploadTask:
+    id: str
+    collection: str
+    files: list[str]
+    state: str = "queued"  # queued | running | done
+    results: list[FileResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        done = len(self.results)
+        return {
+            "id": self.id,
+            "object": "upload",
+            "collection": self.collection,
+            "state": self.state,
+            "progress": done / len(self.files) if self.files else 1.0,
+            "files": self.files,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+def document_dict(document: Document, chunk_count: int) -> dict[str, Any]:
+    return {
+        "id": document.id,
+        "object": "document",
+        "collection": document.collection,
+        "source": document.source,
+        "title": document.title,
+        "mime_type": document.mime_type,
+        "size_bytes": document.size_bytes,
+        "status": document.status,
+        "error": document.error,
+        "chunks": chunk_count,
+        "created_at": int(document.created_at.timestamp()),
+        "updated_at": int(document.updated_at.timestamp()),
+    }
+
+
+class DocumentsService:
+    def __init__(self, ingest: IngestService, db: Database, lock: threading.RLock, sync_limit_bytes: int) -> None:
+        self.ingest = ingest
+        self.db = db
+        self.lock = lock
+        self.sync_limit_bytes = sync_limit_bytes
+        self.uploads: dict[str, UploadTask] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def upload(self, files: list[tuple[str, bytes]], collection: str) -> tuple[int, dict[str, Any]]:
+        """(status code, body): 200 with per-file results, or 202 with an upload task to poll.
+
+        Files over the ingest size limit are refused up front (never queued), so a lone oversized file gets its 413
+        at once even when it would otherwise go to the background.
+        """
+        refused = [self._refuse_oversized(name, data, collection) for name, data in files]
+        if all(refused):
+            _raise_if_all_failed([r for r in refused if r is not None])
+        if sum(len(data) for _, data in files) <= self.sync_limit_bytes:
+            results = [await asyncio.to_thread(self._ingest_one, name, data, collection) for name, data in files]
+            _raise_if_all_failed(results)
+            return 200, {"object": "list", "collection": collection, "data": [r.to_dict() for r in results]}
+        task = UploadTask(f"upload-{uuid.uuid4().hex[:20]}", collection, [name for name, _ in files])
+        self.uploads[task.id] = task
+        job = asyncio.create_task(self._run_upload(task, files))
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+        return 202, task.to_dict()
+
+    def _refuse_oversized(self, name: str, data: bytes, collection: str) -> FileResult | None:
+        limit = self.ingest.settings.ingest.max_file_mb
+        if len(data) <= limit * 1024 * 1024:
+            return None
+        error = PayloadTooLargeError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {limit} MB (ingest.max_file_mb)")
+        return FileResult.failure(name, collection, error)
+
+    def _ingest_one(self, name: str, data: bytes, collection: str) -> FileResult:
+        with self.lock:
+            return self.ingest.ingest_file(name, data, collection)
+
+    async def _run_upload(self, task: UploadTask, files: list[tuple[str, bytes]]) -> None:
+        task.state = "running"
+        for name, data in files:
+            try:
+                task.results.append(await asyncio.to_thread(self._ingest_one, name, data, task.collection))
+            except AssistantError as exc:
+                task.results.append(FileResult.failure(name, task.collection, exc))
+            except Exception as exc:  # one broken file must not stop the batch; it is reported, not hidden
+                log.exception("upload %s: %s failed", task.id, name)
+                task.results.append(FileResult(name, task.collection, "failed", error=f"{type(exc).__name__}: {exc}"))
+        task.state = "done"
+
+    def upload_status(self, upload_id: str) -> dict[str, Any]:
+        task = self.uploads.get(upload_id)
+        if task is None:
+            raise NotFoundError(f"upload {upload_id} does not exist (upload tasks are kept until a restart)")
+        return task.to_dict()
+
+    def list(self, principal: Principal, collection: str | None, limit: int, offset: int) -> dict[str, Any]:
+        allowed = principal.check_collections([collection] if collection else None)
+        counts = select(Chunk.document_id, func.count(Chunk.id).label("n")).group_by(Chunk.document_id).subquery()
+        query = select(Document, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.document_id == Document.id)
+        if allowed is not None:
+            query = query.where(Document.collection.in_(allowed))
+        query = query.order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
+        with self.db.session() as session:
+            rows = session.execute(query).all()
+        return {"object": "list", "data": [document_dict(doc, n) for doc, n in rows]}
+
+    def get(self, document_id: str, principal: Principal, with_chunks: bool = True) -> dict[str, Any]:
+        with self.db.session() as session:
+            document = session.get(Document, document_id)
+            if document is None:
+                raise NotFoundError(f"document {document_id} does not exist", param="document_id")
+            principal.check_collections([document.collection])
+            chunks = session.scalars(
+                select(Chunk).where(Chunk.document_id == document_id).order_by(Chunk.ordinal)
+            ).all()
+            body = document_dict(document, len(chunks))
+            if with_chunks:
+                body["chunk_list"] = [_chunk_dict(chunk) for chunk in chunks]
+        return body
+
+    async def delete(self, document_id: str, principal: Principal) -> dict[str, Any]:
+        self.get(document_id, principal, with_chunks=False)  # 404 / 403 before anything changes
+        removed = await asyncio.to_thread(self._delete, document_id)
+        return {"id": document_id, "object": "document.deleted", "deleted": True, "chunks": removed}
+
+    def _delete(self, document_id: str) -> int:
+        with self.lock:
+            return self.ingest.delete_document(document_id)
+
+
+def _chunk_dict(chunk: Chunk) -> dict[str, Any]:
+    return {
+        "id": chunk.id,
+        "ordinal": chunk.ordinal,
+        "text": chunk.text,
+        "page": chunk.page,
+        "section": chunk.section,
+        "char_start": chunk.char_start,
+        "char_end": chunk.char_end,
+        "tokens": chunk.token_count,
+    }
+
+
+class UploadFailed(AssistantError):
+    """Every file of an inline upload failed: carries the first file's status so the client sees a real 4xx."""
+
+    def __init__(self, first: FileResult, count: int) -> None:
+        message = first.error or "upload failed"
+        if count > 1:
+            message = f"all {count} files failed; first ({first.source}): {message}"
+        else:
+            message = f"{first.source}: {message}"
+        super().__init__(message, param="files")
+        self.status_code = first.status_code or 422
+        self.error_type = "invalid_request_error"
+
+
+def _raise_if_all_failed(results: list[FileResult]) -> None:
+    if results and all(not r.ok for r in results):
+        raise UploadFailed(results[0], len(results))

@@ -1,0 +1,51 @@
+"""Retrieval for the API: the core `Retriever` run off the event loop, scoped to the collections a key may read.
+
+Contract: `RetrievalService.search(query, k, collections, mode, principal)` checks that each named collection exists
+(404 otherwise) and is readable by the key (403), runs the search in a worker thread under the shared index lock (the
+FAISS index is not safe to search while an upload writes it), and records the retrieval latency metric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from assistant.errors import NotFoundError
+from assistant.retrieval import Hit, Retriever
+from assistant.storage import Database, Document
+from serving.metrics import Metrics
+from serving.principal import Principal
+
+
+class RetrievalService:
+    def __init__(self, retriever: Retriever, db: Database, lock: threading.RLock, metrics: Metrics) -> None:
+        self.retriever = retriever
+        self.db = db
+        self.lock = lock
+        self.metrics = metrics
+
+    def collections(self) -> set[str]:
+        with self.db.session() as session:
+            return set(session.scalars(select(Document.collection).distinct()).all())
+
+    def scope(self, requested: Sequence[str] | None, principal: Principal) -> list[str] | None:
+        """The collections a request searches: checked to exist, then to be readable by the key."""
+        if requested is not None:
+            unknown = sorted(set(requested) - self.collections())
+            if unknown:
+                raise NotFoundError(f"unknown collection(s): {', '.join(unknown)}", param="collections")
+        return principal.check_collections(list(requested) if requested is not None else None)
+
+    async def search(self, query: str, k: int | None, collections: list[str] | None, mode: str = "hybrid") -> list[Hit]:
+        started = time.perf_counter()
+        hits = await asyncio.to_thread(self._search, query, k, collections, mode)
+        self.metrics.retrieval.observe(time.perf_counter() - started)
+        return hits
+
+    def _search(self, query: str, k: int | None, collections: list[str] | None, mode: str) -> list[Hit]:
+        with self.lock:
+            return self.retriever.search(query, k=k, collections=collections, mode=mode)
