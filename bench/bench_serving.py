@@ -1,0 +1,253 @@
+"""Serving throughput and latency: the platform (vLLM, continuous batching) vs a plain transformers server.
+
+Both servers answer the same RAG chat requests on the same model with the same retrieval and prompt template:
+- platform: `assistant serve` (FastAPI + vLLM async engine), streamed OpenAI chat completions;
+- baseline: a FastAPI app that, per request, retrieves with the same `Retriever`, renders the same prompt, and calls
+  transformers `model.generate` in a worker thread, streaming through `TextIteratorStreamer` (the common way to put an
+  HF model behind an API).
+They run one after the other (never together) on a data directory holding a SQuAD article collection. For each
+concurrency level the script sends `--requests` streamed requests (at least twice the concurrency) and prints
+throughput (completion tokens/s), time to first token p50/p95 and request latency p50/p95.
+
+    .venv/bin/python bench/bench_serving.py [--concurrency 1 8 32] [--max-tokens 32] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SQUAD = ROOT.parent / "shared" / "data" / "squad-v1.1-dev-part1.json"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def squad_questions(limit: int) -> tuple[list[tuple[str, str]], list[str]]:
+    """(file name, paragraph text) of the first article's paragraphs, and questions about them."""
+    article = json.loads(SQUAD.read_text())["data"][0]
+    files = [(f"p{i:03d}.txt", p["context"]) for i, p in enumerate(article["paragraphs"])]
+    questions = [qa["question"] for p in article["paragraphs"] for qa in p["qas"]]
+    return files, questions[:limit]
+
+
+def prepare_data(data_dir: Path, files: list[tuple[str, str]]) -> None:
+    folder = data_dir / "corpus"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files:
+        (folder / name).write_text(text)
+    subprocess.run(
+        [sys.executable, "-m", "cli.main", "ingest", str(folder), "--data-dir", str(data_dir)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+# ---------------------------------------------------------------- load generator
+
+
+async def one_request(client: httpx.AsyncClient, question: str, max_tokens: int) -> tuple[float, float, int]:
+    body = {
+        "model": "bench",
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    start = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            payload = json.loads(line[6:])
+            if first is None and any(c["delta"].get("content") for c in payload.get("choices", [])):
+                first = time.perf_counter() - start
+            if payload.get("usage"):
+                tokens = payload["usage"]["completion_tokens"]
+    latency = time.perf_counter() - start
+    return first or latency, latency, tokens
+
+
+async def run_level(
+    base_url: str, questions: list[str], concurrency: int, requests: int, max_tokens: int
+) -> dict[str, float]:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def bounded(client: httpx.AsyncClient, i: int) -> tuple[float, float, int]:
+        async with semaphore:
+            return await one_request(client, questions[i % len(questions)], max_tokens)
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+        await one_request(client, questions[0], 4)  # warm-up
+        start = time.perf_counter()
+        results = await asyncio.gather(*(bounded(client, i) for i in range(requests)))
+        wall = time.perf_counter() - start
+    ttfts, latencies, tokens = zip(*results, strict=True)
+    return {
+        "tok_s": sum(tokens) / wall,
+        "ttft_p50": percentile(list(ttfts), 0.5),
+        "ttft_p95": percentile(list(ttfts), 0.95),
+        "lat_p50": percentile(list(latencies), 0.5),
+        "lat_p95": percentile(list(latencies), 0.95),
+    }
+
+
+# ---------------------------------------------------------------- servers
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 900) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                return time.perf_counter() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("server not ready")
+
+
+def start_server(kind: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
+        "ASSISTANT_MODELS__SERVED_NAME": "bench",
+        "ASSISTANT_RETRIEVAL__RELEVANCE_THRESHOLD": "0",
+    }
+    if kind == "platform":
+        cmd = [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(data_dir), "--port", str(port)]
+    else:
+        cmd = [sys.executable, __file__, "--baseline-server", "--data-dir", str(data_dir), "--port", str(port)]
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def baseline_app(data_dir: Path) -> Any:
+    """FastAPI + transformers generate per request, with the platform's retrieval and prompt template."""
+    import torch
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
+
+    from assistant.embedding import make_embedder
+    from assistant.index import open_index
+    from assistant.models import resolve_lm
+    from assistant.prompts import Source, build_rag_messages
+    from assistant.retrieval import Retriever
+    from assistant.settings import Settings
+    from assistant.storage import Database
+
+    settings = Settings(data_dir=data_dir)
+    model_dir = resolve_lm(settings)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    db = Database(settings.resolved_database_url)
+    embedder = make_embedder(settings)
+    retriever = Retriever(settings, db, open_index(settings.index_dir, embedder.dim, 10**9), embedder)
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/v1/chat/completions")
+    def chat(body: dict[str, Any]) -> StreamingResponse:
+        history = body["messages"]
+        hits = retriever.search(history[-1]["content"])
+        sources = [Source(h.text, h.title or h.source, h.section, h.page) for h in hits]
+        prompt = tokenizer.apply_chat_template(
+            build_rag_messages(history, sources), tokenize=False, add_generation_prompt=True
+        )
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = {**inputs, "max_new_tokens": body.get("max_tokens", 32), "do_sample": False, "streamer": streamer}
+        threading.Thread(target=lambda: model.generate(**kwargs), daemon=True).start()
+
+        def events() -> Any:
+            generated = ""
+            for text in streamer:
+                generated += text
+                yield f"data: {json.dumps({'choices': [{'delta': {'content': text}}]})}\n\n"
+            usage = {"completion_tokens": len(tokenizer(generated, add_special_tokens=False)["input_ids"]) + 1}
+            yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+# ---------------------------------------------------------------- main
+
+
+def bench_server(
+    kind: str, data_dir: Path, port: int, args: argparse.Namespace, questions: list[str]
+) -> dict[int, dict[str, float]]:
+    proc = start_server(kind, data_dir, port)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        print(f"{kind}: ready in {wait_ready(base_url, proc):.1f} s", flush=True)
+        results = {}
+        for concurrency in args.concurrency:
+            requests = max(args.requests, 2 * concurrency)
+            results[concurrency] = asyncio.run(run_level(base_url, questions, concurrency, requests, args.max_tokens))
+            print(f"{kind}: concurrency {concurrency} done", flush=True)
+        return results
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, default=8, help="requests per level (at least 2x the concurrency)")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_server:
+        import uvicorn
+
+        uvicorn.run(baseline_app(args.data_dir), host="127.0.0.1", port=args.port, log_level="warning")
+        return
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="assistant-bench-serving-"))
+    files, questions = squad_questions(200)
+    if not (data_dir / "assistant.db").exists():
+        prepare_data(data_dir, files)
+    table = {kind: bench_server(kind, data_dir, args.port, args, questions) for kind in ("platform", "baseline")}
+    print(f"\nmodel: default (SmolLM2-135M-Instruct), max_tokens {args.max_tokens}, RAG over {len(files)} paragraphs")
+    print(f"{'server':9} {'conc':>4} {'tok/s':>8} {'ttft p50':>9} {'ttft p95':>9} {'lat p50':>8} {'lat p95':>8}")
+    for kind, levels in table.items():
+        for concurrency, r in levels.items():
+            print(
+                f"{kind:9} {concurrency:>4} {r['tok_s']:8.1f} {r['ttft_p50']:9.3f} {r['ttft_p95']:9.3f} "
+                f"{r['lat_p50']:8.3f} {r['lat_p95']:8.3f}"
+            )
+    for concurrency in args.concurrency:
+        ratio = table["platform"][concurrency]["tok_s"] / table["baseline"][concurrency]["tok_s"]
+        print(f"throughput ratio platform/baseline at concurrency {concurrency}: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
