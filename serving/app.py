@@ -28,9 +28,11 @@ from serving.catalog import ModelCatalog
 from serving.engines import make_engine
 from serving.errors import install_body_limit, install_error_handlers
 from serving.metrics import Metrics, install_metrics
-from serving.routes import chat, documents, health, metrics, models, retrieve
+from serving.routes import adapters, chat, documents, feedback, health, metrics, models, retrieve
+from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
 from serving.services.documents import DocumentsService
+from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
 from serving.services.retrieval import RetrievalService
 from serving.state import AppState
 
@@ -67,6 +69,10 @@ async def _load(state: AppState, engine: GenerationEngine | None) -> None:
         (state.documents, state.retrieval), _ = await asyncio.gather(store, engine.start())
         state.engine = engine
         state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics, state.retrieval)
+        state.adapters = AdapterService(state.db, state.catalog, engine)
+        state.preferences = PreferenceStore(state.db)
+        state.feedback = FeedbackService(state.db, state.preferences)
+        state.preference_importer = PreferenceImporter(state.preferences, engine.render_chat)
         state.ready = True
         log.info("ready in %.1f s; serving '%s'", time.perf_counter() - started, state.catalog.base_name)
     except AssistantError as exc:
@@ -110,6 +116,6 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     install_metrics(app, app_metrics)
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for router in (models.router, chat.router, documents.router, retrieve.router, metrics.router):
-        app.include_router(router, dependencies=protected)
+    for module in (models, chat, documents, retrieve, feedback, adapters, metrics):
+        app.include_router(module.router, dependencies=protected)
     return app

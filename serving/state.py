@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
@@ -18,8 +18,10 @@ from assistant.settings import Settings
 from assistant.storage import Database
 from serving.catalog import ModelCatalog
 from serving.metrics import Metrics
+from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
 from serving.services.documents import DocumentsService
+from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
 from serving.services.retrieval import RetrievalService
 
 
@@ -33,11 +35,25 @@ class AppState:
     chat: ChatService | None = None
     documents: DocumentsService | None = None
     retrieval: RetrievalService | None = None
+    adapters: AdapterService | None = None
+    feedback: FeedbackService | None = None
+    preferences: PreferenceStore | None = None
+    preference_importer: PreferenceImporter | None = None
     index_lock: threading.RLock = field(default_factory=threading.RLock)
     ready: bool = False
     load_error: str | None = None
     started_at: float = 0.0
     extras: dict[str, object] = field(default_factory=dict)
+
+
+T = TypeVar("T")
+
+
+def require(service: T | None, what: str) -> T:
+    """The service, or 503 while the server is still starting."""
+    if service is None:
+        raise ServiceUnavailableError(f"the {what} is not ready yet; retry shortly")
+    return service
 
 
 def get_state(request: Request) -> AppState:

@@ -99,7 +99,9 @@ class DocumentsService:
         limit = self.ingest.settings.ingest.max_file_mb
         if len(data) <= limit * 1024 * 1024:
             return None
-        error = PayloadTooLargeError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {limit} MB (ingest.max_file_mb)")
+        error = PayloadTooLargeError(
+            f"{name} is {len(data) / 2**20:.1f} MB; the limit is {limit} MB (ingest.max_file_mb)"
+        )
         return FileResult.failure(name, collection, error)
 
     def _ingest_one(self, name: str, data: bytes, collection: str) -> FileResult:

@@ -1,0 +1,33 @@
+"""Adapter registry: `GET /v1/adapters`, `POST /v1/adapters/{name}/activate`, `POST /v1/adapters/{name}/rollback`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from serving.state import StateDep, require
+
+router = APIRouter(tags=["adapters"])
+
+
+class ActivateRequest(BaseModel):
+    version: int | None = Field(None, ge=1, description="The version to activate (default: the newest candidate).")
+    force: bool = Field(False, description="Activate even if the evaluation gate found it worse.")
+
+
+@router.get("/v1/adapters")
+async def list_adapters(state: StateDep) -> dict[str, Any]:
+    return require(state.adapters, "adapter registry").list()
+
+
+@router.post("/v1/adapters/{name}/activate")
+async def activate_adapter(name: str, state: StateDep, body: ActivateRequest | None = None) -> dict[str, Any]:
+    body = body or ActivateRequest()
+    return await require(state.adapters, "adapter registry").activate(name, body.version, body.force)
+
+
+@router.post("/v1/adapters/{name}/rollback")
+async def rollback_adapter(name: str, state: StateDep) -> dict[str, Any]:
+    return await require(state.adapters, "adapter registry").rollback(name)

@@ -1,0 +1,121 @@
+"""The adapter registry as the server sees it: listing, activation with hot-loading, rollback.
+
+Contract:
+- `list()` returns every adapter version with lineage, metrics, gate result and status, and the active version of
+  each name.
+- `activate(name, version=None, force=False)`: the named version (default: the newest candidate) is checked (404 if
+  missing, 409 if its gate result says it is worse than the active version and `force` is false), loaded into the
+  running engine under its own identity `NAME@vN` (a load failure is a 422 and changes nothing), and only then made
+  active in one transaction (the previous active version becomes 'inactive'). Requests naming the alias `NAME`
+  follow the active version from the next request on; requests already running finish on the version they
+  started with, so no request fails during the swap. One activation runs at a time per app: a second one arriving
+  meanwhile is refused with 409.
+- `rollback(name)` re-activates the version that was active before the current one (409 when there is none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from assistant.engine import GenerationEngine
+from assistant.errors import ConflictError, NotFoundError, UnprocessableError
+from assistant.storage import Adapter, Database
+from serving.catalog import ModelCatalog, engine_identity
+
+
+def adapter_dict(row: Adapter) -> dict[str, Any]:
+    return {
+        "id": engine_identity(row),
+        "object": "adapter",
+        "name": row.name,
+        "version": row.version,
+        "status": row.status,
+        "method": row.method,
+        "base_model": row.base_model,
+        "parent_id": row.parent_id,
+        "job_id": row.job_id,
+        "path": row.path,
+        "lineage": row.lineage,
+        "metrics": row.metrics,
+        "gate": row.gate,
+        "created_at": int(row.created_at.timestamp()),
+        "activated_at": int(row.activated_at.timestamp()) if row.activated_at else None,
+    }
+
+
+class AdapterService:
+    def __init__(self, db: Database, catalog: ModelCatalog, engine: GenerationEngine) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.engine = engine
+        self._lock = asyncio.Lock()
+
+    def list(self) -> dict[str, Any]:
+        rows = self.catalog.adapters()
+        active = {row.name: engine_identity(row) for row in rows if row.status == "active"}
+        return {"object": "list", "active": active, "data": [adapter_dict(row) for row in rows]}
+
+    async def activate(self, name: str, version: int | None = None, force: bool = False) -> dict[str, Any]:
+        if self._lock.locked():
+            raise ConflictError("another activation is in progress; retry when it has finished", code="busy")
+        async with self._lock:
+            row = self._find(name, version)
+            self._check_gate(row, force)
+            ref = self.catalog.resolve(engine_identity(row))
+            assert ref is not None
+            try:
+                await self.engine.add_adapter(ref)
+            except Exception as exc:  # the engine could not load it: nothing has changed
+                raise UnprocessableError(f"{engine_identity(row)} could not be loaded: {exc}") from exc
+            return await asyncio.to_thread(self._make_active, row.id)
+
+    async def rollback(self, name: str) -> dict[str, Any]:
+        rows = [row for row in self.catalog.adapters() if row.name == name]
+        if not rows:
+            raise NotFoundError(f"no adapter named {name!r}", param="name")
+        current = next((row for row in rows if row.status == "active"), None)
+        earlier = sorted(
+            (row for row in rows if row.activated_at is not None and row is not current),
+            key=lambda row: row.activated_at or datetime.min.replace(tzinfo=UTC),
+        )
+        if current is None or not earlier:
+            raise ConflictError(f"{name} has no earlier active version to roll back to")
+        return await self.activate(name, earlier[-1].version, force=True)
+
+    def _find(self, name: str, version: int | None) -> Adapter:
+        query = select(Adapter).where(Adapter.name == name)
+        if version is not None:
+            query = query.where(Adapter.version == version)
+        else:
+            query = query.where(Adapter.status == "candidate")
+        with self.db.session() as session:
+            row = session.scalars(query.order_by(Adapter.version.desc())).first()
+        if row is None:
+            what = f"version {version} of adapter {name!r}" if version is not None else f"a candidate of {name!r}"
+            raise NotFoundError(f"there is no {what} in the registry", param="version" if version else "name")
+        return row
+
+    @staticmethod
+    def _check_gate(row: Adapter, force: bool) -> None:
+        gate = row.gate or {}
+        if gate and not gate.get("passed", False) and not force:
+            reasons = "; ".join(gate.get("reasons", [])) or "it scored worse than the active version"
+            raise ConflictError(
+                f"{engine_identity(row)} failed the evaluation gate ({reasons}); pass force=true to activate anyway",
+                code="gate_failed",
+            )
+
+    def _make_active(self, adapter_id: str) -> dict[str, Any]:
+        with self.db.session() as session:
+            row = session.get(Adapter, adapter_id)
+            assert row is not None
+            for other in session.scalars(select(Adapter).where(Adapter.name == row.name, Adapter.status == "active")):
+                other.status = "inactive"
+            row.status = "active"
+            row.activated_at = datetime.now(UTC)
+            session.flush()
+            return adapter_dict(row)

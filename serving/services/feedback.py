@@ -1,0 +1,181 @@
+"""Feedback and preference pairs: ratings on stored responses become training pairs; curated pairs are imported.
+
+Contract:
+- `FeedbackService.submit(response_id, rating, correction, comment)` stores the feedback on a `ChatRecord` (404 if the
+  id is unknown). A thumbs-down with a correction becomes a pair (chosen = correction, rejected = the stored answer);
+  a rating opposite to an earlier rating of another answer to the same rendered prompt becomes a pair too (chosen =
+  the thumbs-up answer). Pairs keep the exact rendered prompt the model saw (retrieved context included) in
+  `PreferencePair.prompt`, and the conversation in `meta.messages`.
+- `PreferenceService.import_file(path)` reads pairs in any format the training module reads
+  (`training.data.formats.load_preference_examples`: prompt/chosen/rejected, conversations, sharegpt preference),
+  renders each prompt with the serving template (no retrieval) and stores the new ones; pairs already stored (same
+  rendered prompt, chosen and rejected) are counted as duplicates, not stored twice.
+- `export(since, provenance)` yields the records a training job reads (`rendered_prompt`, `chosen`, `rejected`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from assistant.errors import InvalidRequestError, NotFoundError
+from assistant.storage import ChatRecord, Database, Feedback, PreferencePair
+
+
+def pair_hash(prompt: str, chosen: str, rejected: str) -> str:
+    return hashlib.sha256("\x00".join((prompt, chosen, rejected)).encode()).hexdigest()
+
+
+def pair_dict(pair: PreferencePair) -> dict[str, Any]:
+    return {
+        "id": pair.id,
+        "object": "preference_pair",
+        "provenance": pair.provenance,
+        "source": pair.source,
+        "prompt": pair.prompt,
+        "chosen": pair.chosen,
+        "rejected": pair.rejected,
+        "created_at": int(pair.created_at.timestamp()),
+    }
+
+
+class PreferenceStore:
+    """Insert-if-new and listing of preference pairs."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(
+        self, prompt: str, chosen: str, rejected: str, provenance: str, source: str | None, meta: dict[str, Any]
+    ) -> str | None:
+        """Store a pair unless an identical one exists; returns the new pair's id or None."""
+        digest = pair_hash(prompt, chosen, rejected)
+        with self.db.session() as session:
+            if session.scalar(select(PreferencePair.id).where(PreferencePair.content_hash == digest)):
+                return None
+            pair = PreferencePair(
+                prompt=prompt,
+                chosen=chosen,
+                rejected=rejected,
+                content_hash=digest,
+                provenance=provenance,
+                source=source,
+                meta=meta,
+            )
+            session.add(pair)
+            session.flush()
+            return pair.id
+
+    def list(self, provenance: str | None, since: datetime | None, limit: int, offset: int) -> dict[str, Any]:
+        query = select(PreferencePair)
+        if provenance:
+            query = query.where(PreferencePair.provenance == provenance)
+        if since:
+            query = query.where(PreferencePair.created_at >= since)
+        with self.db.session() as session:
+            counts = dict(
+                session.execute(
+                    select(PreferencePair.provenance, func.count()).group_by(PreferencePair.provenance)
+                ).all()
+            )
+            rows = session.scalars(
+                query.order_by(PreferencePair.created_at, PreferencePair.id).limit(limit).offset(offset)
+            ).all()
+        return {
+            "object": "list",
+            "counts": {"total": sum(counts.values()), **counts},
+            "data": [pair_dict(p) for p in rows],
+        }
+
+    def export(self, since: datetime | None = None, provenance: str | None = None) -> list[dict[str, str]]:
+        query = select(PreferencePair)
+        if provenance:
+            query = query.where(PreferencePair.provenance == provenance)
+        if since:
+            query = query.where(PreferencePair.created_at >= since)
+        with self.db.session() as session:
+            rows = session.scalars(query.order_by(PreferencePair.created_at, PreferencePair.id)).all()
+            return [{"rendered_prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "id": p.id} for p in rows]
+
+
+class FeedbackService:
+    def __init__(self, db: Database, store: PreferenceStore) -> None:
+        self.db = db
+        self.store = store
+
+    def submit(self, response_id: str, rating: int, correction: str | None, comment: str | None) -> dict[str, Any]:
+        if correction is not None and not correction.strip():
+            raise InvalidRequestError("correction is empty; omit it or give the corrected answer", param="correction")
+        with self.db.session() as session:
+            record = session.get(ChatRecord, response_id)
+            if record is None:
+                raise NotFoundError(f"no stored response has the id {response_id}", param="response_id")
+            feedback = Feedback(chat_id=response_id, rating=rating, correction=correction, comment=comment)
+            session.add(feedback)
+            session.flush()
+            feedback_id = feedback.id
+            prompt, answer, messages = record.prompt, record.answer, record.messages
+        pairs = self._pairs_from(response_id, prompt, answer, messages, rating, correction)
+        return {
+            "id": feedback_id,
+            "object": "feedback",
+            "response_id": response_id,
+            "rating": rating,
+            "preference_pairs": pairs,
+        }
+
+    def _pairs_from(
+        self, response_id: str, prompt: str, answer: str, messages: list[Any], rating: int, correction: str | None
+    ) -> list[str]:
+        meta = {"chat_id": response_id, "messages": messages}
+        made = []
+        if rating < 0 and correction and correction.strip() != answer.strip():
+            made.append(self.store.add(prompt, correction, answer, "feedback", response_id, meta))
+        for other_answer, other_id in self._opposite_answers(prompt, response_id, rating):
+            chosen, rejected = (answer, other_answer) if rating > 0 else (other_answer, answer)
+            made.append(self.store.add(prompt, chosen, rejected, "feedback", f"{response_id},{other_id}", meta))
+        return [pair_id for pair_id in made if pair_id]
+
+    def _opposite_answers(self, prompt: str, response_id: str, rating: int) -> list[tuple[str, str]]:
+        """Other answers to the same rendered prompt that were rated the opposite way."""
+        query = (
+            select(ChatRecord.answer, ChatRecord.id)
+            .join(Feedback, Feedback.chat_id == ChatRecord.id)
+            .where(ChatRecord.prompt == prompt, ChatRecord.id != response_id, Feedback.rating == -rating)
+            .distinct()
+        )
+        with self.db.session() as session:
+            return [(a, i) for a, i in session.execute(query).all() if a.strip()]
+
+
+class PreferenceImporter:
+    """Imports preference files through the training module's format readers."""
+
+    def __init__(self, store: PreferenceStore, render: Callable[[Sequence[dict[str, str]]], str]) -> None:
+        self.store = store
+        self.render = render
+
+    def import_file(self, path: Path, source: str) -> dict[str, Any]:
+        from assistant.prompts import build_rag_messages
+        from training.data.formats import load_preference_examples
+
+        examples = load_preference_examples([path])
+        stored = 0
+        for example in examples:
+            sources = list(example.sources) if example.sources is not None else None
+            prompt = self.render(build_rag_messages([dict(m) for m in example.prompt], sources))
+            meta = {"messages": [dict(m) for m in example.prompt], "origin": example.origin}
+            if self.store.add(prompt, example.chosen, example.rejected, "imported", source, meta):
+                stored += 1
+        return {
+            "object": "preference_import",
+            "source": source,
+            "records": len(examples),
+            "stored": stored,
+            "duplicates": len(examples) - stored,
+        }
