@@ -181,6 +181,23 @@ class TrainingSettings(Section):
         0.4, gt=0, le=1, description="Share of GPU memory a training job may use beside the engine."
     )
     auto_activate: bool = Field(False, description="Activate a candidate adapter automatically when the gate passes.")
+    run_worker: bool = Field(
+        True, description="The server starts a job worker process (`assistant worker`) beside itself."
+    )
+    heartbeat_timeout_s: float = Field(
+        60.0, gt=0, description="A running job whose worker has not reported for this long is marked failed."
+    )
+    gate_holdout: float = Field(
+        0.2, gt=0, lt=1, description="Share of a preference job's pairs held out for the evaluation gate."
+    )
+    gate_min_pairs: int = Field(2, ge=1, description="Fewest held-out pairs the gate evaluates on.")
+    gate_tolerance: float = Field(
+        0.0, ge=0, description="How much worse than the active version a candidate may score and still pass."
+    )
+    gate_qa_file: Path | None = Field(
+        None, description="SQuAD-format QA file for the gate's exact-match/F1 check with retrieval (none: skipped)."
+    )
+    gate_qa_limit: int = Field(20, ge=1, description="Questions of gate_qa_file the gate asks.")
 
 
 class Settings(BaseSettings):

@@ -19,8 +19,13 @@ T = TypeVar("T")
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML settings file (ASSISTANT_* environment variables override it).",
-                 envvar="ASSISTANT_CONFIG", show_envvar=True),
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML settings file (ASSISTANT_* environment variables override it).",
+        envvar="ASSISTANT_CONFIG",
+        show_envvar=True,
+    ),
 ]
 DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (database, index, models, adapters).")

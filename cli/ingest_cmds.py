@@ -1,9 +1,152 @@
-"""CLI commands for ingest, search, the index and retrieval evaluation (filled in with issue 3)."""
+"""CLI commands for ingest, search, the index and retrieval evaluation.
+
+Contract: `register(app, eval_app)` adds `ingest PATH...`, `search QUERY`, `index rebuild|check` to the root app and
+`retrieval` to the eval group. Every command builds the settings with `cli.common.build_settings`, imports its heavy
+modules inside the function, reports project errors as one line with exit code 1, and prints results to stdout.
+`ingest` exits 1 when any file failed (the others are still ingested); `index check` exits 1 when inconsistent.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from assistant.settings import Settings
+from cli.common import ConfigOption, DataDirOption, build_settings, echo, user_errors
+
+if TYPE_CHECKING:
+    from assistant.embedding import Embedder
+    from assistant.index import FaissIndex
+    from assistant.retrieval import Retriever
+    from assistant.storage.db import Database
+
+CollectionOption = Annotated[str, typer.Option("--collection", help="Collection the documents belong to.")]
+SHARED_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1-dev-part1.json"
+
+
+def ingest(
+    paths: Annotated[list[str], typer.Argument(help="Files, folders (recursive) or glob patterns to ingest.")],
+    collection: CollectionOption = "default",
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Ingest documents (PDF, DOCX, HTML, Markdown, TXT, CSV, JSON/JSONL) into the index."""
+    settings = build_settings(config, data_dir)
+    with user_errors():
+        from ingest.service import IngestService
+
+        report = IngestService.open(settings).ingest_paths(paths, collection)
+    for result in report.files:
+        detail = f"error {result.status_code}: {result.error}" if result.error else f"{result.chunks} chunks"
+        echo(f"{result.status:<10} {result.source}  ({detail})")
+    dropped = report.selection.counts()
+    echo(
+        f"{report.counts()} in {report.seconds:.1f} s; {report.chunks} chunks"
+        + (f"; dropped {dropped}" if dropped else "")
+    )
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="The question or keywords to search for.")],
+    k: Annotated[int | None, typer.Option("--k", help="Hits to return (default retrieval.top_k).")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="hybrid, dense or bm25.")] = "hybrid",
+    collection: Annotated[
+        list[str] | None, typer.Option("--collection", help="Restrict to this collection (repeatable).")
+    ] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Show the chunks a query retrieves, with scores and citation data."""
+    settings = build_settings(config, data_dir)
+    with user_errors():
+        hits = _open_retriever(settings).search(query, k=k, collections=collection or None, mode=mode)
+    for rank, hit in enumerate(hits, start=1):
+        where = ", ".join(part for part in (f"p. {hit.page}" if hit.page else "", hit.section or "") if part)
+        echo(
+            f"[{rank}] {hit.score:.4f}  {hit.title} ({hit.source}{', ' + where if where else ''}) "
+            f"chars {hit.char_start}-{hit.char_end}  chunk {hit.chunk_id}"
+        )
+        echo(f"    {hit.text[:300]}")
+    if not hits:
+        echo("no hits")
+
+
+def _open_retriever(settings: Settings) -> Retriever:
+    from assistant.retrieval import Retriever
+    from assistant.retrieval.rerank import make_reranker
+
+    db, index, embedder = _open_parts(settings)
+    return Retriever(settings, db, index, embedder, make_reranker(settings))
+
+
+def index_rebuild(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Rebuild the vector index from the chunk rows (exact or HNSW by size; compacts deletions)."""
+    settings = build_settings(config, data_dir)
+    with user_errors():
+        from ingest.service import IngestService
+
+        report = IngestService.open(settings).rebuild_index()
+    echo(report.summary())
+
+
+def index_check(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Check that the vector index and the chunk rows agree (exit code 1 when they do not)."""
+    settings = build_settings(config, data_dir)
+    with user_errors():
+        from ingest.service import IngestService
+
+        service = IngestService(settings, *_open_parts(settings), recover=False)
+        report = service.check_index()
+    echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+def _open_parts(settings: Settings) -> tuple[Database, FaissIndex, Embedder]:
+    from assistant.embedding import make_embedder
+    from assistant.index import open_index
+    from assistant.storage.db import Database
+
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    embedder = make_embedder(settings)
+    return db, open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after), embedder
+
+
+def eval_retrieval(
+    squad: Annotated[Path, typer.Option("--squad", help="SQuAD v1.1 JSON file (paragraphs = corpus).")] = SHARED_SQUAD,
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate a seeded sample of N questions.")] = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Recall@1/5/10, MRR@10 and nDCG@10 of dense, BM25 and hybrid retrieval on a SQuAD file (temporary index)."""
+    settings = build_settings(config, data_dir)
+    with user_errors():
+        from ingest.evaluation import run_squad_evaluation
+
+        if not squad.is_file():
+            from assistant.errors import NotFoundError
+
+            raise NotFoundError(f"SQuAD file {squad} does not exist")
+        scores = run_squad_evaluation(settings, squad, limit)
+    echo(f"{'mode':<8}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MRR@10':>8}{'nDCG@10':>9}  queries")
+    for mode, s in scores.items():
+        echo(
+            f"{mode:<8}{s.recall_at_1:>8.3f}{s.recall_at_5:>8.3f}{s.recall_at_10:>8.3f}{s.mrr_at_10:>8.3f}"
+            f"{s.ndcg_at_10:>9.3f}  {s.queries}"
+        )
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     """Add the ingest/search/index commands to the root app and `eval retrieval` to the eval group."""
+    app.command("ingest")(ingest)
+    app.command("search")(search)
+    index_app = typer.Typer(help="Inspect and maintain the vector index.", no_args_is_help=True)
+    index_app.command("rebuild")(index_rebuild)
+    index_app.command("check")(index_check)
+    app.add_typer(index_app, name="index")
+    eval_app.command("retrieval")(eval_retrieval)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import ingest_cmds, serve_cmds, train_cmds
+from cli import ingest_cmds, loop_cmds, serve_cmds, train_cmds
 
 app = typer.Typer(
     name="assistant",
@@ -16,6 +16,7 @@ app = typer.Typer(
 eval_app = typer.Typer(help="Evaluate retrieval, answers and adapters.", no_args_is_help=True)
 
 serve_cmds.register(app)
+loop_cmds.register(app)
 ingest_cmds.register(app, eval_app)
 train_cmds.register(app, eval_app)
 app.add_typer(eval_app, name="eval")

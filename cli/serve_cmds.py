@@ -70,11 +70,15 @@ async def _chat_once(settings, message, model, system, max_tokens, temperature) 
     try:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": message}]
         request = ChatCompletionRequest.model_validate(
-            {"model": model or catalog.base_name, "messages": messages, "max_tokens": max_tokens,
-             "temperature": temperature}
+            {
+                "model": model or catalog.base_name,
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+            }
         )
         service = ChatService(settings, engine, catalog, db)
-        prepared = service.prepare(request)
+        prepared = await service.prepare(request)
         async for event in service.stream(prepared):
             payload = event.removeprefix("data: ").strip()
             if payload != "[DONE]":
@@ -93,7 +97,8 @@ def models_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> 
 
     with user_errors():
         for info in model_report(build_settings(config, data_dir)):
-            echo(f"{info.role:9} {info.configured:28} {'ready' if info.ready else 'MISSING':8} {info.path or ''}  {info.detail}")
+            state = "ready" if info.ready else "MISSING"
+            echo(f"{info.role:9} {info.configured:28} {state:8} {info.path or ''}  {info.detail}")
 
 
 @models_app.command("prepare")

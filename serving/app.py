@@ -28,11 +28,12 @@ from serving.catalog import ModelCatalog
 from serving.engines import make_engine
 from serving.errors import install_body_limit, install_error_handlers
 from serving.metrics import Metrics, install_metrics
-from serving.routes import adapters, chat, documents, feedback, health, metrics, models, retrieve
+from serving.routes import adapters, chat, documents, feedback, health, jobs, metrics, models, retrieve
 from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
 from serving.services.documents import DocumentsService
 from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
+from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
 from serving.services.retrieval import RetrievalService
 from serving.state import AppState
 
@@ -83,6 +84,11 @@ async def _load(state: AppState, engine: GenerationEngine | None) -> None:
         log.exception("the server could not start")
 
 
+async def _activate(state: AppState, name: str, version: int, force: bool) -> None:
+    if state.adapters is not None:
+        await state.adapters.activate(name, version, force)
+
+
 def create_app(settings: Settings, engine: GenerationEngine | None = None) -> FastAPI:
     app_metrics = Metrics()
 
@@ -94,13 +100,21 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         state = AppState(settings=settings, db=db, catalog=catalog, metrics=app_metrics)
         state.started_at = time.time()
         app.state.assistant = state
-        loader = asyncio.create_task(_load(state, engine))
+        state.jobs = JobService(settings, db)
+        monitor = JobMonitor(settings, db, activate=lambda *args: _activate(state, *args))
+        await asyncio.to_thread(monitor.fail_orphans)  # jobs a crash or a restart left 'running'
+        supervisor = WorkerSupervisor(settings)
+        if settings.training.run_worker:
+            supervisor.start()
+        tasks = [asyncio.create_task(_load(state, engine)), asyncio.create_task(monitor.run())]
         try:
             yield
         finally:
-            loader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loader
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await asyncio.to_thread(supervisor.stop)
             if state.engine is not None:
                 await state.engine.shutdown()
             db.dispose()
@@ -116,6 +130,6 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     install_metrics(app, app_metrics)
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for module in (models, chat, documents, retrieve, feedback, adapters, metrics):
+    for module in (models, chat, documents, retrieve, feedback, adapters, jobs, metrics):
         app.include_router(module.router, dependencies=protected)
     return app

@@ -45,7 +45,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = Field(None, description="Up to 4 stop strings.")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed (reproducible sampling).")
     n: int = Field(1, ge=1, le=1, description="Only n=1 is supported.")
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -22,6 +22,7 @@ from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
 from serving.services.documents import DocumentsService
 from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
+from serving.services.jobs import JobService
 from serving.services.retrieval import RetrievalService
 
 
@@ -39,6 +40,7 @@ class AppState:
     feedback: FeedbackService | None = None
     preferences: PreferenceStore | None = None
     preference_importer: PreferenceImporter | None = None
+    jobs: JobService | None = None
     index_lock: threading.RLock = field(default_factory=threading.RLock)
     ready: bool = False
     load_error: str | None = None

@@ -45,7 +45,7 @@ async def list_documents(
     principal: PrincipalDep,
     collection: Annotated[str | None, Query(description="Only this collection.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
     return documents.list(principal, collection, limit, offset)
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
 
 from assistant.errors import InvalidRequestError
+from serving.services.jobs import MAX_UNIX_TIME
 from serving.state import StateDep, require
 
 router = APIRouter(tags=["feedback"])
@@ -49,9 +50,11 @@ async def import_preferences(
 async def list_preferences(
     state: StateDep,
     provenance: Annotated[Literal["imported", "feedback"] | None, Query()] = None,
-    since: Annotated[int | None, Query(ge=0, description="Unix time: only pairs created at or after it.")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=MAX_UNIX_TIME, description="Unix time: only pairs created at or after it.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
     store = require(state.preferences, "preferences")
     after = datetime.fromtimestamp(since, UTC).replace(tzinfo=None) if since is not None else None

@@ -48,7 +48,7 @@ def adapter_dict(row: Adapter) -> dict[str, Any]:
 
 
 class AdapterService:
-    def __init__(self, db: Database, catalog: ModelCatalog, engine: GenerationEngine) -> None:
+    def __init__(self, db: Database, catalog: ModelCatalog, engine: GenerationEngine | None) -> None:
         self.db = db
         self.catalog = catalog
         self.engine = engine
@@ -68,7 +68,8 @@ class AdapterService:
             ref = self.catalog.resolve(engine_identity(row))
             assert ref is not None
             try:
-                await self.engine.add_adapter(ref)
+                if self.engine is not None:  # no engine (the CLI): a running server loads it on the next request
+                    await self.engine.add_adapter(ref)
             except Exception as exc:  # the engine could not load it: nothing has changed
                 raise UnprocessableError(f"{engine_identity(row)} could not be loaded: {exc}") from exc
             return await asyncio.to_thread(self._make_active, row.id)

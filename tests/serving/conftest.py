@@ -16,6 +16,7 @@ def tiny_settings(data_dir: Path, model_dir: Path, **overrides: object) -> Setti
     overrides.setdefault("server", {"max_upload_mb": 3, "sync_upload_mb": 0.05})
     overrides.setdefault("ingest", {"max_file_mb": 1, "chunk_tokens": 64, "chunk_overlap": 8})
     overrides.setdefault("retrieval", {"top_k": 3})
+    overrides.setdefault("training", {"run_worker": False})
     models = {"lm": str(model_dir), "served_name": "tiny"}
     return Settings(data_dir=data_dir, models=models, engine=engine, **overrides)
 

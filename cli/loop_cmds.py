@@ -1,0 +1,160 @@
+"""CLI commands that close the loop: `feedback export`, `jobs ...`, `adapters ...`, `worker`.
+
+They work on the same database and through the same services as the REST API, so they can be used beside a running
+server (an adapter activated here is picked up by the server's next request that names it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import ConfigOption, DataDirOption, build_settings, echo, run_async, user_errors
+
+feedback_app = typer.Typer(help="Export collected feedback as preference pairs.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Queue, inspect and cancel training jobs.", no_args_is_help=True)
+adapters_app = typer.Typer(help="The adapter registry: list, activate, roll back.", no_args_is_help=True)
+
+
+def _db(settings: Any) -> Any:
+    from assistant.storage import Database
+
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    return db
+
+
+def _print(body: Any) -> None:
+    echo(json.dumps(body, indent=2, default=str))
+
+
+@feedback_app.command("export")
+def feedback_export(
+    output: Annotated[Path, typer.Argument(help="JSONL file to write (rendered_prompt, chosen, rejected).")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    provenance: Annotated[str | None, typer.Option(help="Only 'feedback' or 'imported' pairs.")] = None,
+) -> None:
+    """Write the stored preference pairs in the form training jobs read."""
+    from serving.services.feedback import PreferenceStore
+
+    with user_errors():
+        rows = PreferenceStore(_db(build_settings(config, data_dir))).export(provenance=provenance)
+        output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        echo(f"wrote {len(rows)} pairs to {output}")
+
+
+@jobs_app.command("submit")
+def jobs_submit(
+    method: Annotated[str, typer.Argument(help="sft, dpo or psft.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    name: Annotated[str, typer.Option(help="Adapter name.")] = "assistant",
+    data_file: Annotated[Path | None, typer.Option(help="Train on this file instead of the stored pairs.")] = None,
+    provenance: Annotated[str | None, typer.Option(help="Stored pairs of this provenance only.")] = None,
+    base_adapter: Annotated[str | None, typer.Option(help="Continue from this adapter (NAME or NAME@vN).")] = None,
+    hyperparameters: Annotated[
+        str, typer.Option(help='JSON object of training options, e.g. {"max_steps": 20}.')
+    ] = "{}",
+) -> None:
+    """Queue a training job (a worker runs it: the server's, or `assistant worker`)."""
+    from serving.services.jobs import JobService, JobSpec
+
+    with user_errors():
+        settings = build_settings(config, data_dir)
+        service = JobService(settings, _db(settings))
+        data: dict[str, Any] = {"source": "preferences", "provenance": provenance}
+        if data_file is not None:
+            data = {"source": "file", "file_id": service.save_upload(data_file.name, data_file.read_bytes())["id"]}
+        spec = JobSpec.model_validate(
+            {
+                "method": method,
+                "name": name,
+                "data": data,
+                "base_adapter": base_adapter,
+                "hyperparameters": json.loads(hyperparameters),
+            }
+        )
+        _print(service.create(spec))
+
+
+@jobs_app.command("list")
+def jobs_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """The newest jobs with their state and progress."""
+    from serving.services.jobs import JobService
+
+    with user_errors():
+        settings = build_settings(config, data_dir)
+        for job in JobService(settings, _db(settings)).list()["data"]:
+            echo(f"{job['id']}  {job['method']:4}  {job['state']:10}  {job['progress']:.0%}  {job['error'] or ''}")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """State, progress, metrics and log tail of one job."""
+    from serving.services.jobs import JobService
+
+    with user_errors():
+        settings = build_settings(config, data_dir)
+        _print(JobService(settings, _db(settings)).get(job_id))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Cancel a queued job, or ask a running one to stop."""
+    from serving.services.jobs import JobService
+
+    with user_errors():
+        settings = build_settings(config, data_dir)
+        _print(JobService(settings, _db(settings)).cancel(job_id))
+
+
+def _adapter_service(settings: Any) -> Any:
+    from assistant.models import served_model_name
+    from serving.catalog import ModelCatalog
+    from serving.services.adapters import AdapterService
+
+    db = _db(settings)
+    return AdapterService(db, ModelCatalog(served_model_name(settings), db), engine=None)
+
+
+@adapters_app.command("list")
+def adapters_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Every adapter version with its status, method and gate result."""
+    with user_errors():
+        listing = _adapter_service(build_settings(config, data_dir)).list()
+        for row in listing["data"]:
+            gate = row["gate"] or {}
+            verdict = "-" if not gate else ("passed" if gate.get("passed") else "failed")
+            echo(f"{row['id']:30} {row['status']:10} {row['method']:5} gate:{verdict}  {row['path']}")
+
+
+@adapters_app.command("activate")
+def adapters_activate(
+    name: str,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    version: Annotated[int | None, typer.Option(help="Version to activate (default: newest candidate).")] = None,
+    force: Annotated[bool, typer.Option(help="Activate even if the gate found it worse.")] = False,
+) -> None:
+    """Make a version the active one of its name."""
+    with user_errors():
+        service = _adapter_service(build_settings(config, data_dir))
+        _print(run_async(lambda: service.activate(name, version, force)))
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(name: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Re-activate the version that was active before the current one."""
+    with user_errors():
+        service = _adapter_service(build_settings(config, data_dir))
+        _print(run_async(lambda: service.rollback(name)))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(feedback_app, name="feedback")
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(adapters_app, name="adapters")
