@@ -45,20 +45,33 @@ def chat(
     system: Annotated[str | None, typer.Option(help="An extra system message.")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens to generate.")] = 256,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="0 = greedy.")] = 0.0,
+    retrieval: Annotated[bool, typer.Option(help="Ground the answer in the ingested documents (RAG).")] = True,
+    collection: Annotated[
+        list[str] | None, typer.Option(help="Retrieve only from this collection (repeatable).")
+    ] = None,
 ) -> None:
-    """Ask one question from the terminal, through the same engine and chat service as the server (streamed)."""
+    """Ask one question from the terminal, through the same engine, retrieval and chat service as the server."""
     with user_errors():
         settings = build_settings(config, data_dir)
-        run_async(lambda: _chat_once(settings, message, model, system, max_tokens, temperature))
+        options = {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "use_retrieval": retrieval,
+            "collections": collection or None,
+        }
+        run_async(lambda: _chat_once(settings, message, model, system, options))
 
 
-async def _chat_once(settings, message, model, system, max_tokens, temperature) -> None:  # type: ignore[no-untyped-def]
+async def _chat_once(settings, message, model, system, options) -> None:  # type: ignore[no-untyped-def]
     import sys
+    import threading
 
     from assistant.models import resolve_lm, served_model_name
     from assistant.storage import Database
+    from serving.app import build_store
     from serving.catalog import ModelCatalog
     from serving.engines import make_engine
+    from serving.metrics import Metrics
     from serving.schemas import ChatCompletionRequest
     from serving.services.chat import ChatService
 
@@ -70,14 +83,11 @@ async def _chat_once(settings, message, model, system, max_tokens, temperature) 
     try:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": message}]
         request = ChatCompletionRequest.model_validate(
-            {
-                "model": model or catalog.base_name,
-                "messages": messages,
-                "max_tokens": max_tokens,
-                "temperature": temperature,
-            }
+            {"model": model or catalog.base_name, "messages": messages, **options}
         )
-        service = ChatService(settings, engine, catalog, db)
+        metrics = Metrics()
+        retrieval = build_store(settings, db, threading.RLock(), metrics)[1] if options["use_retrieval"] else None
+        service = ChatService(settings, engine, catalog, db, metrics, retrieval)
         prepared = await service.prepare(request)
         async for event in service.stream(prepared):
             payload = event.removeprefix("data: ").strip()
@@ -86,6 +96,11 @@ async def _chat_once(settings, message, model, system, max_tokens, temperature) 
                     sys.stdout.write(choice["delta"].get("content", ""))
                     sys.stdout.flush()
         sys.stdout.write(f"\n[response id: {prepared.id}]\n")
+        for citation in prepared.citations():
+            where = ", ".join(
+                str(x) for x in (citation["section"], citation["page"] and f"page {citation['page']}") if x
+            )
+            sys.stdout.write(f"[{citation['index']}] {citation['title'] or citation['source']} {where}\n")
     finally:
         await engine.shutdown()
 
