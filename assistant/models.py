@@ -72,7 +72,7 @@ def convert_gguf(gguf_file: Path, dest: Path) -> Path:
         kwargs = {"gguf_file": gguf_file.name}
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, **kwargs)
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, dtype=torch.float32, **kwargs)
-        # save_pretrained refuses a GGUF-loaded model: copy its (dequantized) weights into a fresh model of the same config.
+        # save_pretrained refuses a GGUF-loaded model: copy its dequantized weights into a fresh model of that config.
         config = AutoConfig.from_pretrained(gguf_file.parent, **kwargs)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict(), strict=False)

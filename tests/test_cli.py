@@ -33,14 +33,21 @@ def test_models_list(tmp_path: Path) -> None:
 
 
 def test_chat_with_missing_model_is_a_clear_error(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["chat", "hi", "--data-dir", str(tmp_path)], env={"ASSISTANT_MODELS__LM": "org/missing"})
+    result = runner.invoke(
+        app, ["chat", "hi", "--data-dir", str(tmp_path)], env={"ASSISTANT_MODELS__LM": "org/missing"}
+    )
     assert result.exit_code == 1
     assert "never downloads" in result.output
 
 
 def test_chat_from_the_terminal(tiny_model_dir: Path, tmp_path: Path) -> None:
-    env = {"ASSISTANT_MODELS__LM": str(tiny_model_dir), "ASSISTANT_ENGINE__BACKEND": "transformers",
-           "ASSISTANT_ENGINE__MAX_MODEL_LEN": "512"}
-    result = runner.invoke(app, ["chat", "What is the capital of France?", "--max-tokens", "8", "--data-dir", str(tmp_path)], env=env)
+    env = {
+        "ASSISTANT_MODELS__LM": str(tiny_model_dir),
+        "ASSISTANT_ENGINE__BACKEND": "transformers",
+        "ASSISTANT_ENGINE__MAX_MODEL_LEN": "512",
+    }
+    result = runner.invoke(
+        app, ["chat", "What is the capital of France?", "--max-tokens", "8", "--data-dir", str(tmp_path)], env=env
+    )
     assert result.exit_code == 0, result.output
     assert "[response id: chatcmpl-" in result.output

@@ -103,7 +103,7 @@ class AdapterService:
     @staticmethod
     def _check_gate(row: Adapter, force: bool) -> None:
         gate = row.gate or {}
-        if gate and not gate.get("passed", False) and not force:
+        if gate.get("passed") is False and not force:  # None: nothing was measured, activation is the user's call
             reasons = "; ".join(gate.get("reasons", [])) or "it scored worse than the active version"
             raise ConflictError(
                 f"{engine_identity(row)} failed the evaluation gate ({reasons}); pass force=true to activate anyway",

@@ -22,7 +22,9 @@ def test_default_lm_is_converted_to_a_loadable_directory(converted: Path) -> Non
     assert (converted / "model.safetensors").is_file()
     assert AutoConfig.from_pretrained(converted).model_type == "llama"
     tokenizer = AutoTokenizer.from_pretrained(converted)
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert rendered.endswith("<|im_start|>assistant\n")
 
 
@@ -55,7 +57,7 @@ def test_hub_id_not_in_cache_says_how_to_fix(tmp_path: Path) -> None:
 
 def test_local_directory_without_config_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelNotAvailableError, match="config.json"):
+    with pytest.raises(ModelNotAvailableError, match=r"config\.json"):
         resolve_lm(Settings(data_dir=tmp_path, models={"lm": str(tmp_path / "empty")}))
 
 

@@ -29,7 +29,9 @@ def test_defaults_point_at_the_embedded_default() -> None:
 
 def test_yaml_then_env_then_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "settings.yaml"
-    config.write_text("data_dir: /srv/assistant\nengine:\n  max_model_len: 1024\n  dtype: bfloat16\nretrieval:\n  top_k: 3\n")
+    config.write_text(
+        "data_dir: /srv/assistant\nengine:\n  max_model_len: 1024\n  dtype: bfloat16\nretrieval:\n  top_k: 3\n"
+    )
     monkeypatch.setenv("ASSISTANT_ENGINE__MAX_MODEL_LEN", "4096")
     settings = load_settings(config, retrieval={"top_k": 7})
     assert settings.data_dir == Path("/srv/assistant")

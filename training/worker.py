@@ -1,0 +1,299 @@
+"""The job worker: a separate process that claims queued training jobs from the database and runs them.
+
+Contract:
+- `JobWorker.claim()` takes the oldest 'queued' job with one conditional UPDATE (two workers never take the same job)
+  and marks it 'running' under this worker's id `host:pid`.
+- `JobWorker.execute(job_id)` prepares the data (stored preference pairs since a point, split into training pairs and
+  the gate's held-out pairs, or an uploaded file), runs `training.runner.run_training` with a callback that reports
+  progress and metrics to the job row and stops the run when the job is cancelled, then evaluates the candidate with
+  `training.gate.run_gate` against the active version and stores the result on the candidate's registry row. A
+  heartbeat thread updates the row every few seconds. Any error fails the job with its message; a failed or
+  cancelled job registers nothing and changes nothing that is active. The job's log is `runs/jobs/<id>.log`.
+- SIGTERM (the server stopping its worker) fails the running job as interrupted and exits.
+- `python -m training.worker [--config FILE] [--data-dir DIR] [--once]` runs it (also `assistant worker`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from assistant.errors import AssistantError, UnprocessableError
+from assistant.settings import Settings, load_settings
+from assistant.storage import Adapter, Database, Job, PreferencePair
+from training.gate import HeldOutPair, load_squad_qa, run_gate
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 5.0
+
+
+class JobCancelled(Exception):
+    """Raised from the training callback when the job was cancelled."""
+
+
+class WorkerStopped(BaseException):
+    """Raised by the SIGTERM handler: the worker is being shut down."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobWorker:
+    def __init__(self, settings: Settings, db: Database, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+    # ------------------------------------------------------------ claiming
+
+    def claim(self) -> str | None:
+        with self.db.session() as session:
+            job_id = session.scalar(select(Job.id).where(Job.state == "queued").order_by(Job.created_at).limit(1))
+            if job_id is None:
+                return None
+            taken = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == "queued")
+                .values(state="running", worker=self.worker_id, started_at=_now(), heartbeat_at=_now(), progress=0.0)
+            )
+        return job_id if taken.rowcount == 1 else None  # type: ignore[attr-defined]
+
+    def run_once(self) -> bool:
+        job_id = self.claim()
+        if job_id is None:
+            return False
+        self.execute(job_id)
+        return True
+
+    def run_forever(self, poll_s: float = 1.0, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        log.info("worker %s waiting for jobs", self.worker_id)
+        while not stop.is_set():
+            if not self.run_once():
+                stop.wait(poll_s)
+
+    # ------------------------------------------------------------ running one job
+
+    def execute(self, job_id: str) -> None:
+        handler = self._job_log(job_id)
+        beat = threading.Event()
+        threading.Thread(target=self._heartbeat, args=(job_id, beat), daemon=True).start()
+        try:
+            result = self._run(job_id)
+            self._finish(job_id, "succeeded", metrics=result)
+        except JobCancelled:
+            self._finish(job_id, "cancelled", error="cancelled while training; nothing was registered")
+        except WorkerStopped:
+            self._finish(job_id, "failed", error="interrupted: the worker was stopped; nothing was registered")
+            raise
+        except AssistantError as exc:
+            log.error("job %s failed: %s", job_id, exc.message)
+            self._finish(job_id, "failed", error=exc.message)
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            self._finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            beat.set()
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+    def _run(self, job_id: str) -> dict[str, Any]:
+        from training.runner import TrainingRequest, run_training
+
+        params = self._params(job_id)
+        job_dir = self.settings.runs_dir / "jobs" / job_id
+        job_dir.mkdir(parents=True, exist_ok=True)
+        train_file, heldout = self._data(params, job_dir, job_id)
+        request = TrainingRequest(
+            method=params["method"],
+            data_files=[train_file],
+            name=params.get("name"),
+            base_adapter=params.get("base_adapter"),
+            options=dict(params.get("hyperparameters") or {}),
+            job_id=job_id,
+        )
+        outcome = run_training(self.settings, request, callbacks=[ProgressCallback(self, job_id)])
+        assert outcome.adapter is not None
+        identity = f"{outcome.adapter.name}@v{outcome.adapter.version}"
+        gate = self._gate(outcome.adapter, heldout) if params.get("gate", True) else None
+        return {**_scalars(outcome.metrics), "adapter": identity, "adapter_id": outcome.adapter.id, "gate": gate}
+
+    def _params(self, job_id: str) -> dict[str, Any]:
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return dict(job.params)
+
+    def _data(self, params: dict[str, Any], job_dir: Path, job_id: str) -> tuple[Path, list[HeldOutPair]]:
+        data = params.get("data") or {}
+        if data.get("source") == "file":
+            folder = self.settings.data_dir / "uploads" / str(data.get("file_id"))
+            files = sorted(folder.glob("*")) if folder.is_dir() else []
+            if not files:
+                raise UnprocessableError(f"the uploaded training file {data.get('file_id')} is gone")
+            return files[0], []
+        pairs = self._stored_pairs(data)
+        if not pairs:
+            raise UnprocessableError("no stored preference pairs match this job's data selection", code="empty_dataset")
+        train, heldout = self._split(pairs, job_id)
+        path = job_dir / "pairs.jsonl"
+        path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in train))
+        return path, [HeldOutPair(p["rendered_prompt"], p["chosen"], p["rejected"]) for p in heldout]
+
+    def _stored_pairs(self, data: dict[str, Any]) -> list[dict[str, str]]:
+        query = select(PreferencePair).order_by(PreferencePair.created_at, PreferencePair.id)
+        if data.get("provenance"):
+            query = query.where(PreferencePair.provenance == data["provenance"])
+        if data.get("since") is not None:
+            query = query.where(
+                PreferencePair.created_at >= datetime.fromtimestamp(data["since"], UTC).replace(tzinfo=None)
+            )
+        with self.db.session() as session:
+            return [
+                {"rendered_prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
+                for p in session.scalars(query)
+            ]
+
+    def _split(self, pairs: list[dict[str, str]], job_id: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        """Seeded split: the gate's held-out pairs are never trained on (all pairs train when there are too few)."""
+        options = self.settings.training
+        count = max(options.gate_min_pairs, round(len(pairs) * options.gate_holdout))
+        if len(pairs) - count < 1:
+            log.warning("only %d pairs: training on all of them; the gate has no held-out pairs", len(pairs))
+            return pairs, []
+        order = list(range(len(pairs)))
+        random.Random(job_id).shuffle(order)
+        held = set(order[:count])
+        return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+
+    def _gate(self, record: Any, heldout: list[HeldOutPair]) -> dict[str, Any]:
+        from assistant.models import resolve_lm
+
+        active = self._active_version(record.name)
+        qa = (
+            load_squad_qa(self.settings.training.gate_qa_file, self.settings.training.gate_qa_limit)
+            if self.settings.training.gate_qa_file
+            else []
+        )
+        result = run_gate(
+            self.settings,
+            resolve_lm(self.settings),
+            record.path,
+            Path(active[1]) if active else None,
+            heldout,
+            qa,
+            baseline_name=active[0] if active else "base",
+        )
+        with self.db.session() as session:
+            row = session.get(Adapter, record.id)
+            assert row is not None
+            row.gate = result
+        return result
+
+    def _active_version(self, name: str) -> tuple[str, str] | None:
+        with self.db.session() as session:
+            row = session.scalars(select(Adapter).where(Adapter.name == name, Adapter.status == "active")).first()
+            return (f"{row.name}@v{row.version}", row.path) if row else None
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def update(self, job_id: str, **values: Any) -> str:
+        """Write progress/metrics; returns the job's current state (to notice a cancellation)."""
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            for key, value in values.items():
+                setattr(job, key, value)
+            return job.state
+
+    def _finish(self, job_id: str, state: str, metrics: dict[str, Any] | None = None, error: str | None = None) -> None:
+        values: dict[str, Any] = {"state": state, "finished_at": _now(), "error": error}
+        if state == "succeeded":
+            values["progress"] = 1.0
+        if metrics is not None:
+            values["metrics"] = metrics
+        self.update(job_id, **values)
+        log.info("job %s %s%s", job_id, state, f": {error}" if error else "")
+
+    def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                self.update(job_id, heartbeat_at=_now())
+            except Exception:  # a busy database must not kill the heartbeat; the next beat retries
+                log.warning("heartbeat for job %s failed", job_id, exc_info=True)
+
+    def _job_log(self, job_id: str) -> logging.Handler:
+        path = self.settings.runs_dir / "jobs" / f"{job_id}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        return handler
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool | dict)}
+
+
+class ProgressCallback:
+    """A transformers `TrainerCallback` reporting progress and metrics to the job row; stops on cancellation."""
+
+    def __new__(cls, worker: JobWorker, job_id: str) -> Any:
+        from transformers import TrainerCallback
+
+        class _Progress(TrainerCallback):
+            def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+                latest = {k: v for k, v in (logs or {}).items() if isinstance(v, int | float)}
+                worker.update(job_id, metrics={"step": state.global_step, **latest})
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                progress = state.global_step / state.max_steps if state.max_steps else 0.0
+                if worker.update(job_id, progress=min(progress, 0.99)) == "cancelling":
+                    raise JobCancelled(job_id)
+
+        return _Progress()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise WorkerStopped()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.worker", description="Run queued training jobs.")
+    parser.add_argument("--config", type=Path, default=None, help="YAML settings file.")
+    parser.add_argument("--data-dir", type=Path, default=None, help="Data directory (overrides the settings).")
+    parser.add_argument("--once", action="store_true", help="Run at most one queued job, then exit.")
+    parser.add_argument("--poll", type=float, default=1.0, help="Seconds between looks at the job table.")
+    args = parser.parse_args(argv)
+    overrides = {"data_dir": args.data_dir} if args.data_dir else {}
+    settings = load_settings(args.config, **overrides)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    worker = JobWorker(settings, db)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if args.once:
+            worker.run_once()
+        else:
+            worker.run_forever(args.poll)
+    except WorkerStopped:
+        log.info("worker stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
