@@ -152,7 +152,7 @@ def rag_answerer(settings: Settings, models: GateModels) -> Callable[[str], str]
         sources = [Source(h.text, h.title or h.source, h.section, h.page) for h in hits]
         messages = build_rag_messages([{"role": "user", "content": question}], sources)
         prompt = models.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return models.generate(prompt)
+        return models.generate(str(prompt))
 
     return answer
 

@@ -266,7 +266,7 @@ class ProgressCallback:
         return _Progress()
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def on_sigterm(signum: int, frame: Any) -> None:
     raise WorkerStopped()
 
 
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     db = Database(settings.resolved_database_url)
     db.migrate()
     worker = JobWorker(settings, db)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if args.once:
             worker.run_once()

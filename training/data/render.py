@@ -1,0 +1,79 @@
+"""Serving-aware rendering and tokenization: training sees exactly the prompt text the server builds.
+
+Contract: every example goes through `assistant.prompts.build_rag_messages` (sources or not, like the server with
+retrieval on or off), then the tokenizer's chat template with `add_generation_prompt=True`; the completion is the
+answer text followed by the EOS token. Text is encoded with `add_special_tokens=False`, as the server encodes its
+prompts. `tokenize_chat` returns `input_ids` and `labels` (-100 outside assistant turns): every assistant turn is a
+target when the template renders turn by turn consistently, otherwise only the last one (the history is prompt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from assistant.prompts import build_rag_messages
+from training.data.records import ChatExample, Message, PreferenceExample
+
+IGNORE_INDEX = -100
+
+
+def prompt_messages(history: Sequence[Message], example: ChatExample | PreferenceExample) -> list[Message]:
+    """The server's message list for a history ending with a user turn."""
+    sources = list(example.sources) if example.sources is not None else None
+    return build_rag_messages([dict(m) for m in history], sources)
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
+    return str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def chat_messages(example: ChatExample) -> list[Message]:
+    """The full conversation as the server would have it: rendered prompt messages + the final answer."""
+    return [*prompt_messages(example.messages[:-1], example), dict(example.messages[-1])]
+
+
+def tokenize_chat(tokenizer: Any, example: ChatExample) -> dict[str, list[int]]:
+    """`input_ids` and `labels` with loss on the assistant tokens (and the EOS after each) only."""
+    messages = chat_messages(example)
+    input_ids: list[int] = []
+    labels: list[int] = []
+    rendered = ""
+    for j, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prefix = render_prompt(tokenizer, messages[:j])
+        if not prefix.startswith(rendered):
+            return _last_turn_only(tokenizer, messages)
+        prompt_ids = encode(tokenizer, prefix[len(rendered) :])
+        answer_ids = [*encode(tokenizer, message["content"]), tokenizer.eos_token_id]
+        input_ids += prompt_ids + answer_ids
+        labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+        rendered = prefix + message["content"] + tokenizer.eos_token
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def _last_turn_only(tokenizer: Any, messages: Sequence[Message]) -> dict[str, list[int]]:
+    prompt_ids = encode(tokenizer, render_prompt(tokenizer, messages[:-1]))
+    answer_ids = [*encode(tokenizer, messages[-1]["content"]), tokenizer.eos_token_id]
+    return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids}
+
+
+def render_preference(tokenizer: Any, example: PreferenceExample) -> dict[str, str]:
+    """Prompt text exactly as served, and the two completions (DPOTrainer appends the EOS token)."""
+    if example.rendered_prompt is not None:
+        prompt = example.rendered_prompt
+    else:
+        prompt = render_prompt(tokenizer, prompt_messages(example.prompt, example))
+    return {"prompt": prompt, "chosen": example.chosen, "rejected": example.rejected}
+
+
+def preference_length(tokenizer: Any, example: PreferenceExample) -> int:
+    """Tokens of prompt + the longer completion + EOS: what the DPO batch holds for this pair."""
+    rendered = render_preference(tokenizer, example)
+    longest = max(len(encode(tokenizer, rendered["chosen"])), len(encode(tokenizer, rendered["rejected"])))
+    return len(encode(tokenizer, rendered["prompt"])) + longest + 1

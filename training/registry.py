@@ -1,0 +1,153 @@
+"""The adapter registry: versioned PEFT adapters on disk plus their lineage rows in the `adapters` table.
+
+Contract: `AdapterRegistry(db, adapters_dir).register(name, source_dir, ...)` copies a finished PEFT adapter
+(adapter_config.json + adapter_model.safetensors, the files vLLM loads) into a temporary sibling directory, renames it
+to `<adapters_dir>/<name>/v<N>` (N = next version of that name) and only then inserts the `Adapter` row; if the
+insert fails the directory is removed, so a failure leaves neither a row nor a partial directory. `resolve(ref)`
+finds an adapter by `name` (newest version), `name:vN` / `name@N`, id, or a PEFT directory path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from assistant.errors import InvalidRequestError, NotFoundError
+from assistant.storage.db import Database
+from assistant.storage.models import Adapter
+
+log = logging.getLogger(__name__)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_REF = re.compile(r"^(?P<name>[^:@]+)(?:[:@]v?(?P<version>\d+))?$")
+
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    """A registered adapter version (a detached copy of its row)."""
+
+    id: str
+    name: str
+    version: int
+    path: Path
+    base_model: str
+    method: str
+    parent_id: str | None
+    lineage: dict[str, Any]
+    metrics: dict[str, Any]
+    status: str
+
+    @classmethod
+    def from_row(cls, row: Adapter) -> AdapterRecord:
+        return cls(
+            row.id,
+            row.name,
+            row.version,
+            Path(row.path),
+            row.base_model,
+            row.method,
+            row.parent_id,
+            dict(row.lineage or {}),
+            dict(row.metrics or {}),
+            row.status,
+        )
+
+
+def check_adapter_dir(path: Path) -> None:
+    missing = [f for f in ADAPTER_FILES if not (path / f).is_file()]
+    if missing:
+        raise InvalidRequestError(f"{path} is not a PEFT adapter directory (missing {', '.join(missing)})")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidRequestError(
+            f"adapter name {name!r} must be 1-100 of letters, digits, '.', '_', '-'", param="name"
+        )
+    return name
+
+
+class AdapterRegistry:
+    """Versioned adapters under `adapters_dir`, rows in the database."""
+
+    def __init__(self, db: Database, adapters_dir: Path) -> None:
+        self.db = db
+        self.adapters_dir = Path(adapters_dir)
+
+    def next_version(self, name: str) -> int:
+        with self.db.session() as session:
+            current = session.scalar(select(func.max(Adapter.version)).where(Adapter.name == name))
+        on_disk = [int(p.name[1:]) for p in (self.adapters_dir / name).glob("v*") if p.name[1:].isdigit()]
+        return max([current or 0, *on_disk]) + 1
+
+    def resolve(self, ref: str) -> AdapterRecord:
+        """By id, `name`, `name:vN`/`name@N`; NotFoundError when absent."""
+        match = _REF.match(ref)
+        with self.db.session() as session:
+            row = session.get(Adapter, ref)
+            if row is None and match:
+                query = select(Adapter).where(Adapter.name == match["name"])
+                if match["version"]:
+                    query = query.where(Adapter.version == int(match["version"]))
+                row = session.scalars(query.order_by(Adapter.version.desc())).first()
+            if row is None:
+                raise NotFoundError(f"no adapter {ref!r} in the registry", param="base_adapter")
+            return AdapterRecord.from_row(row)
+
+    def register(
+        self,
+        name: str,
+        source_dir: Path,
+        *,
+        base_model: str,
+        method: str,
+        lineage: dict[str, Any],
+        metrics: dict[str, Any],
+        parent_id: str | None = None,
+        job_id: str | None = None,
+    ) -> AdapterRecord:
+        """Copy `source_dir` into the next version directory atomically, then insert the row."""
+        check_name(name)
+        check_adapter_dir(source_dir)
+        version = self.next_version(name)
+        final = self.adapters_dir / name / f"v{version}"
+        self._install(source_dir, final)
+        try:
+            with self.db.session() as session:
+                row = Adapter(
+                    name=name,
+                    version=version,
+                    path=str(final.resolve()),
+                    base_model=base_model,
+                    method=method,
+                    parent_id=parent_id,
+                    lineage=lineage,
+                    metrics=metrics,
+                    job_id=job_id,
+                )
+                session.add(row)
+                session.flush()
+                record = AdapterRecord.from_row(row)
+        except BaseException:
+            shutil.rmtree(final, ignore_errors=True)
+            raise
+        log.info("registered adapter %s v%d at %s", name, version, final)
+        return record
+
+    @staticmethod
+    def _install(source_dir: Path, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            shutil.copytree(source_dir, tmp)
+            os.rename(tmp, final)  # fails if `final` appeared meanwhile: never overwrite a version
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

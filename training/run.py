@@ -1,0 +1,97 @@
+"""Training entry point without the CLI package: `python -m training.run sft|dpo|psft --data FILE ...`.
+
+Contract: the same flags as `assistant train ...` (see `training.options.FLAGS`), so a run can be started with
+`accelerate launch -m training.run sft --data data.json` for DDP/FSDP/DeepSpeed. It builds the settings (YAML
+`--config`, environment, `--data-dir`), calls `training.runner.run_training` and prints the registered adapter as
+JSON on the main process. Exit status 1 with a one-line message on an `AssistantError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from assistant.errors import AssistantError
+from assistant.settings import load_settings
+from training.config import METHODS
+from training.options import FLAGS, options_from_flags
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.run", description="Train a LoRA adapter.")
+    parser.add_argument("method", choices=METHODS, help="Training method.")
+    parser.add_argument("--data", nargs="+", type=Path, required=True, help="Data files (JSON, JSONL, CSV, SQuAD).")
+    parser.add_argument("--config", type=Path, help="Platform settings YAML file.")
+    parser.add_argument("--data-dir", type=Path, help="Data directory (database, models, adapters, runs).")
+    parser.add_argument("--name", help="Adapter name in the registry (default <method>-adapter).")
+    parser.add_argument("--base-adapter", help="Continue from this adapter (registry name[:vN], id, or directory).")
+    parser.add_argument("--recipe", type=Path, help="YAML file of training options (config field: value).")
+    parser.add_argument("--output", type=Path, help="Run directory (default <data_dir>/runs/<name>-<method>-<time>).")
+    parser.add_argument("--resume", action="store_true", help="Resume from the run directory's last checkpoint.")
+    parser.add_argument("--target-modules", help="Comma-separated LoRA target modules (default per architecture).")
+    parser.add_argument("--load-in-4bit", action="store_true", help="QLoRA: 4-bit base (bitsandbytes + CUDA).")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Any config field.")
+    parser.add_argument("--job-id", help="Job id recorded with the adapter.")
+    for flag in FLAGS:
+        parser.add_argument(f"--{flag.name.replace('_', '-')}", type=flag.type, help=flag.help)
+    return parser
+
+
+def request_from_args(args: argparse.Namespace) -> Any:
+    from training.runner import TrainingRequest
+
+    values = {flag.name: getattr(args, flag.name) for flag in FLAGS}
+    options = options_from_flags(args.method, values, args.set, args.target_modules, args.load_in_4bit)
+    return TrainingRequest(
+        method=args.method,
+        data_files=list(args.data),
+        name=args.name,
+        base_adapter=args.base_adapter,
+        output_dir=args.output,
+        resume=args.resume,
+        recipe=args.recipe,
+        options=options,
+        job_id=args.job_id,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {"data_dir": args.data_dir} if args.data_dir else {}
+    try:
+        settings = load_settings(args.config, **overrides)
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if settings.offline:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from training.runner import run_training
+
+        outcome = run_training(settings, request_from_args(args))
+    except AssistantError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        return 1
+    if outcome.adapter is not None:
+        adapter = outcome.adapter
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "name": adapter.name,
+                    "version": adapter.version,
+                    "path": str(adapter.path),
+                    "run_dir": str(outcome.run_dir),
+                    "metrics": outcome.metrics["after"],
+                }
+            )
+            + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Running one training job end to end: data -> selection -> model -> TRL trainer -> evaluation -> registry.
+
+Contract: `run_training(settings, request)` is what a job worker (or the CLI) calls. Everything that can be wrong
+with the request (options, data files, records, an empty selection, a base adapter trained on another base) raises an
+`AssistantError` before the first training step. It trains into the run directory (`request.output_dir`, default
+`<runs_dir>/<name>-<method>-<timestamp>`; HF checkpoints every `save_steps`; `resume=True` continues from the last
+checkpoint there, or of the newest run of that name and method), evaluates before and after (validation loss,
+perplexity, token entropy; DPO reward accuracy and margins), writes metrics JSON and PNG curves, saves the PEFT
+adapter and registers it (main process only) with its lineage. The returned `TrainingOutcome` names the adapter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from assistant.errors import InvalidRequestError
+from assistant.settings import Settings
+from training.config import METHODS, RunFields, TrainingConfigError, build_run_config
+from training.data.records import EmptyDatasetError
+from training.data.selection import SelectionReport
+from training.registry import AdapterRecord, AdapterRegistry
+
+log = logging.getLogger(__name__)
+HYPERPARAMETER_KEYS = (
+    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "max_length", "seed", "warmup_steps", "weight_decay", "lr_scheduler_type", "beta", "loss_type", "eps_low",
+    "eps_high", "psft_refresh_steps",
+)  # fmt: skip
+
+
+@dataclass
+class TrainingRequest:
+    """One training job. `options` are config field values (e.g. learning_rate, lora_r, max_steps, beta)."""
+
+    method: str
+    data_files: list[Path]
+    name: str | None = None
+    base_adapter: str | None = None
+    output_dir: Path | None = None
+    resume: bool = False
+    recipe: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    job_id: str | None = None
+
+    @property
+    def adapter_name(self) -> str:
+        return self.name or f"{self.method}-adapter"
+
+
+@dataclass
+class TrainingOutcome:
+    """What a finished run produced. `adapter` is None on non-main processes of a distributed run."""
+
+    adapter: AdapterRecord | None
+    run_dir: Path
+    metrics: dict[str, Any]
+    report: SelectionReport
+
+
+@dataclass
+class BaseAdapter:
+    path: Path
+    record: AdapterRecord | None
+
+
+def load_recipe(path: Path | None) -> dict[str, Any]:
+    """Config field values from a YAML recipe file (flat mapping)."""
+    if path is None:
+        return {}
+    import yaml
+
+    if not Path(path).is_file():
+        raise TrainingConfigError("recipe", f"file {path} does not exist")
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise TrainingConfigError("recipe", f"file {path} must hold a mapping of option: value")
+    return data
+
+
+def run_dir_for(settings: Settings, request: TrainingRequest) -> Path:
+    """The run directory: explicit, the newest matching one when resuming, else a fresh timestamped one."""
+    if request.output_dir is not None:
+        return Path(request.output_dir)
+    prefix = f"{request.adapter_name}-{request.method}-"
+    if request.resume:
+        previous = sorted(p for p in settings.runs_dir.glob(f"{prefix}*") if p.is_dir())
+        if previous:
+            return previous[-1]
+    return settings.runs_dir / f"{prefix}{datetime.now(UTC).strftime('%Y%m%d-%H%M%S-%f')}"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_request(request: TrainingRequest) -> None:
+    if request.method not in METHODS:
+        raise TrainingConfigError("method", f"must be one of {METHODS} (got {request.method!r})")
+    if not request.data_files:
+        raise InvalidRequestError("no training data: pass at least one --data FILE", param="data")
+    for path in request.data_files:
+        if not Path(path).is_file():
+            raise InvalidRequestError(f"data file {path} does not exist", param="data")
+
+
+def resolve_base_adapter(ref: str | None, registry: AdapterRegistry) -> BaseAdapter | None:
+    """A registry reference (name, name:vN, id) or a PEFT directory."""
+    if ref is None:
+        return None
+    if Path(ref).is_dir():
+        return BaseAdapter(Path(ref), None)
+    record = registry.resolve(ref)
+    return BaseAdapter(record.path, record)
+
+
+def hyperparameters(config: Any) -> dict[str, Any]:
+    keys = [*HYPERPARAMETER_KEYS, *(f.name for f in dataclasses.fields(RunFields))]
+    return {k: _json_safe(getattr(config, k)) for k in keys if hasattr(config, k)}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return _json_safe(value.value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return str(value)
+
+
+def versions() -> dict[str, str]:
+    return {pkg: importlib.metadata.version(pkg) for pkg in ("torch", "transformers", "trl", "peft")}
+
+
+def run_training(
+    settings: Settings,
+    request: TrainingRequest,
+    registry: AdapterRegistry | None = None,
+    callbacks: list[Any] | None = None,
+) -> TrainingOutcome:
+    """Validate, train, evaluate and register one adapter; see the module docstring."""
+    from training.methods import MethodRunner
+
+    check_request(request)
+    run_dir = run_dir_for(settings, request)
+    overrides = {**load_recipe(request.recipe), **request.options}
+    config = build_run_config(request.method, run_dir, overrides)
+    registry = registry or default_registry(settings)
+    base_adapter = resolve_base_adapter(request.base_adapter, registry)
+    runner = MethodRunner.create(settings, request, config, base_adapter, callbacks or [])
+    started = time.time()
+    metrics = runner.run()
+    lineage = build_lineage(settings, request, runner, config, started)
+    record = runner.register(registry, lineage, metrics) if runner.is_main_process else None
+    return TrainingOutcome(record, run_dir, metrics, runner.report)
+
+
+def default_registry(settings: Settings) -> AdapterRegistry:
+    from assistant.storage.db import Database
+
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    return AdapterRegistry(db, settings.adapters_dir)
+
+
+def build_lineage(settings: Settings, request: TrainingRequest, runner: Any, config: Any, started: float) -> dict:
+    parent = runner.base_adapter
+    return {
+        "base_model": str(runner.base_dir),
+        "base_model_name": settings.models.lm,
+        "base_fingerprint": runner.fingerprint,
+        "method": request.method,
+        "data_files": [{"path": str(Path(p).resolve()), "sha256": file_sha256(Path(p))} for p in request.data_files],
+        "hyperparameters": hyperparameters(config),
+        "selection": {
+            "kept": runner.report.kept,
+            "dropped": runner.report.dropped,
+            "train": runner.report.train,
+            "validation": runner.report.validation,
+        },
+        "parent": None if parent is None else {"path": str(parent.path), "id": parent.record and parent.record.id},
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "duration_s": round(time.time() - started, 2),
+        "run_dir": str(Path(config.output_dir).resolve()),
+        "job_id": request.job_id,
+        "versions": versions(),
+    }
+
+
+__all__ = ["EmptyDatasetError", "TrainingOutcome", "TrainingRequest", "run_training"]
