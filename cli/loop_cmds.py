@@ -154,7 +154,28 @@ def adapters_rollback(name: str, config: ConfigOption = None, data_dir: DataDirO
         _print(run_async(lambda: service.rollback(name)))
 
 
+def worker(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    once: Annotated[bool, typer.Option(help="Run at most one queued job, then exit.")] = False,
+) -> None:
+    """Run queued training jobs (the server starts one of these itself unless training.run_worker is false)."""
+    import signal
+
+    from training.worker import JobWorker, WorkerStopped, on_sigterm
+
+    with user_errors():
+        settings = build_settings(config, data_dir)
+        job_worker = JobWorker(settings, _db(settings))
+        signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            job_worker.run_once() if once else job_worker.run_forever()
+        except WorkerStopped:
+            echo("worker stopped")
+
+
 def register(app: typer.Typer) -> None:
+    app.command()(worker)
     app.add_typer(feedback_app, name="feedback")
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(adapters_app, name="adapters")
