@@ -89,7 +89,11 @@ class RetrievalSettings(Section):
     top_k: int = Field(5, ge=1, le=100, description="Sources put into the prompt.")
     dense_k: int = Field(50, ge=1, description="Candidates taken from the dense (FAISS) search before fusion.")
     bm25_k: int = Field(50, ge=1, description="Candidates taken from BM25 before fusion.")
-    fusion: Literal["rrf", "weighted"] = Field("rrf", description="How dense and BM25 results are combined.")
+    fusion: Literal["rrf", "weighted"] = Field(
+        "weighted",
+        description="How dense and BM25 results are combined: 'weighted' (min-max normalised scores; measured best on "
+        "SQuAD, see bench/bench_retrieval.py) or 'rrf' (reciprocal rank fusion).",
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     dense_weight: float = Field(0.5, ge=0, le=1, description="Dense share in 'weighted' fusion (BM25 gets the rest).")
     min_score: float = Field(

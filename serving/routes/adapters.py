@@ -13,7 +13,7 @@ router = APIRouter(tags=["adapters"])
 
 
 class ActivateRequest(BaseModel):
-    version: int | None = Field(None, ge=1, le=1_000_000, description="Version to activate (default: newest candidate).")
+    version: int | None = Field(None, ge=1, le=1_000_000, description="Version to activate (default: newest one).")
     force: bool = Field(False, description="Activate even if the evaluation gate found it worse.")
 
 

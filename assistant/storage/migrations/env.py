@@ -10,7 +10,7 @@ target_metadata = Base.metadata
 
 
 def run_migrations() -> None:
-    url = config.get_main_option("sqlalchemy.url")
+    url = config.get_main_option("sqlalchemy.url") or ""
     if context.is_offline_mode():
         context.configure(url=url, target_metadata=target_metadata, render_as_batch=True, literal_binds=True)
         with context.begin_transaction():

@@ -1,0 +1,64 @@
+"""Intermediate document types passed between the ingest stages.
+
+Contract: a loader returns a `ParsedDocument` of ordered `Block`s (a page, a heading section, a table or a record)
+that still hold raw text; cleaning turns it into a `CleanDocument` whose `text` is the exact string that chunk
+character offsets (`char_start`/`char_end`) point into, with `Section` spans carrying page/section labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Block:
+    """A structural unit of a document, before cleaning."""
+
+    text: str
+    page: int | None = None
+    section: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ParsedDocument:
+    """What a loader extracted from one file."""
+
+    title: str
+    mime_type: str
+    blocks: list[Block]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A span `[start, end)` of the cleaned text with its citation labels."""
+
+    start: int
+    end: int
+    page: int | None
+    section: str | None
+
+
+@dataclass
+class CleanDocument:
+    """Normalised document text and its labelled spans."""
+
+    title: str
+    mime_type: str
+    text: str
+    sections: list[Section]
+
+
+@dataclass
+class ChunkDraft:
+    """A chunk ready to be embedded and stored."""
+
+    ordinal: int
+    text: str
+    char_start: int
+    char_end: int
+    page: int | None
+    section: str | None
+    token_count: int
+    content_hash: str

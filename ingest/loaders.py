@@ -1,0 +1,311 @@
+"""Format loaders: bytes of one file -> `ParsedDocument` (ordered blocks with page/section labels).
+
+Contract: `load_document(name, data, options)` picks the loader from the file extension and returns the document's
+blocks; it raises `UnsupportedMediaError` (415) for an unknown type and `UnprocessableError` (422) for a file that
+cannot be read (empty, corrupt, password-protected, binary garbage, no text). Any parser failure is converted to a
+422 naming the file, so one bad file never escapes as an unexpected exception.
+Formats: PDF (pypdf text layer, one block per page), DOCX (python-docx: heading sections, paragraphs, tables as
+"cell | cell" rows), HTML (BeautifulSoup: main content only, scripts/nav/header/footer/aside removed, heading
+sections), Markdown (heading sections, fenced code kept), TXT (UTF-8, else charset-normalizer detection), CSV and
+JSON/JSONL (one block per record; `record_text_fields` / `record_title_field` choose the text and the label).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+from assistant.errors import AssistantError, UnprocessableError, UnsupportedMediaError
+from ingest.cleaning import is_garbage
+from ingest.documents import Block, ParsedDocument
+
+log = logging.getLogger(__name__)
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+PREFERRED_ENCODINGS = ("cp1252", "latin_1", "iso8859_15", "utf_16", "cp1250")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+HTML_BOILERPLATE = (
+    "script",
+    "style",
+    "noscript",
+    "nav",
+    "footer",
+    "header",
+    "aside",
+    "form",
+    "iframe",
+    "svg",
+    "template",
+)
+HTML_BLOCKS = ("p", "div", "li", "tr", "pre", "table", "section", "article", "blockquote", "dd", "dt", "br", "ul", "ol")
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """Loader settings (from `settings.ingest`)."""
+
+    record_text_fields: tuple[str, ...] | None = None
+    record_title_field: str | None = None
+    max_unprintable_ratio: float = 0.05
+
+
+def stem(name: str) -> str:
+    return PurePath(name).stem or name
+
+
+# ---------------------------------------------------------------- text decoding
+
+
+def decode_text(data: bytes, name: str, options: LoaderOptions) -> str:
+    """UTF-8 (BOM stripped) when valid, else the encoding charset-normalizer detects; garbage is refused."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = _detect(data, name)
+    if "\x00" in text or is_garbage(text, options.max_unprintable_ratio):
+        raise UnprocessableError(f"{name}: binary or garbage content, not text")
+    return text
+
+
+def _detect(data: bytes, name: str) -> str:
+    """charset-normalizer's best match; among equally good ones, the most common Western encodings win."""
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(data))
+    if not matches:
+        raise UnprocessableError(f"{name}: binary or garbage content (no text encoding fits)")
+    best = matches[0]
+    tied = [m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
+    chosen = next((m for enc in PREFERRED_ENCODINGS for m in tied if m.encoding == enc), best)
+    log.debug("%s decoded as %s", name, chosen.encoding)
+    return str(chosen)
+
+
+# ---------------------------------------------------------------- PDF
+
+
+def load_pdf(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    if reader.is_encrypted and not _decrypt_empty(reader):
+        raise UnprocessableError(f"{name}: the PDF is password-protected; upload an unencrypted copy")
+    blocks = [Block(page.extract_text() or "", page=number) for number, page in enumerate(reader.pages, start=1)]
+    metadata: Any = reader.metadata or {}
+    title = str(metadata.get("/Title") or "") or stem(name)
+    return ParsedDocument(title, "application/pdf", blocks)
+
+
+def _decrypt_empty(reader: Any) -> bool:
+    """Open a PDF encrypted with an empty user password (common for 'no copy' PDFs)."""
+    try:
+        return bool(reader.decrypt(""))
+    except Exception:  # pypdf raises several types for wrong passwords / missing crypto
+        return False
+
+
+# ---------------------------------------------------------------- DOCX
+
+
+def load_docx(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
+    import docx
+    from docx.table import Table
+
+    document = docx.Document(io.BytesIO(data))
+    blocks: list[Block] = []
+    section: str | None = None
+    lines: list[str] = []
+    for item in document.iter_inner_content():
+        if isinstance(item, Table):
+            lines.append(_docx_table(item))
+        elif _is_heading(item):
+            _flush(blocks, lines, section)
+            section, lines = item.text.strip() or section, [item.text]
+        else:
+            lines.append(item.text)
+    _flush(blocks, lines, section)
+    title = document.core_properties.title or stem(name)
+    return ParsedDocument(title, "application/vnd.openxmlformats-officedocument.wordprocessingml.document", blocks)
+
+
+def _is_heading(paragraph: Any) -> bool:
+    style = paragraph.style.name if paragraph.style is not None else ""
+    return bool(style) and (style.startswith("Heading") or style == "Title")
+
+
+def _docx_table(table: Any) -> str:
+    rows = []
+    for row in table.rows:
+        cells = [cell.text.strip() for cell in row.cells]
+        rows.append(" | ".join(cells))
+    return "\n".join(rows) + "\n"
+
+
+def _flush(blocks: list[Block], lines: list[str], section: str | None) -> None:
+    text = "\n\n".join(line for line in lines if line.strip())
+    if text:
+        blocks.append(Block(text, section=section))
+    lines.clear()
+
+
+# ---------------------------------------------------------------- Markdown and HTML
+
+
+def markdown_blocks(text: str) -> list[Block]:
+    """Split at ATX headings (outside code fences); each block starts with its heading text."""
+    blocks: list[Block] = []
+    path: list[tuple[int, str]] = []
+    lines: list[str] = []
+    in_fence = False
+    for line in text.splitlines():
+        in_fence = in_fence != bool(_FENCE.match(line))
+        heading = None if in_fence else _HEADING.match(line)
+        if heading is None:
+            lines.append(line)
+            continue
+        _flush(blocks, ["\n".join(lines)], _section_label(path))
+        level, title = len(heading.group(1)), heading.group(2)
+        path = [(lvl, name) for lvl, name in path if lvl < level] + [(level, title)]
+        lines = [title, ""]
+    _flush(blocks, ["\n".join(lines)], _section_label(path))
+    return blocks
+
+
+def _section_label(path: list[tuple[int, str]]) -> str | None:
+    return " > ".join(name for _level, name in path) or None
+
+
+def load_markdown(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
+    text = decode_text(data, name, options)
+    blocks = markdown_blocks(text)
+    title = next((b.section for b in blocks if b.section), None) or stem(name)
+    return ParsedDocument(title.split(" > ")[0], "text/markdown", blocks)
+
+
+def load_html(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(data, "lxml")
+    title_tag = soup.find("title")
+    title = title_tag.get_text(" ", strip=True) if title_tag else ""
+    for tag in soup.find_all(HTML_BOILERPLATE):
+        tag.decompose()
+    for tag in soup.select('[role="navigation"], [role="banner"], [role="contentinfo"]'):
+        tag.decompose()
+    root = soup.find("main") or soup.find("article") or soup.body or soup
+    for heading in root.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
+        level = int(heading.name[1])
+        heading.replace_with(f"\n\n{'#' * level} {heading.get_text(' ', strip=True)}\n\n")
+    for block in root.find_all(HTML_BLOCKS):
+        block.append("\n\n")
+    blocks = markdown_blocks(root.get_text())
+    return ParsedDocument(title or stem(name), "text/html", blocks)
+
+
+def load_text(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
+    return ParsedDocument(stem(name), "text/plain", [Block(decode_text(data, name, options))])
+
+
+# ---------------------------------------------------------------- records: CSV, JSON, JSONL
+
+
+def record_block(record: Any, number: int, options: LoaderOptions) -> Block:
+    """One record as text: the chosen fields' values, or every field as 'key: value'."""
+    if not isinstance(record, dict):
+        return Block(_as_text(record), section=f"record {number}")
+    fields = options.record_text_fields
+    if fields:
+        text = "\n".join(_as_text(record[f]) for f in fields if record.get(f) not in (None, ""))
+    else:
+        text = "\n".join(f"{key}: {_as_text(value)}" for key, value in record.items() if value not in (None, ""))
+    label = record.get(options.record_title_field) if options.record_title_field else None
+    return Block(text, section=str(label) if label else f"record {number}", meta={"record": number})
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def load_csv(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
+    text = decode_text(data, name, options)
+    try:
+        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    rows = csv.DictReader(io.StringIO(text), dialect=dialect)
+    blocks = [record_block(row, number, options) for number, row in enumerate(rows, start=1)]
+    return ParsedDocument(stem(name), "text/csv", blocks)
+
+
+def load_json(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
+    try:
+        value = json.loads(decode_text(data, name, options))
+    except json.JSONDecodeError as exc:
+        raise UnprocessableError(f"{name}: invalid JSON ({exc})") from exc
+    records = value if isinstance(value, list) else [value]
+    blocks = [record_block(record, number, options) for number, record in enumerate(records, start=1)]
+    return ParsedDocument(stem(name), "application/json", blocks)
+
+
+def load_jsonl(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
+    blocks = [record_block(record, number, options) for number, record in _jsonl_records(data, name, options)]
+    return ParsedDocument(stem(name), "application/jsonl", blocks)
+
+
+def _jsonl_records(data: bytes, name: str, options: LoaderOptions) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(decode_text(data, name, options).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UnprocessableError(f"{name}: line {number} is not valid JSON ({exc})") from exc
+
+
+# ---------------------------------------------------------------- dispatch
+
+Loader = Callable[[bytes, str, LoaderOptions], ParsedDocument]
+LOADERS: dict[str, Loader] = {
+    ".pdf": load_pdf,
+    ".docx": load_docx,
+    ".html": load_html,
+    ".htm": load_html,
+    ".xhtml": load_html,
+    ".md": load_markdown,
+    ".markdown": load_markdown,
+    ".txt": load_text,
+    ".text": load_text,
+    ".rst": load_text,
+    ".csv": load_csv,
+    ".json": load_json,
+    ".jsonl": load_jsonl,
+    ".ndjson": load_jsonl,
+}
+
+
+def loader_for(name: str) -> Loader:
+    suffix = PurePath(name).suffix.lower()
+    if suffix not in LOADERS:
+        supported = ", ".join(sorted(LOADERS))
+        raise UnsupportedMediaError(f"{name}: unsupported file type '{suffix or '(none)'}'; supported: {supported}")
+    return LOADERS[suffix]
+
+
+def load_document(name: str, data: bytes, options: LoaderOptions) -> ParsedDocument:
+    """Parse one file (see the module contract for the errors)."""
+    loader = loader_for(name)
+    if not data:
+        raise UnprocessableError(f"{name}: the file is empty")
+    try:
+        return loader(data, name, options)
+    except AssistantError:
+        raise
+    except Exception as exc:  # parsers raise many types on corrupt input; report them as one 422
+        raise UnprocessableError(f"{name}: could not be parsed ({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,540 @@
+"""The ingest service: files in, chunk rows + vectors out, kept consistent across crashes.
+
+Contract (the CLI and the REST layer call these, nothing else):
+- `IngestService.open(settings, embedder=None)` opens (and migrates) the database, the vector index under
+  `settings.index_dir` and the embedder, then runs `recover()`.
+- `ingest_paths(paths, collection) -> IngestReport`: files, folders (recursive, hidden files skipped) and globs.
+- `ingest_file(name, data, collection) -> FileResult`: one uploaded file. Errors are per file (`FileResult.failure`
+  with the `assistant.errors` type and HTTP status); a failing file never changes stored data.
+- Incremental: a document is identified by (collection, source). Same bytes again = 'unchanged' (no-op); changed
+  bytes = 'replaced' (its chunk rows and vectors are swapped, the document id stays); the same bytes under another
+  source in the collection = 'duplicate' (skipped). Exact duplicate chunks (SHA-256) and near duplicates (MinHash
+  LSH, `ingest.near_duplicate_threshold`) of chunks already in the collection are dropped and reported.
+- `delete_document(doc_id)` removes the row, its chunk rows and their vectors; `rebuild_index()` rebuilds the index
+  from the rows (flat or HNSW by size, tombstones dropped, missing vectors re-embedded); `check_index()` reports
+  whether index and rows agree.
+
+Crash-safety rule (the order of writes; `recover()` applies the repair on every open):
+1. commit the document row with status 'processing' and delete its old chunk rows (a replace);
+2. remove the old vectors and add the new ones in memory; commit the new chunk rows (ids allocated above every id
+   the index has ever held, so a vector id is never reused);
+3. save the index file atomically (temp file, fsync, rename);
+4. commit status 'ready'.
+A process killed anywhere leaves: documents in 'processing' (deleted on open, together with their chunk rows, so they
+can simply be ingested again) and possibly vectors whose chunk rows are gone (removed on open). A 'ready' document's
+vectors are always in the saved file, because step 3 precedes step 4; should one be missing anyway (a lost file),
+`recover()` re-embeds it from the stored text. Deletion commits the rows first and saves the index second, so its
+only crash residue is orphan vectors. One writer process per data directory is assumed (the server or the CLI).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from assistant.embedding import Embedder, make_embedder
+from assistant.errors import AssistantError, NotFoundError, PayloadTooLargeError, UnprocessableError
+from assistant.index import VectorIndex, open_index
+from assistant.settings import Settings
+from assistant.storage.db import Database
+from assistant.storage.models import Chunk, Document, new_id
+from ingest.chunking import Chunker
+from ingest.cleaning import clean_document
+from ingest.documents import ChunkDraft
+from ingest.loaders import LoaderOptions, load_document
+from ingest.results import ConsistencyReport, FileResult, IngestReport
+from ingest.selection import NearDuplicateIndex, SelectionReport, content_hash
+
+log = logging.getLogger(__name__)
+
+GROUP_BATCHES = 32  # chunks embedded per group = embed_batch_size * GROUP_BATCHES (large: less padding)
+T = TypeVar("T")
+
+
+def _serialised(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a public mutating method under the service's lock (one writer at a time, e.g. concurrent uploads)."""
+
+    @functools.wraps(method)
+    def wrapper(self: IngestService, *args: object, **kwargs: object) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+@dataclass
+class _Prepared:
+    """A parsed, cleaned, chunked file waiting for its embeddings."""
+
+    source: str
+    collection: str
+    document_id: str
+    replaces: bool
+    raw_hash: str
+    size: int
+    title: str
+    mime_type: str
+    drafts: list[ChunkDraft]
+    dropped_chunks: int
+
+
+@dataclass
+class _BatchState:
+    """Content seen earlier in the same call (not yet committed)."""
+
+    documents: dict[tuple[str, str], str] = field(default_factory=dict)
+    chunks: set[tuple[str, str]] = field(default_factory=set)
+
+
+class IngestService:
+    """Ingests documents into one database + vector index (see the module contract)."""
+
+    def __init__(
+        self, settings: Settings, db: Database, index: VectorIndex, embedder: Embedder, *, recover: bool = True
+    ) -> None:
+        self.settings = settings
+        self.options = settings.ingest
+        self.db = db
+        self.index = index
+        self.embedder = embedder
+        self.chunker = Chunker(embedder, self.options.chunk_tokens, self.options.chunk_overlap)
+        fields = self.options.record_text_fields
+        self.loader_options = LoaderOptions(
+            tuple(fields) if fields else None, self.options.record_title_field, self.options.max_unprintable_ratio
+        )
+        self._near: dict[str, NearDuplicateIndex] = {}
+        self._lock = threading.RLock()
+        if recover:
+            self.recover()
+
+    @classmethod
+    def open(cls, settings: Settings, embedder: Embedder | None = None) -> IngestService:
+        """Database (migrated), index and embedder from the settings; recovers from an interrupted run."""
+        db = Database(settings.resolved_database_url)
+        db.migrate()
+        embedder = embedder or make_embedder(settings)
+        index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
+        return cls(settings, db, index, embedder)
+
+    # ------------------------------------------------------------ public API
+
+    @_serialised
+    def ingest_paths(self, paths: Sequence[str | Path], collection: str = "default") -> IngestReport:
+        """Ingest files, folders (recursively) and glob patterns; one `FileResult` per file.
+
+        Files are prepared (parsed, cleaned, chunked, deduplicated) in groups of about
+        `embed_batch_size * GROUP_BATCHES` chunks; a group is embedded in a background thread while the next one is
+        prepared, and written (in the crash-safe order) once its vectors are ready.
+        """
+        started = time.perf_counter()
+        report, state = IngestReport(), _BatchState()
+        files, missing = expand_paths(paths)
+        report.files.extend(FileResult.failure(m, collection, NotFoundError(f"{m}: no such file")) for m in missing)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as embedding:
+            pending: tuple[list[_Prepared], Future[np.ndarray]] | None = None
+            for batch in self._prepared_groups(files, collection, state, report):
+                submitted = (batch, embedding.submit(self._embed_batch, batch))
+                if pending is not None:
+                    report.files.extend(self._store_batch(*pending))
+                pending = submitted
+            if pending is not None:
+                report.files.extend(self._store_batch(*pending))
+        report.seconds = time.perf_counter() - started
+        log.info(
+            "ingested %d files into %r in %.1f s: %s", len(report.files), collection, report.seconds, report.counts()
+        )
+        return report
+
+    def _prepared_groups(
+        self, files: list[Path], collection: str, state: _BatchState, report: IngestReport
+    ) -> Iterator[list[_Prepared]]:
+        """Groups of prepared files; files that need no write (unchanged, failed) go straight to the report."""
+        batch: list[_Prepared] = []
+        target = self.options.embed_batch_size  # a small first group gets the embedder busy early
+        for path in files:
+            prepared = self._prepare_path(path, collection, state, report.selection)
+            if isinstance(prepared, FileResult):
+                report.files.append(prepared)
+                continue
+            batch.append(prepared)
+            if sum(len(p.drafts) for p in batch) >= target:
+                yield batch
+                batch, target = [], self.options.embed_batch_size * GROUP_BATCHES
+        if batch:
+            yield batch
+
+    @_serialised
+    def ingest_file(self, name: str, data: bytes, collection: str = "default") -> FileResult:
+        """Ingest one file's bytes under the source name `name` (an upload)."""
+        prepared = self._prepare(name, data, collection, _BatchState(), SelectionReport())
+        if isinstance(prepared, FileResult):
+            return prepared
+        done: Future[np.ndarray] = Future()
+        try:
+            done.set_result(self._embed_batch([prepared]))
+        except (RuntimeError, ValueError) as exc:
+            done.set_exception(exc)
+        return self._store_batch([prepared], done)[0]
+
+    @_serialised
+    def delete_document(self, document_id: str) -> int:
+        """Delete a document, its chunk rows and their vectors; returns the number of chunks removed."""
+        with self.db.session() as session:
+            document = session.get(Document, document_id)
+            if document is None:
+                raise NotFoundError(f"document {document_id} does not exist", param="document_id")
+            collection = document.collection
+            ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == document_id)))
+            session.execute(delete(Chunk).where(Chunk.document_id == document_id))
+            session.execute(delete(Document).where(Document.id == document_id))
+        self.index.remove(np.asarray(ids, dtype=np.int64))
+        self.index.save()
+        if collection in self._near:
+            self._near[collection].remove_group(document_id)
+        log.info("deleted document %s (%d chunks)", document_id, len(ids))
+        return len(ids)
+
+    @_serialised
+    def check_index(self) -> ConsistencyReport:
+        """Compare the vector ids with the chunk rows of 'ready' documents."""
+        index_ids = set(self.index.ids().tolist())
+        with self.db.session() as session:
+            ready = set(session.scalars(select(Chunk.id).join(Document).where(Document.status == "ready")).all())
+            stuck = list(session.scalars(select(Document.id).where(Document.status == "processing")).all())
+        return ConsistencyReport(
+            vectors=len(index_ids),
+            chunks=len(ready),
+            orphan_vectors=sorted(index_ids - ready),
+            missing_vectors=sorted(ready - index_ids),
+            stuck_documents=stuck,
+            index_kind=self.index.kind,
+        )
+
+    @_serialised
+    def recover(self) -> ConsistencyReport:
+        """Apply the crash-safety repair (see the module docstring); returns the state found before repairing."""
+        found = self.check_index()
+        if found.ok:
+            return found
+        log.warning("repairing after an interrupted run: %s", found.summary())
+        self._drop_documents(found.stuck_documents)
+        after = self.check_index()
+        self.index.remove(np.asarray(after.orphan_vectors, dtype=np.int64))
+        self._reembed(after.missing_vectors)
+        self.index.save()
+        return found
+
+    @_serialised
+    def rebuild_index(self) -> ConsistencyReport:
+        """Rebuild the index from the rows: structure by size (flat/HNSW), tombstones dropped, gaps re-embedded."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(Chunk.id, Chunk.text).join(Document).where(Document.status == "ready").order_by(Chunk.id)
+            ).all()
+        ids = np.asarray([row[0] for row in rows], dtype=np.int64)
+        stored = self.index.vectors(ids)
+        missing = [(chunk_id, text) for chunk_id, text in rows if chunk_id not in stored]
+        stored.update(zip([m[0] for m in missing], self.embedder.embed([m[1] for m in missing]), strict=True))
+        vectors = np.stack([stored[int(i)] for i in ids]) if len(ids) else np.zeros((0, self.embedder.dim), "float32")
+        self.index.rebuild(vectors, ids)
+        self.index.save()
+        log.info("rebuilt the index: %d vectors (%s)", len(ids), self.index.kind)
+        return self.check_index()
+
+    # ------------------------------------------------------------ preparing (no writes)
+
+    def _prepare_path(
+        self, path: Path, collection: str, state: _BatchState, selection: SelectionReport
+    ) -> _Prepared | FileResult:
+        source = str(path.resolve())
+        try:
+            self._check_size(source, path.stat().st_size)
+            data = path.read_bytes()
+        except AssistantError as exc:
+            return FileResult.failure(source, collection, exc)
+        except OSError as exc:
+            return FileResult.failure(source, collection, UnprocessableError(f"{source}: cannot be read ({exc})"))
+        return self._prepare(source, data, collection, state, selection)
+
+    def _check_size(self, source: str, size: int) -> None:
+        limit = self.options.max_file_mb * 1024 * 1024
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"{source}: {size / 1e6:.1f} MB is over the {self.options.max_file_mb:g} MB limit (ingest.max_file_mb)"
+            )
+
+    def _prepare(
+        self, source: str, data: bytes, collection: str, state: _BatchState, selection: SelectionReport
+    ) -> _Prepared | FileResult:
+        try:
+            self._check_size(source, len(data))
+            return self._parse(source, data, collection, state, selection)
+        except AssistantError as exc:
+            log.warning("%s", exc.message)
+            return FileResult.failure(source, collection, exc)
+
+    def _parse(
+        self, source: str, data: bytes, collection: str, state: _BatchState, selection: SelectionReport
+    ) -> _Prepared | FileResult:
+        raw_hash = content_hash(data)
+        existing = self._find_document(collection, source)
+        if existing is not None and existing.content_hash == raw_hash and existing.status == "ready":
+            selection.drop(source, "document", "unchanged", f"same content as {existing.id}")
+            return FileResult(source, collection, "unchanged", existing.id, chunks=self._chunk_count(existing.id))
+        duplicate_of = state.documents.get((collection, raw_hash)) or self._find_duplicate(collection, raw_hash, source)
+        if duplicate_of is not None:
+            selection.drop(source, "document", "duplicate", f"same content as {duplicate_of}")
+            return FileResult(source, collection, "duplicate", duplicate_of)
+        parsed = load_document(source, data, self.loader_options)
+        report = SelectionReport()
+        clean = clean_document(parsed, source, report, self.options.max_unprintable_ratio)
+        document_id = existing.id if existing is not None else new_id("doc")
+        drafts = self._select_chunks(self.chunker.chunk(clean), source, collection, document_id, state, report)
+        selection.extend(report)
+        if not drafts:
+            return FileResult(source, collection, "duplicate", document_id, dropped_chunks=len(report.dropped))
+        state.documents[(collection, raw_hash)] = document_id
+        return _Prepared(
+            source,
+            collection,
+            document_id,
+            existing is not None,
+            raw_hash,
+            len(data),
+            clean.title,
+            clean.mime_type,
+            drafts,
+            sum(1 for d in report.dropped if d.level == "chunk"),
+        )
+
+    def _select_chunks(
+        self,
+        drafts: list[ChunkDraft],
+        source: str,
+        collection: str,
+        document_id: str,
+        state: _BatchState,
+        report: SelectionReport,
+    ) -> list[ChunkDraft]:
+        """Drop exact duplicates (in the collection, the batch, the document) and near duplicates."""
+        stored = self._stored_chunk_hashes(collection, [d.content_hash for d in drafts], document_id)
+        near = self._near_index(collection)
+        near.remove_group(document_id)  # a replaced version must not count as a duplicate of the new one
+        kept: list[ChunkDraft] = []
+        for draft in drafts:
+            if draft.content_hash in stored or (collection, draft.content_hash) in state.chunks:
+                report.drop(source, "chunk", "duplicate", f"chunk {draft.ordinal} at {draft.char_start}")
+            elif near.find(draft.text):
+                report.drop(source, "chunk", "near_duplicate", f"chunk {draft.ordinal} at {draft.char_start}")
+            else:
+                state.chunks.add((collection, draft.content_hash))
+                draft.ordinal = len(kept)
+                near.add((document_id, draft.ordinal), draft.text, group=document_id)
+                kept.append(draft)
+        return kept
+
+    # ------------------------------------------------------------ database reads
+
+    def _find_document(self, collection: str, source: str) -> Document | None:
+        with self.db.session() as session:
+            return session.scalars(
+                select(Document).where(Document.collection == collection, Document.source == source)
+            ).first()
+
+    def _find_duplicate(self, collection: str, raw_hash: str, source: str) -> str | None:
+        with self.db.session() as session:
+            return session.scalars(
+                select(Document.id).where(
+                    Document.collection == collection,
+                    Document.content_hash == raw_hash,
+                    Document.source != source,
+                    Document.status == "ready",
+                )
+            ).first()
+
+    def _chunk_count(self, document_id: str) -> int:
+        with self.db.session() as session:
+            return int(session.scalar(select(func.count(Chunk.id)).where(Chunk.document_id == document_id)) or 0)
+
+    def _stored_chunk_hashes(self, collection: str, hashes: list[str], document_id: str) -> set[str]:
+        with self.db.session() as session:
+            return set(
+                session.scalars(
+                    select(Chunk.content_hash).where(
+                        Chunk.collection == collection,
+                        Chunk.content_hash.in_(hashes),
+                        Chunk.document_id != document_id,
+                    )
+                ).all()
+            )
+
+    def _near_index(self, collection: str) -> NearDuplicateIndex:
+        """The collection's MinHash LSH, built from its stored chunks on first use."""
+        if collection not in self._near:
+            near = NearDuplicateIndex(self.options.near_duplicate_threshold)
+            with self.db.session() as session:
+                rows = session.execute(
+                    select(Chunk.document_id, Chunk.ordinal, Chunk.text)
+                    .join(Document)
+                    .where(Chunk.collection == collection, Document.status == "ready")
+                ).all()
+            for document_id, ordinal, text in rows:
+                near.add((document_id, ordinal), text, group=document_id)
+            self._near[collection] = near
+        return self._near[collection]
+
+    # ------------------------------------------------------------ writing (the crash-safe order)
+
+    def _embed_batch(self, batch: list[_Prepared]) -> np.ndarray:
+        return self.embedder.embed([draft.text for p in batch for draft in p.drafts])
+
+    def _store_batch(self, batch: list[_Prepared], embedded: Future[np.ndarray]) -> list[FileResult]:
+        """Write a group of prepared files, once their vectors are ready, in the crash-safe order."""
+        try:
+            vectors = embedded.result()
+        except (RuntimeError, ValueError) as exc:
+            return [self._fail(p, UnprocessableError(f"{p.source}: embedding failed ({exc})")) for p in batch]
+        results: list[FileResult] = []
+        stored: list[_Prepared] = []
+        offset = 0
+        for prepared in batch:
+            count = len(prepared.drafts)
+            try:
+                self._write_document(prepared, vectors[offset : offset + count])
+                stored.append(prepared)
+            except (SQLAlchemyError, AssistantError) as exc:
+                results.append(self._fail(prepared, UnprocessableError(f"{prepared.source}: not stored ({exc})")))
+            offset += count
+        try:
+            self.index.save()  # step 3
+        except OSError as exc:
+            return results + [self._fail(p, UnprocessableError(f"{p.source}: index not saved ({exc})")) for p in stored]
+        self._mark_ready([p.document_id for p in stored])  # step 4
+        results.extend(_stored_result(p) for p in stored)
+        return results
+
+    def _write_document(self, prepared: _Prepared, vectors: np.ndarray) -> None:
+        old_ids = self._begin_document(prepared)  # step 1
+        self.index.remove(np.asarray(old_ids, dtype=np.int64))  # step 2
+        first_id = self._next_chunk_id()
+        ids = np.arange(first_id, first_id + len(prepared.drafts), dtype=np.int64)
+        with self.db.session() as session:
+            session.execute(
+                insert(Chunk),
+                [_chunk_row(prepared, draft, int(i)) for draft, i in zip(prepared.drafts, ids, strict=True)],
+            )
+        self.index.add(vectors, ids)
+
+    def _begin_document(self, prepared: _Prepared) -> list[int]:
+        """Upsert the document row in status 'processing' and delete its old chunk rows; returns their ids."""
+        with self.db.session() as session:
+            old_ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == prepared.document_id)))
+            session.execute(delete(Chunk).where(Chunk.document_id == prepared.document_id))
+            document = session.get(Document, prepared.document_id)
+            if document is None:
+                document = Document(id=prepared.document_id, collection=prepared.collection, source=prepared.source)
+            document.title, document.mime_type = prepared.title, prepared.mime_type
+            document.content_hash, document.size_bytes = prepared.raw_hash, prepared.size
+            document.status, document.error = "processing", None
+            document.meta = {"chunks": len(prepared.drafts), "dropped_chunks": prepared.dropped_chunks}
+            session.add(document)
+        return old_ids
+
+    def _next_chunk_id(self) -> int:
+        with self.db.session() as session:
+            highest = session.scalar(select(func.max(Chunk.id))) or 0
+        return max(int(highest) + 1, self.index.next_id)
+
+    def _mark_ready(self, document_ids: list[str]) -> None:
+        if document_ids:
+            with self.db.session() as session:
+                session.execute(update(Document).where(Document.id.in_(document_ids)).values(status="ready"))
+
+    def _fail(self, prepared: _Prepared, error: AssistantError) -> FileResult:
+        """Undo whatever a failed file wrote (rows, vectors, LSH entries)."""
+        log.warning("%s", error.message)
+        self._near_index(prepared.collection).remove_group(prepared.document_id)
+        self._drop_documents([prepared.document_id])
+        return FileResult.failure(prepared.source, prepared.collection, error)
+
+    def _drop_documents(self, document_ids: list[str]) -> None:
+        if not document_ids:
+            return
+        with self.db.session() as session:
+            ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id.in_(document_ids))))
+            session.execute(delete(Chunk).where(Chunk.document_id.in_(document_ids)))
+            session.execute(delete(Document).where(Document.id.in_(document_ids)))
+        self.index.remove(np.asarray(ids, dtype=np.int64))
+
+    def _reembed(self, chunk_ids: list[int]) -> None:
+        if not chunk_ids:
+            return
+        with self.db.session() as session:
+            rows = session.execute(select(Chunk.id, Chunk.text).where(Chunk.id.in_(chunk_ids))).all()
+        self.index.add(self.embedder.embed([text for _id, text in rows]), np.asarray([r[0] for r in rows]))
+
+
+def _chunk_row(prepared: _Prepared, draft: ChunkDraft, chunk_id: int) -> dict[str, object]:
+    return {
+        "id": chunk_id,
+        "document_id": prepared.document_id,
+        "collection": prepared.collection,
+        "ordinal": draft.ordinal,
+        "text": draft.text,
+        "content_hash": draft.content_hash,
+        "page": draft.page,
+        "section": draft.section,
+        "char_start": draft.char_start,
+        "char_end": draft.char_end,
+        "token_count": draft.token_count,
+        "meta": {},
+    }
+
+
+def _stored_result(prepared: _Prepared) -> FileResult:
+    status = "replaced" if prepared.replaces else "ingested"
+    return FileResult(
+        prepared.source,
+        prepared.collection,
+        status,
+        prepared.document_id,
+        len(prepared.drafts),
+        prepared.dropped_chunks,
+    )
+
+
+def expand_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """Files named by `paths` (files, folders recursively, glob patterns), de-duplicated; and the missing ones."""
+    files: list[Path] = []
+    missing: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(_folder_files(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            matches = [Path(m) for m in sorted(glob.glob(str(raw), recursive=True)) if Path(m).is_file()]
+            files.extend(matches) if matches else missing.append(str(raw))
+    unique = {file.resolve(): file for file in files}
+    return list(unique.values()), missing
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return sorted(
+        file
+        for file in folder.rglob("*")
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(folder).parts)
+    )

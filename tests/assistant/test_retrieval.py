@@ -1,0 +1,132 @@
+"""Retrieval: fusion and metrics units, and the Retriever over real SQLite (FTS5), FAISS and MiniLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.errors import InvalidRequestError
+from assistant.index import FaissIndex, open_index
+from assistant.retrieval import Retriever
+from assistant.retrieval.bm25 import fts_query
+from assistant.retrieval.fusion import min_max, order, reciprocal_rank_fusion, weighted_fusion
+from assistant.retrieval.metrics import score_rankings
+from assistant.retrieval.rerank import make_reranker
+from assistant.settings import Settings
+from assistant.storage.db import Database
+from assistant.storage.models import Chunk, Document
+from tests.fixtures.retrieval_env import make_settings, shared_embedder
+
+CORPUS = {
+    ("hr", "holidays.txt"): [
+        "Every employee gets twenty-five days of paid leave per year.",
+        "Unused leave days expire at the end of March.",
+    ],
+    ("hr", "travel.txt"): ["Travel expenses are reimbursed within two weeks after the receipts are uploaded."],
+    ("it", "backup.txt"): [
+        "Backups of the file servers run every night at two o'clock.",
+        "Daily backups are kept for thirty days in the vault.",
+    ],
+    ("it", "laptops.txt"): ["Laptops are replaced every three years by the IT desk."],
+}
+
+
+def test_reciprocal_rank_fusion_and_weighted_fusion() -> None:
+    dense, sparse = [(1, 0.9), (2, 0.8), (3, 0.1)], [(3, 12.0), (1, 4.0)]
+    fused = order(reciprocal_rank_fusion([dense, sparse], rrf_k=60))
+    assert [chunk_id for chunk_id, _ in fused] == [1, 3, 2]
+    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+    assert min_max([(1, 2.0), (2, 2.0)]) == {1: 1.0, 2: 1.0}
+    weighted = weighted_fusion(dense, sparse, dense_weight=0.5)
+    assert weighted[3] == pytest.approx(0.5 * 0 + 0.5 * 1.0) and weighted[2] == pytest.approx(0.5 * 0.875)
+
+
+def test_metrics_count_first_occurrence_only() -> None:
+    scores = score_rankings([["a", "a", "b"], ["x", "y", "z"], ["c"]], ["b", "q", "c"])
+    assert scores.recall_at_1 == pytest.approx(1 / 3)
+    assert scores.recall_at_5 == pytest.approx(2 / 3)
+    assert scores.mrr_at_10 == pytest.approx((1 / 2 + 1) / 3)
+
+
+def test_fts_query_quotes_tokens_and_drops_stop_words() -> None:
+    assert fts_query('What is the "backup" OR NEAR(policy)?') == '"backup" OR "near" OR "policy"'
+    assert fts_query("the of and") == ""
+
+
+def _build(tmp_path: Path, **retrieval: object) -> tuple[Settings, Database, FaissIndex]:
+    """Rows and vectors written directly through the core storage (no ingest package)."""
+    settings = make_settings(tmp_path / "data", retrieval=dict(retrieval))
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    index = open_index(settings.index_dir, shared_embedder().dim, 100)
+    next_id = 1
+    with db.session() as session:
+        for (collection, source), texts in CORPUS.items():
+            document = Document(collection=collection, source=source, title=source, content_hash=source, status="ready")
+            session.add(document)
+            session.flush()
+            for ordinal, text in enumerate(texts):
+                session.add(
+                    Chunk(
+                        id=next_id + ordinal,
+                        document_id=document.id,
+                        collection=collection,
+                        ordinal=ordinal,
+                        text=text,
+                        content_hash=text,
+                        char_start=0,
+                        char_end=len(text),
+                    )
+                )
+            index.add(shared_embedder().embed(texts), np.arange(next_id, next_id + len(texts)))
+            next_id += len(texts)
+    return settings, db, index
+
+
+def test_modes_collection_filter_and_citation_fields(tmp_path: Path) -> None:
+    settings, db, index = _build(tmp_path)
+    retriever = Retriever(settings, db, index, shared_embedder())
+    for mode in ("hybrid", "dense", "bm25"):
+        top = retriever.search("how long are backups kept", k=3, mode=mode)[0]
+        assert top.text == "Daily backups are kept for thirty days in the vault.", mode
+    hybrid = retriever.search("how long are backups kept", k=3)[0]
+    assert hybrid.dense_score and hybrid.bm25_score and hybrid.fused_score == hybrid.score
+    assert (hybrid.source, hybrid.collection, hybrid.char_start, hybrid.char_end) == ("backup.txt", "it", 0, 52)
+    hr_only = retriever.search("how long are backups kept", k=5, collections=["hr"])
+    assert hr_only and {hit.collection for hit in hr_only} == {"hr"}
+    with pytest.raises(InvalidRequestError):
+        retriever.search("backups", mode="fuzzy")
+
+
+def test_weighted_fusion_and_max_per_document(tmp_path: Path) -> None:
+    settings, db, index = _build(tmp_path, fusion="weighted", max_per_document=1)
+    hits = Retriever(settings, db, index, shared_embedder()).search("backups kept every night", k=4)
+    assert len({hit.document_id for hit in hits}) == len(hits)
+    assert hits[0].source == "backup.txt"
+
+
+def test_processing_documents_are_invisible(tmp_path: Path) -> None:
+    settings, db, index = _build(tmp_path)
+    with db.session() as session:
+        for document in session.query(Document).filter(Document.source == "backup.txt"):
+            document.status = "processing"
+    hits = Retriever(settings, db, index, shared_embedder()).search("backups kept", k=10)
+    assert "backup.txt" not in {hit.source for hit in hits}
+
+
+def test_rerank_with_a_tiny_cross_encoder(tmp_path: Path) -> None:
+    from tests.fixtures.tiny_cross_encoder import build_tiny_cross_encoder
+
+    model_dir = build_tiny_cross_encoder(tmp_path / "cross-encoder")
+    settings, db, index = _build(tmp_path, rerank_k=4)
+    settings = settings.model_copy(update={"models": settings.models.model_copy(update={"reranker": str(model_dir)})})
+    reranker = make_reranker(settings)
+    assert reranker is not None
+    hits = Retriever(settings, db, index, shared_embedder(), reranker).search("backups kept", k=4)
+    scores = [hit.rerank_score for hit in hits]
+    assert all(score is not None for score in scores)
+    assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+    expected = reranker.score("backups kept", [hit.text for hit in hits])
+    assert scores == pytest.approx(expected)
