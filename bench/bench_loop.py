@@ -10,8 +10,8 @@
    and with the adapter, and exact match / F1 against the gold answers are compared.
 Prints the figures and the run times. Sizes are flags: the defaults fit a few minutes per phase on a 2-core CPU.
 
-    .venv/bin/python bench/bench_loop.py [--dpo-train 64 --dpo-heldout 48 --dpo-steps 30]
-                                         [--sft-train 120 --sft-heldout 40 --sft-steps 40]
+    .venv/bin/python bench/bench_loop.py [--dpo-train 48 --dpo-heldout 40 --dpo-steps 16]
+                                         [--sft-train 64 --sft-heldout 24 --sft-steps 16]
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def dpo_phase(base: str, data_dir: Path, args: argparse.Namespace) -> dict[str, 
             "max_steps": args.dpo_steps,
             "learning_rate": 5e-5,
             "beta": 0.1,
-            "per_device_train_batch_size": 4,
+            "per_device_train_batch_size": 2,
             "max_length": args.max_length,
         },
         "gate": False,
@@ -166,7 +166,8 @@ def sft_phase(base: str, args: argparse.Namespace) -> dict[str, Any]:
             "max_steps": args.sft_steps,
             "learning_rate": 2e-4,
             "squad_limit": args.sft_train,
-            "per_device_train_batch_size": 4,
+            "rag_distractors": 1,
+            "per_device_train_batch_size": 2,
             "max_length": args.max_length,
         },
         "gate": False,
@@ -211,18 +212,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--port", type=int, default=8795)
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--dpo-train", type=int, default=64)
-    parser.add_argument("--dpo-heldout", type=int, default=48)
-    parser.add_argument("--dpo-steps", type=int, default=30)
+    parser.add_argument("--max-length", type=int, default=384)
+    parser.add_argument("--dpo-train", type=int, default=48)
+    parser.add_argument("--dpo-heldout", type=int, default=40)
+    parser.add_argument("--dpo-steps", type=int, default=16)
     parser.add_argument("--article", type=int, default=0)
-    parser.add_argument("--sft-train", type=int, default=120)
-    parser.add_argument("--sft-heldout", type=int, default=40)
-    parser.add_argument("--sft-steps", type=int, default=40)
+    parser.add_argument("--sft-train", type=int, default=64)
+    parser.add_argument("--sft-heldout", type=int, default=24)
+    parser.add_argument("--sft-steps", type=int, default=16)
     parser.add_argument("--skip", choices=["dpo", "sft"], default=None)
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="assistant-bench-loop-"))
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    # Two sources per prompt when serving, as in the SFT examples (gold + one distractor): train as you serve.
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        "ASSISTANT_RETRIEVAL__TOP_K": "2",
+    }
     cmd = [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(data_dir), "--port", str(args.port)]
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / "server.log").open("wb") as log:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -52,6 +53,8 @@ class Retriever:
         self.embedder = embedder
         self.reranker = reranker
         self.bm25 = Bm25Search(db)
+        # BM25 (SQLite) and the query embedding (torch) both release the GIL: in hybrid mode they run side by side.
+        self._sparse_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
 
     def search(
         self, query: str, k: int | None = None, collections: Sequence[str] | None = None, mode: str = "hybrid"
@@ -62,8 +65,13 @@ class Retriever:
         if not query.strip():
             raise InvalidRequestError("the query is empty", param="query")
         k = k or self.options.top_k
+        sparse_future = (
+            self._sparse_pool.submit(self.bm25.search, query, self.options.bm25_k, collections)
+            if mode != "dense"
+            else None
+        )
         dense = self.dense_candidates(query, collections) if mode != "bm25" else []
-        sparse = self.bm25.search(query, self.options.bm25_k, collections) if mode != "dense" else []
+        sparse = sparse_future.result() if sparse_future is not None else []
         ranked = self._fuse(dense, sparse, mode)
         scores = (dict(dense), dict(sparse), mode == "hybrid")
         window = self._window(k, len(ranked))

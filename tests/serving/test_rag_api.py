@@ -76,7 +76,9 @@ def test_chat_cites_the_document_with_the_answer(client: openai.OpenAI, uploaded
 
 
 def test_streamed_chat_carries_citations_in_the_final_chunk(client: openai.OpenAI, uploaded: dict[str, str]) -> None:
-    stream = client.chat.completions.create(model="tiny", messages=ROUTER_Q, max_tokens=8, temperature=0, stream=True)
+    stream = client.chat.completions.create(
+        model="tiny", messages=ROUTER_Q, max_tokens=8, temperature=0, stream=True, extra_body={"collections": ["kb"]}
+    )
     chunks = list(stream)
     final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
     citations = (final.model_extra or {})["citations"]
