@@ -110,7 +110,7 @@ def _job(server: LiveServer, since: int, base_adapter: str | None = None) -> dic
     created = _post(server, "/v1/training/jobs", json=spec)
     assert created.status_code == 201, created.text
     job = _wait_job(server, created.json()["id"])
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded", f"{job['error']}\n" + "\n".join(job["log_tail"])
     return job
 
 

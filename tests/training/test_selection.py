@@ -52,3 +52,15 @@ def test_split_is_seeded_and_disjoint() -> None:
     assert not {e.origin for e in first.train} & {e.origin for e in first.validation}
     other = select_examples(examples, [10] * 20, SelectionOptions(min_tokens=1, eval_split=0.2, seed=4))
     assert [e.origin for e in other.validation] != [e.origin for e in first.validation]
+
+
+def test_garbled_rejected_answer_keeps_the_pair() -> None:
+    """A thumbs-down on a garbled answer is exactly what a pair should teach: only prompt and chosen are checked."""
+    from training.data.records import PreferenceExample
+
+    prompt = ({"role": "user", "content": "How do I reset the router?"},)
+    good = PreferenceExample(prompt, "Hold the reset button for ten seconds.", "\ufffd\x1d)F\ufffd cit7lo", None, "p#0")
+    bad = PreferenceExample(prompt, "\ufffd\ufffd \x1d", "Hold the reset button.", None, "p#1")
+    selection = select_examples([good, bad], [20, 20], SelectionOptions(min_tokens=1, eval_split=0.5))
+    assert selection.report.dropped == {"garbled": 1}
+    assert selection.report.dropped_examples["garbled"] == ["p#1"]

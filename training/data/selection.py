@@ -94,7 +94,8 @@ def quality_problem(example: Example, min_alnum_ratio: float) -> str | None:
 
 
 def _all_turns(example: Example) -> Sequence[dict[str, str]]:
-    return example.messages if isinstance(example, ChatExample) else (*example.prompt, {"content": example.rejected})
+    # A pair's rejected side is not checked: a garbled answer is exactly what a thumbs-down teaches the model to avoid.
+    return example.messages if isinstance(example, ChatExample) else example.prompt
 
 
 class NearDuplicateFilter:
