@@ -71,12 +71,17 @@ class PreferenceStore:
             session.flush()
             return pair.id
 
-    def list(self, provenance: str | None, since: datetime | None, limit: int, offset: int) -> dict[str, Any]:
+    @staticmethod
+    def _query(provenance: str | None, since: datetime | None) -> Any:
         query = select(PreferencePair)
         if provenance:
             query = query.where(PreferencePair.provenance == provenance)
         if since:
             query = query.where(PreferencePair.created_at >= since)
+        return query
+
+    def list(self, provenance: str | None, since: datetime | None, limit: int, offset: int) -> dict[str, Any]:
+        query = self._query(provenance, since)
         with self.db.session() as session:
             counts = dict(
                 session.execute(
@@ -93,11 +98,7 @@ class PreferenceStore:
         }
 
     def export(self, since: datetime | None = None, provenance: str | None = None) -> list[dict[str, str]]:
-        query = select(PreferencePair)
-        if provenance:
-            query = query.where(PreferencePair.provenance == provenance)
-        if since:
-            query = query.where(PreferencePair.created_at >= since)
+        query = self._query(provenance, since)
         with self.db.session() as session:
             rows = session.scalars(query.order_by(PreferencePair.created_at, PreferencePair.id)).all()
             return [{"rendered_prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "id": p.id} for p in rows]

@@ -130,3 +130,25 @@ def test_rerank_with_a_tiny_cross_encoder(tmp_path: Path) -> None:
     assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
     expected = reranker.score("backups kept", [hit.text for hit in hits])
     assert scores == pytest.approx(expected)
+
+
+def test_bm25_drops_very_common_terms_only_when_rarer_ones_remain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The speed rule on real FTS5: a term in most chunks is skipped when two rarer terms remain, kept otherwise."""
+    from assistant.retrieval import bm25
+
+    monkeypatch.setattr(bm25, "SMALL_COLLECTION", 0)
+    db = Database(f"sqlite:///{tmp_path / 'fts.db'}")
+    db.migrate()
+    with db.session() as session:
+        session.add(Document(id="doc-1", collection="c", source="s.txt", content_hash="h", status="ready"))
+        session.flush()
+        for i in range(40):
+            words = "company policy " + ("router reset" if i == 3 else f"topic{i}") + (" warranty" if i == 5 else "")
+            session.add(Chunk(document_id="doc-1", collection="c", ordinal=i, text=words, content_hash=str(i)))
+    search = bm25.Bm25Search(db)
+    assert search.selective_tokens(["company", "router", "warranty"]) == ["router", "warranty"]
+    assert search.selective_tokens(["company", "router"]) == ["company", "router"]  # too few rarer terms
+    hits = search.search("company router warranty", k=5)
+    assert {chunk_id for chunk_id, _ in hits} == {4, 6}  # only chunks with a rare term are scored
