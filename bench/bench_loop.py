@@ -10,7 +10,7 @@
    and with the adapter, and exact match / F1 against the gold answers are compared.
 Prints the figures and the run times. Sizes are flags: the defaults fit a few minutes per phase on a 2-core CPU.
 
-    .venv/bin/python bench/bench_loop.py [--dpo-train 48 --dpo-heldout 40 --dpo-steps 16]
+    .venv/bin/python bench/bench_loop.py [--dpo-train 160 --dpo-heldout 100 --dpo-steps 40 --dpo-lr 5e-4]
                                          [--sft-train 64 --sft-heldout 24 --sft-steps 16]
 """
 
@@ -81,7 +81,7 @@ def dpo_phase(base: str, data_dir: Path, args: argparse.Namespace) -> dict[str, 
         "data": {"source": "preferences", "provenance": "imported"},
         "hyperparameters": {
             "max_steps": args.dpo_steps,
-            "learning_rate": 5e-5,
+            "learning_rate": args.dpo_lr,
             "beta": 0.1,
             "per_device_train_batch_size": 2,
             "max_length": args.max_length,
@@ -213,9 +213,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--port", type=int, default=8795)
     parser.add_argument("--max-length", type=int, default=384)
-    parser.add_argument("--dpo-train", type=int, default=48)
-    parser.add_argument("--dpo-heldout", type=int, default=40)
-    parser.add_argument("--dpo-steps", type=int, default=16)
+    parser.add_argument("--dpo-train", type=int, default=160)
+    parser.add_argument("--dpo-heldout", type=int, default=100)
+    parser.add_argument("--dpo-steps", type=int, default=40)
+    parser.add_argument("--dpo-lr", type=float, default=5e-4)
     parser.add_argument("--article", type=int, default=0)
     parser.add_argument("--sft-train", type=int, default=64)
     parser.add_argument("--sft-heldout", type=int, default=24)

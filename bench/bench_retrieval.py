@@ -135,7 +135,8 @@ class Baseline:
             texts.extend(pieces)
             self.keys.extend([path.stem] * len(pieces))
         embed_started = time.perf_counter()
-        vectors = self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        # The common way: sentence-transformers' default batch size (32), as LangChain's HuggingFaceEmbeddings uses.
+        vectors = self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
         embed_s = time.perf_counter() - embed_started
         self.index = faiss.IndexFlatIP(vectors.shape[1])
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))

@@ -59,7 +59,7 @@ from ingest.selection import NearDuplicateIndex, SelectionReport, content_hash
 
 log = logging.getLogger(__name__)
 
-GROUP_BATCHES = 32  # chunks embedded per group = embed_batch_size * GROUP_BATCHES (large: less padding)
+GROUP_BATCHES = 64  # chunks embedded per group = embed_batch_size * GROUP_BATCHES (large: less padding)
 T = TypeVar("T")
 
 
