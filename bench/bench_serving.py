@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from server_process import wait_ready  # bench/ is on sys.path when a bench script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "data" / "squad-v1.1-dev-part1.json"
@@ -111,20 +112,6 @@ async def run_level(
 
 
 # ---------------------------------------------------------------- servers
-
-
-def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 900) -> float:
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return time.perf_counter() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("server not ready")
 
 
 def start_server(kind: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:

@@ -17,24 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import openai
+from server_process import wait_ready  # bench/ is on sys.path when a bench script runs
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 900) -> float:
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return time.perf_counter() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError("server not ready")
 
 
 def measure(client: openai.OpenAI, model: str, max_tokens: int) -> dict[str, float | str]:
