@@ -61,20 +61,9 @@ def _train(method: str, common: dict[str, Any], flags: dict[str, Any]) -> None:
         )
         request = TrainingRequest(method=method, data_files=common.pop("data"), options=options, **common)
         outcome = run_training(settings, request)
-    if outcome.adapter is not None:
-        adapter = outcome.adapter
-        echo(
-            json.dumps(
-                {
-                    "name": adapter.name,
-                    "version": adapter.version,
-                    "path": str(adapter.path),
-                    "run_dir": str(outcome.run_dir),
-                    "metrics": outcome.metrics["after"],
-                },
-                indent=2,
-            )
-        )
+    summary = outcome.summary()
+    if summary is not None:
+        echo(json.dumps(summary, indent=2))
 
 
 def _common(**values: Any) -> dict[str, Any]:

@@ -76,20 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except AssistantError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         return 1
-    if outcome.adapter is not None:
-        adapter = outcome.adapter
-        sys.stdout.write(
-            json.dumps(
-                {
-                    "name": adapter.name,
-                    "version": adapter.version,
-                    "path": str(adapter.path),
-                    "run_dir": str(outcome.run_dir),
-                    "metrics": outcome.metrics["after"],
-                }
-            )
-            + "\n"
-        )
+    summary = outcome.summary()
+    if summary is not None:
+        sys.stdout.write(json.dumps(summary) + "\n")
     return 0
 
 

@@ -65,6 +65,18 @@ class TrainingOutcome:
     metrics: dict[str, Any]
     report: SelectionReport
 
+    def summary(self) -> dict[str, Any] | None:
+        """What the CLI entry points print: the registered adapter, its run directory and final metrics."""
+        if self.adapter is None:
+            return None
+        return {
+            "name": self.adapter.name,
+            "version": self.adapter.version,
+            "path": str(self.adapter.path),
+            "run_dir": str(self.run_dir),
+            "metrics": self.metrics["after"],
+        }
+
 
 @dataclass
 class BaseAdapter:
