@@ -32,6 +32,7 @@ from sqlalchemy import select, update
 from assistant.errors import AssistantError, UnprocessableError
 from assistant.settings import Settings, load_settings
 from assistant.storage import Adapter, Database, Job, PreferencePair
+from assistant.storage.queries import preference_filters
 from training.gate import HeldOutPair, load_squad_qa, run_gate
 
 log = logging.getLogger(__name__)
@@ -153,13 +154,11 @@ class JobWorker:
         return path, [HeldOutPair(p["rendered_prompt"], p["chosen"], p["rejected"]) for p in heldout]
 
     def _stored_pairs(self, data: dict[str, Any]) -> list[dict[str, str]]:
-        query = select(PreferencePair).order_by(PreferencePair.created_at, PreferencePair.id)
-        if data.get("provenance"):
-            query = query.where(PreferencePair.provenance == data["provenance"])
-        if data.get("since") is not None:
-            query = query.where(
-                PreferencePair.created_at >= datetime.fromtimestamp(data["since"], UTC).replace(tzinfo=None)
-            )
+        query = (
+            select(PreferencePair)
+            .where(*preference_filters(data.get("provenance"), data.get("since")))
+            .order_by(PreferencePair.created_at, PreferencePair.id)
+        )
         with self.db.session() as session:
             return [
                 {"rendered_prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}

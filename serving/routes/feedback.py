@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -57,5 +56,4 @@ async def list_preferences(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
     store = require(state.preferences, "preferences")
-    after = datetime.fromtimestamp(since, UTC).replace(tzinfo=None) if since is not None else None
-    return store.list(provenance, after, limit, offset)
+    return store.list(provenance, since, limit, offset)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from sqlalchemy import func, select
 
 from assistant.errors import InvalidRequestError, NotFoundError
 from assistant.storage import ChatRecord, Database, Feedback, PreferencePair
+from assistant.storage.queries import preference_filters
 
 
 def pair_hash(prompt: str, chosen: str, rejected: str) -> str:
@@ -71,17 +71,9 @@ class PreferenceStore:
             session.flush()
             return pair.id
 
-    @staticmethod
-    def _query(provenance: str | None, since: datetime | None) -> Any:
-        query = select(PreferencePair)
-        if provenance:
-            query = query.where(PreferencePair.provenance == provenance)
-        if since:
-            query = query.where(PreferencePair.created_at >= since)
-        return query
-
-    def list(self, provenance: str | None, since: datetime | None, limit: int, offset: int) -> dict[str, Any]:
-        query = self._query(provenance, since)
+    def list(self, provenance: str | None, since: int | None, limit: int, offset: int) -> dict[str, Any]:
+        """Pairs (oldest first) of one provenance created at or after Unix time `since`, with counts."""
+        query = select(PreferencePair).where(*preference_filters(provenance, since))
         with self.db.session() as session:
             counts = dict(
                 session.execute(
@@ -97,8 +89,8 @@ class PreferenceStore:
             "data": [pair_dict(p) for p in rows],
         }
 
-    def export(self, since: datetime | None = None, provenance: str | None = None) -> list[dict[str, str]]:
-        query = self._query(provenance, since)
+    def export(self, since: int | None = None, provenance: str | None = None) -> list[dict[str, str]]:
+        query = select(PreferencePair).where(*preference_filters(provenance, since))
         with self.db.session() as session:
             rows = session.scalars(query.order_by(PreferencePair.created_at, PreferencePair.id)).all()
             return [{"rendered_prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "id": p.id} for p in rows]

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from assistant.errors import ConflictError, NotFoundError, UnprocessableError
 from assistant.settings import Settings
 from assistant.storage import Adapter, Database, Job, PreferencePair
+from assistant.storage.queries import preference_filters
 
 log = logging.getLogger(__name__)
 FINAL_STATES = ("succeeded", "failed", "cancelled")
@@ -140,13 +141,7 @@ class JobService:
         return files[0] if files else None
 
     def count_pairs(self, data: JobData) -> int:
-        query = select(func.count(PreferencePair.id))
-        if data.provenance:
-            query = query.where(PreferencePair.provenance == data.provenance)
-        if data.since is not None:
-            query = query.where(
-                PreferencePair.created_at >= datetime.fromtimestamp(data.since, UTC).replace(tzinfo=None)
-            )
+        query = select(func.count(PreferencePair.id)).where(*preference_filters(data.provenance, data.since))
         with self.db.session() as session:
             return int(session.scalar(query) or 0)
 
