@@ -172,7 +172,7 @@ def sft_phase(base: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def qa_through_api(base: str, model: str, heldout: list[dict[str, Any]]) -> dict[str, float]:
-    from training.gate import f1_score, normalize_answer
+    from assistant.answer_metrics import best_exact_match, best_f1
 
     em = f1 = 0.0
     for qa in heldout:
@@ -187,8 +187,8 @@ def qa_through_api(base: str, model: str, heldout: list[dict[str, Any]]) -> dict
             "content"
         ]
         golds = [a["text"] for a in qa["answers"]]
-        em += max(float(normalize_answer(answer) == normalize_answer(g)) for g in golds)
-        f1 += max(f1_score(answer, g) for g in golds)
+        em += best_exact_match(answer, golds)
+        f1 += best_f1(answer, golds)
     return {"exact_match": em / len(heldout), "f1": f1 / len(heldout)}
 
 

@@ -14,15 +14,13 @@ writes: the worker stores the result on the candidate's registry row.
 
 from __future__ import annotations
 
-import collections
 import logging
-import re
-import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from assistant.answer_metrics import best_exact_match, best_f1
 from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,29 +64,12 @@ def pair_scores(model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair]) -> dic
     return {"pairs": len(diffs), "accuracy": sum(d > 0 for d in diffs) / len(diffs), "margin": sum(diffs) / len(diffs)}
 
 
-def normalize_answer(text: str) -> str:
-    """SQuAD's official normalisation: lower case, no punctuation, articles or extra whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def f1_score(prediction: str, truth: str) -> float:
-    pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
-    common = collections.Counter(pred) & collections.Counter(gold)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(gold)
-    return 2 * precision * recall / (precision + recall)
-
-
 def qa_scores(answer: Callable[[str], str], items: Sequence[QAItem]) -> dict[str, float]:
     em = f1 = 0.0
     for item in items:
         prediction = answer(item.question)
-        em += max(float(normalize_answer(prediction) == normalize_answer(a)) for a in item.answers)
-        f1 += max(f1_score(prediction, a) for a in item.answers)
+        em += best_exact_match(prediction, item.answers)
+        f1 += best_f1(prediction, item.answers)
     return {"questions": len(items), "exact_match": em / len(items), "f1": f1 / len(items)}
 
 
