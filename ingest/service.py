@@ -237,14 +237,15 @@ class IngestService:
         return found
 
     @_serialised
-    def rebuild_index(self) -> ConsistencyReport:
-        """Rebuild the index from the rows: structure by size (flat/HNSW), tombstones dropped, gaps re-embedded."""
+    def rebuild_index(self, reembed: bool = False) -> ConsistencyReport:
+        """Rebuild the index from the rows: structure by size (flat/HNSW), tombstones dropped, gaps re-embedded
+        (every chunk with `reembed=True`: the embedder changed)."""
         with self.db.session() as session:
             rows = session.execute(
                 select(Chunk.id, Chunk.text).join(Document).where(Document.status == "ready").order_by(Chunk.id)
             ).all()
         ids = np.asarray([row[0] for row in rows], dtype=np.int64)
-        stored = self.index.vectors(ids)
+        stored = {} if reembed else self.index.vectors(ids)
         missing = [(chunk_id, text) for chunk_id, text in rows if chunk_id not in stored]
         stored.update(zip([m[0] for m in missing], self.embedder.embed([m[1] for m in missing]), strict=True))
         vectors = np.stack([stored[int(i)] for i in ids]) if len(ids) else np.zeros((0, self.embedder.dim), "float32")

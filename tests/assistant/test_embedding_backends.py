@@ -1,0 +1,83 @@
+"""Embedding backends: the ONNX export gives torch's vectors, int8 is kept apart, `index rebuild` migrates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from assistant.embedding import (
+    EmbedderMismatchError,
+    OnnxEmbedder,
+    SentenceTransformerEmbedder,
+    make_embedder,
+)
+from assistant.settings import Settings
+
+TEXTS = ["backups run nightly and are kept for thirty days", "paid leave is twenty days per year", "x", ""]
+
+
+@pytest.fixture(scope="module")
+def torch_embedder(tmp_path_factory: pytest.TempPathFactory) -> SentenceTransformerEmbedder:
+    embedder = make_embedder(Settings(data_dir=tmp_path_factory.mktemp("t"), models={"embedder_backend": "torch"}))
+    assert isinstance(embedder, SentenceTransformerEmbedder)
+    return embedder
+
+
+def test_onnx_vectors_equal_torch(torch_embedder: SentenceTransformerEmbedder, tmp_path: Path) -> None:
+    onnx = make_embedder(Settings(data_dir=tmp_path, models={"embedder_backend": "onnx"}))
+    assert isinstance(onnx, OnnxEmbedder)
+    assert (tmp_path / "models" / "all-minilm-l6-v2-onnx" / "model.onnx").is_file()  # exported once, in the data dir
+    expected, got = torch_embedder.embed(TEXTS), onnx.embed(TEXTS)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert np.min(np.sum(expected * got, axis=1)) > 0.9999
+    assert onnx.max_tokens == torch_embedder.max_tokens == 254
+    assert onnx.count_tokens("hello world") == torch_embedder.count_tokens("hello world") == 2
+    long_text = "word " * 600  # truncated at the model's max length by both
+    assert float(onnx.embed([long_text])[0] @ torch_embedder.embed([long_text])[0]) > 0.9999
+
+
+def test_int8_is_close_but_its_own_space(torch_embedder: SentenceTransformerEmbedder, tmp_path: Path) -> None:
+    fp32 = Settings(data_dir=tmp_path, models={"embedder_backend": "torch"})
+    make_embedder(fp32)  # records the fp32 space for this data directory
+    assert json.loads((tmp_path / "index" / "embedder.json").read_text())["precision"] == "fp32"
+    make_embedder(Settings(data_dir=tmp_path, models={"embedder_backend": "onnx"}))  # same space: accepted
+    int8_settings = Settings(data_dir=tmp_path, models={"embedder_backend": "onnx-int8"})
+    with pytest.raises(EmbedderMismatchError, match="assistant index rebuild"):
+        make_embedder(int8_settings)
+    int8 = make_embedder(int8_settings, check_space=False)
+    similarity = np.sum(int8.embed(TEXTS[:2]) * torch_embedder.embed(TEXTS[:2]), axis=1)
+    assert np.all(similarity > 0.8) and np.all(similarity < 0.99999)
+
+
+def test_index_rebuild_migrates_to_a_new_embedder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.main import app
+
+    monkeypatch.delenv("ASSISTANT_CONFIG", raising=False)
+    runner, data = CliRunner(), ["--data-dir", str(tmp_path / "data")]
+    doc = tmp_path / "backup.md"
+    doc.write_text("# Backups\n\nDaily backups are kept for thirty days in the vault.\n")
+    monkeypatch.setenv("ASSISTANT_MODELS__EMBEDDER_BACKEND", "onnx")
+    assert runner.invoke(app, ["ingest", str(doc), *data]).exit_code == 0
+    monkeypatch.setenv("ASSISTANT_MODELS__EMBEDDER_BACKEND", "onnx-int8")
+    refused = runner.invoke(app, ["search", "how long are backups kept", *data])
+    assert refused.exit_code != 0 and "index rebuild" in refused.output
+    rebuilt = runner.invoke(app, ["index", "rebuild", *data])
+    assert rebuilt.exit_code == 0 and "re-embedding" in rebuilt.output, rebuilt.output
+    found = runner.invoke(app, ["search", "how long are backups kept", *data])
+    assert found.exit_code == 0 and "backup.md" in found.output, found.output
+    # The index now holds the int8 embedder's vectors.
+    from ingest.service import IngestService
+
+    settings = Settings(data_dir=tmp_path / "data", models={"embedder_backend": "onnx-int8"})
+    service = IngestService.open(settings)
+    ids = service.index.ids()
+    from assistant.storage.models import Chunk
+
+    with service.db.session() as session:
+        texts = [session.get(Chunk, int(i)).text for i in ids]  # type: ignore[union-attr]
+    stored = np.stack([service.index.vectors(ids)[int(i)] for i in ids])
+    assert np.allclose(stored, service.embedder.embed(texts), atol=1e-5)
