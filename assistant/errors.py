@@ -85,3 +85,14 @@ class MissingExtraError(ConfigError):
             f"{purpose} needs the Python package '{package}', which is not installed. "
             f"Install it with: pip install -e '.[{extra}]'"
         )
+
+
+class RateLimitedError(AssistantError):
+    """Too much work in flight: the client should retry after `retry_after` seconds (sent as `Retry-After`)."""
+
+    status_code = 429
+    error_type = "requests"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, code="rate_limit_exceeded")
+        self.retry_after = retry_after

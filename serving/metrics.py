@@ -51,6 +51,15 @@ class Metrics:
         self.retrieval = Histogram(
             "assistant_retrieval_seconds", "Retrieval latency", buckets=LATENCY_BUCKETS, registry=r
         )
+        self.queue_time = Histogram(
+            "assistant_queue_seconds",
+            "Time a chat request waited for a generation slot (server.max_concurrent_generations)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rejected = Counter(
+            "assistant_rejected_requests", "Requests refused with 429 because the queue was full", registry=r
+        )
         self.running = Gauge("assistant_engine_running_requests", "Requests the engine is running", registry=r)
         self.waiting = Gauge("assistant_engine_waiting_requests", "Requests queued in the engine", registry=r)
 
