@@ -10,6 +10,16 @@ concurrency level the script sends `--requests` streamed requests (at least twic
 throughput (completion tokens/s), time to first token p50/p95 and request latency p50/p95.
 
     .venv/bin/python bench/bench_serving.py [--concurrency 1 8 32] [--max-tokens 32] [--data-dir DIR]
+
+Admission control: requests beyond `server.max_concurrent_generations` running plus `server.max_queued_requests`
+queued are answered 429 with Retry-After; each level reports how many were refused (and any other failure, which
+must be 0), and the TTFT of the admitted ones.
+
+LoRA overhead (`--lora`, on by default): a LoRA adapter of rank 8 on every projection, zero-initialised as PEFT does
+(so it answers exactly what the base answers, token for token, while vLLM still runs every LoRA matmul), is registered
+in the data directory; the same prompts are sent alternately to the base model and to the adapter, one at a time, and
+the adapter/base latency ratio is printed — with the platform's grouped LoRA ops (serving/engines/lora_ops.py) and
+without them (vLLM's own CPU ops, plugin disabled through VLLM_PLUGINS), in one run.
 """
 
 from __future__ import annotations
@@ -61,9 +71,12 @@ def prepare_data(data_dir: Path, files: list[tuple[str, str]]) -> None:
 # ---------------------------------------------------------------- load generator
 
 
-async def one_request(client: httpx.AsyncClient, question: str, max_tokens: int) -> tuple[float, float, int]:
+async def one_request(
+    client: httpx.AsyncClient, question: str, max_tokens: int, model: str = "bench"
+) -> tuple[float, float, int, int]:
+    """(ttft, latency, completion tokens, HTTP status) of one streamed request; a refused one has status 429."""
     body = {
-        "model": "bench",
+        "model": model,
         "messages": [{"role": "user", "content": question}],
         "max_tokens": max_tokens,
         "temperature": 0,
@@ -74,7 +87,9 @@ async def one_request(client: httpx.AsyncClient, question: str, max_tokens: int)
     first: float | None = None
     tokens = 0
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
+        if response.status_code != 200:
+            await response.aread()
+            return 0.0, time.perf_counter() - start, 0, response.status_code
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -84,7 +99,7 @@ async def one_request(client: httpx.AsyncClient, question: str, max_tokens: int)
             if payload.get("usage"):
                 tokens = payload["usage"]["completion_tokens"]
     latency = time.perf_counter() - start
-    return first or latency, latency, tokens
+    return first or latency, latency, tokens, 200
 
 
 async def run_level(
@@ -92,7 +107,7 @@ async def run_level(
 ) -> dict[str, float]:
     semaphore = asyncio.Semaphore(concurrency)
 
-    async def bounded(client: httpx.AsyncClient, i: int) -> tuple[float, float, int]:
+    async def bounded(client: httpx.AsyncClient, i: int) -> tuple[float, float, int, int]:
         async with semaphore:
             return await one_request(client, questions[i % len(questions)], max_tokens)
 
@@ -101,8 +116,11 @@ async def run_level(
         start = time.perf_counter()
         results = await asyncio.gather(*(bounded(client, i) for i in range(requests)))
         wall = time.perf_counter() - start
-    ttfts, latencies, tokens = zip(*results, strict=True)
+    admitted = [r for r in results if r[3] == 200]
+    ttfts, latencies, tokens, _ = zip(*admitted, strict=True) if admitted else ((), (), (), ())
     return {
+        "refused_429": sum(r[3] == 429 for r in results),
+        "failed": sum(r[3] not in (200, 429) for r in results),
         "tok_s": sum(tokens) / wall,
         "ttft_p50": percentile(list(ttfts), 0.5),
         "ttft_p95": percentile(list(ttfts), 0.95),
@@ -114,9 +132,12 @@ async def run_level(
 # ---------------------------------------------------------------- servers
 
 
-def start_server(kind: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    kind: str, data_dir: Path, port: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **(extra_env or {}),
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
         "ASSISTANT_MODELS__SERVED_NAME": "bench",
         "ASSISTANT_RETRIEVAL__RELEVANCE_THRESHOLD": "0",
@@ -183,6 +204,84 @@ def baseline_app(data_dir: Path) -> Any:
     return app
 
 
+# ---------------------------------------------------------------- LoRA overhead
+
+VLLM_OWN_PLUGINS = "lora_filesystem_resolver,lora_hf_hub_resolver"  # every general plugin but the platform's
+
+
+def register_zero_adapter(data_dir: Path) -> str:
+    """A rank-8 LoRA on every projection, B = 0 as PEFT initialises it (same answers as the base), registered."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from assistant.models import resolve_lm
+    from assistant.settings import Settings
+    from assistant.storage import Database
+    from training.registry import AdapterRegistry
+
+    settings = Settings(data_dir=data_dir)
+    db = Database(settings.resolved_database_url)
+    registry = AdapterRegistry(db, settings.adapters_dir)
+    if registry.next_version("overhead") > 1:
+        return "overhead"
+    db.migrate()
+    base = AutoModelForCausalLM.from_pretrained(resolve_lm(settings), dtype=torch.float32)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM"))
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        registry.register("overhead", Path(tmp), base_model="bench", method="sft", lineage={}, metrics={})
+    return "overhead"
+
+
+async def alternate(base_url: str, questions: list[str], adapter: str, max_tokens: int) -> dict[str, float]:
+    """Each question to the base then to the adapter, one request at a time: latency and TTFT medians, ratios."""
+    rows: dict[str, list[tuple[float, float, int, int]]] = {"bench": [], adapter: []}
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+        for model in rows:
+            await one_request(client, questions[0], 4, model)  # warm-up (loads the adapter)
+        for question in questions:
+            for model in rows:
+                rows[model].append(await one_request(client, question, max_tokens, model))
+    base, lora = rows["bench"], rows[adapter]
+    same_tokens = sum(b[2] == a[2] for b, a in zip(base, lora, strict=True))
+    return {
+        "base_lat_p50": percentile([r[1] for r in base], 0.5),
+        "lora_lat_p50": percentile([r[1] for r in lora], 0.5),
+        "base_ttft_p50": percentile([r[0] for r in base], 0.5),
+        "lora_ttft_p50": percentile([r[0] for r in lora], 0.5),
+        "ratio": percentile([a[1] / b[1] for b, a in zip(base, lora, strict=True)], 0.5),
+        "same_length": same_tokens / len(base),
+    }
+
+
+def bench_lora(data_dir: Path, port: int, questions: list[str], max_tokens: int) -> dict[str, dict[str, float]]:
+    adapter = register_zero_adapter(data_dir)
+    results = {}
+    for label, env in (("grouped ops", {}), ("vLLM CPU ops", {"VLLM_PLUGINS": VLLM_OWN_PLUGINS})):
+        proc = start_server("platform", data_dir, port, env)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", proc)
+            results[label] = asyncio.run(alternate(f"http://127.0.0.1:{port}", questions, adapter, max_tokens))
+            print(f"lora overhead ({label}) done", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=120)
+    return results
+
+
+def print_lora(results: dict[str, dict[str, float]], count: int) -> None:
+    print(f"\nLoRA overhead: {count} identical prompts, alternately base and adapter (rank 8, all projections)")
+    header = f"{'ops':13} {'base p50':>9} {'lora p50':>9} {'ttft base':>10} {'ttft lora':>10}"
+    print(f"{header} {'ratio':>6} {'same len':>9}")
+    for label, r in results.items():
+        print(
+            f"{label:13} {r['base_lat_p50']:9.3f} {r['lora_lat_p50']:9.3f} {r['base_ttft_p50']:10.3f} "
+            f"{r['lora_ttft_p50']:10.3f} {r['ratio']:6.2f} {r['same_length']:9.2f}"
+        )
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -211,6 +310,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=8, help="requests per level (at least 2x the concurrency)")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--lora-prompts", type=int, default=12, help="prompts for the LoRA overhead (0: skip it)")
+    parser.add_argument("--skip-load", action="store_true", help="only the LoRA overhead, not the load levels")
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
@@ -222,18 +323,25 @@ def main() -> None:
     files, questions = squad_questions(200)
     if not (data_dir / "assistant.db").exists():
         prepare_data(data_dir, files)
+    lora = bench_lora(data_dir, args.port, questions[: args.lora_prompts], args.max_tokens) if args.lora_prompts else {}
+    if args.skip_load:
+        print_lora(lora, args.lora_prompts)
+        return
     table = {kind: bench_server(kind, data_dir, args.port, args, questions) for kind in ("platform", "baseline")}
     print(f"\nmodel: default (SmolLM2-135M-Instruct), max_tokens {args.max_tokens}, RAG over {len(files)} paragraphs")
-    print(f"{'server':9} {'conc':>4} {'tok/s':>8} {'ttft p50':>9} {'ttft p95':>9} {'lat p50':>8} {'lat p95':>8}")
+    header = f"{'server':9} {'conc':>4} {'tok/s':>8} {'ttft p50':>9} {'ttft p95':>9} {'lat p50':>8} {'lat p95':>8}"
+    print(f"{header} {'429s':>5} {'failed':>6}")
     for kind, levels in table.items():
         for concurrency, r in levels.items():
             print(
                 f"{kind:9} {concurrency:>4} {r['tok_s']:8.1f} {r['ttft_p50']:9.3f} {r['ttft_p95']:9.3f} "
-                f"{r['lat_p50']:8.3f} {r['lat_p95']:8.3f}"
+                f"{r['lat_p50']:8.3f} {r['lat_p95']:8.3f} {r['refused_429']:>5} {r['failed']:>6}"
             )
     for concurrency in args.concurrency:
         ratio = table["platform"][concurrency]["tok_s"] / table["baseline"][concurrency]["tok_s"]
         print(f"throughput ratio platform/baseline at concurrency {concurrency}: {ratio:.2f}x")
+    if lora:
+        print_lora(lora, args.lora_prompts)
 
 
 if __name__ == "__main__":
