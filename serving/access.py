@@ -39,6 +39,9 @@ class Access(StrEnum):
 class _Declaration:
     access: Access
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
 
 class _Public(_Declaration):
     access = Access.PUBLIC
@@ -83,7 +86,7 @@ def _framework_paths(app: FastAPI) -> set[str]:
 def route_access(route: BaseRoute, app: FastAPI) -> list[Access]:
     """The access levels a route declares (a correct route declares exactly one)."""
     if isinstance(route, APIRoute):
-        found = []
+        found: list[Access] = []
         for dependency in route.dependencies:
             if isinstance(dependency, DependsParam) and isinstance(dependency.dependency, _Declaration):
                 found.append(dependency.dependency.access)

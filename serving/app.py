@@ -31,6 +31,7 @@ from serving.engines import make_engine
 from serving.errors import install_error_handlers
 from serving.metrics import Metrics, install_metrics
 from serving.middleware import check_exposure, install_guards
+from serving.openapi_links import install_links
 from serving.routes import adapters, chat, chats, documents, feedback, health, jobs, metrics, models, retrieve
 from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
@@ -153,4 +154,5 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     for module in (health, models, chat, chats, documents, retrieve, feedback, adapters, jobs, metrics):
         app.include_router(module.router)
     check_declared(app)
+    install_links(app)
     return app

@@ -64,7 +64,7 @@ COMMON_OPTIONS: dict[str, Bound] = {
     "per_device_eval_batch_size": Bound(int, 1, 256),
     "gradient_accumulation_steps": Bound(int, 1, 1024),
     "max_length": Bound(int, 16, 32_768),
-    "warmup_ratio": Bound(float, 0, 0.5),
+    "warmup_steps": Bound(float, 0, 100_000),  # a ratio of the steps when below 1 (transformers)
     "weight_decay": Bound(float, 0, 1),
     "max_grad_norm": Bound(float, 0, 100),
     "lr_scheduler_type": Bound(str, choices=("linear", "cosine", "constant", "constant_with_warmup")),

@@ -68,7 +68,7 @@ class PreferenceStore:
         provenance: str,
         source: str | None,
         meta: dict[str, Any],
-        collections: list[str] | None = None,
+        collections: Sequence[str] | None = None,
     ) -> str | None:
         """Store a pair unless an identical one exists; returns the new pair's id or None."""
         digest = pair_hash(prompt, chosen, rejected)
