@@ -7,8 +7,9 @@ Contract:
   127.0.0.1, ::1 and `server.host`; '*.example.com' patterns; ['*'] = any), CORS for `server.cors_origins`, and the
   body limit. The body limit counts the bytes the client really sends (a chunked body included), not the declared
   `Content-Length`: multipart routes (those with File/Form parameters) get `server.max_upload_mb`, every other request
-  `server.max_json_mb`. Past the limit the request fails with 413 before more is read; a declared length over the
-  limit is refused before anything is read. Every refusal is an OpenAI-shaped error body.
+  `server.max_json_mb`. Past the limit the client gets 413 at once and the app sees a disconnect (nothing more is
+  read); a declared length over the limit is refused before anything is read. Every refusal is an OpenAI-shaped
+  error body.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 
 from fastapi import FastAPI, params
 from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from assistant.errors import ConfigError
@@ -107,14 +107,6 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
-class BodyTooLarge(StarletteHTTPException):
-    """Raised from `receive` once more bytes arrived than the limit (FastAPI re-raises HTTP exceptions it meets
-    while reading the body, so the error handler answers 413)."""
-
-    def __init__(self, limit: int, setting: str) -> None:
-        super().__init__(413, f"the request body exceeds {limit} bytes ({setting})")
-
-
 class BodyLimit:
     """Counts the body bytes actually received; JSON routes get a small limit, multipart upload routes a large one."""
 
@@ -150,29 +142,32 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > limit:
             await _send_error(send, 413, f"the request body is {int(declared)} bytes; the limit is {limit} ({setting})")
             return
-        received = 0
-        started = False
+        received, started, exceeded = 0, False, False
 
         async def counted_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit, setting)
+                    # Answer 413 now and tell the app the client went away, so it stops reading; whatever it
+                    # answers to that is dropped. (An exception raised here would be rewrapped by middleware.)
+                    exceeded = True
+                    if not started:
+                        await _send_error(send, 413, f"the request body exceeds {limit} bytes ({setting})")
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracked_send(message: Message) -> None:
             nonlocal started
+            if exceeded:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge as exc:  # read outside FastAPI's body parsing (no handler met it)
-            if started:
-                raise
-            await _send_error(send, 413, str(exc.detail))
+        await self.app(scope, counted_receive, tracked_send)
 
 
 def install_guards(app: FastAPI, settings: Settings) -> None:

@@ -328,3 +328,118 @@ def test_role_matrix(world: World, method: str, path: str) -> None:
 
 def test_matrix_rows_name_real_routes() -> None:
     assert set(ROWS) <= set(ROUTES), set(ROWS) - set(ROUTES)
+
+
+# ---------------------------------------------------------------- scopes and hostile inputs on the live server
+
+
+def _post(world: World, path: str, key: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{world.base}{path}", headers=bearer(key), timeout=120, **kwargs)
+
+
+def test_unscoped_requests_of_a_member_stay_in_its_collections(world: World) -> None:
+    query = {"query": "How do I reset the router, and what are the salary bands for grade seven?", "k": 20}
+    hits = _post(world, "/v1/retrieve", ENG_KEY, json=query).json()["data"]
+    assert hits and {h["collection"] for h in hits} == {"eng"}
+    chat = {"model": "tiny", "messages": HR_QUESTION, "max_tokens": 2}
+    body = _post(world, "/v1/chat/completions", ENG_KEY, json=chat).json()
+    assert {c["collection"] for c in body["citations"]} <= {"eng"}
+    assert not any(word in str(body["sources"]) for word in SECRET_WORDS)
+    listing = httpx.get(f"{world.base}/v1/documents", headers=bearer(ENG_KEY)).json()["data"]
+    assert listing and {d["collection"] for d in listing} == {"eng"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/retrieve", {"query": "salary", "collections": []}, "collections"),
+        ("/v1/chat/completions", {"model": "tiny", "messages": HR_QUESTION, "collections": []}, "collections"),
+        (
+            "/v1/chat/completions",
+            {"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]},
+            "messages.0.content",
+        ),
+    ],
+)
+def test_empty_scopes_and_null_text_are_400(world: World, path: str, body: dict[str, Any], param: str) -> None:
+    before = Snapshot.take(world.server)
+    response = _post(world, path, ENG_KEY, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"].startswith(param)
+    assert Snapshot.take(world.server) == before
+
+
+def test_feedback_only_on_own_responses_and_pairs_record_collections(world: World) -> None:
+    hr_chat = _chat(world.server, HR_KEY, "hr")
+    other = _post(world, "/v1/feedback", ENG_KEY, json={"response_id": hr_chat, "rating": -1, "correction": "No."})
+    assert other.status_code == 404
+    own = _post(world, "/v1/feedback", HR_KEY, json={"response_id": hr_chat, "rating": -1, "correction": "Ask HR."})
+    assert own.status_code == 200, own.text
+    (pair_id,) = own.json()["preference_pairs"]
+    pairs = httpx.get(f"{world.base}/v1/preferences", headers=bearer(ADMIN_KEY), params={"provenance": "feedback"})
+    pair = next(p for p in pairs.json()["data"] if p["id"] == pair_id)
+    assert pair["collections"] == ["hr"] and pair["chosen"] == "Ask HR."
+    assert httpx.get(f"{world.base}/v1/preferences", headers=bearer(HR_KEY)).status_code == 403
+
+
+def test_chats_listing_for_admin_everyone_and_member_refused(world: World) -> None:
+    everyone = httpx.get(f"{world.base}/v1/chats", headers=bearer(ADMIN_KEY), params={"all": "true", "limit": 200})
+    ids = {c["id"] for c in everyone.json()["data"]}
+    assert {world.hr_chat, world.eng_chat} <= ids
+    own = httpx.get(f"{world.base}/v1/chats", headers=bearer(ADMIN_KEY)).json()["data"]
+    assert world.hr_chat not in {c["id"] for c in own}
+    refused = httpx.get(f"{world.base}/v1/chats", headers=bearer(HR_KEY), params={"all": "true"})
+    assert refused.status_code == 403 and refused.json()["error"]["param"] == "all"
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "param"),
+    [
+        ({"method": "dpo", "hyperparameters": {"dataloader_num_workers": 512}}, 422, "hyperparameters"),
+        ({"method": "sft", "hyperparameters": {"push_to_hub": True}}, 422, "hyperparameters"),
+        ({"method": "sft", "hyperparameters": {"max_steps": 10**9}}, 422, "hyperparameters.max_steps"),
+        ({"method": "sft", "data": {"source": "file", "file_id": "/some/dir/.."}}, 400, "data.file_id"),
+        ({"method": "sft", "data": {"source": "file", "file_id": "file-00000000000000000000"}}, 404, "data.file_id"),
+    ],
+)
+def test_hostile_job_specs_are_refused_and_nothing_is_queued(
+    world: World, spec: dict[str, Any], status: int, param: str
+) -> None:
+    spec = {"data": {"source": "file", "file_id": world.file_id}, **spec}
+    before = Snapshot.take(world.server)
+    response = _post(world, "/v1/training/jobs", ADMIN_KEY, json=spec)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"].startswith(param)
+    if status == 422 and "max_steps" not in param:
+        assert "learning_rate" in error["message"]  # the allowed keys are listed
+    assert Snapshot.take(world.server) == before
+
+
+def _chunks(total: int, size: int = 64 * 1024) -> Any:
+    sent = 0
+    while sent < total:
+        yield b" " * min(size, total - sent)
+        sent += size
+
+
+def test_chunked_bodies_over_the_limits_are_413_and_change_nothing(world: World) -> None:
+    before = Snapshot.take(world.server)
+    prefix = b'{"query": "x", "pad": "'
+    body = iter([prefix, *_chunks(3 * 1024 * 1024)])  # 3 MB JSON, no Content-Length (server.max_json_mb = 1)
+    response = httpx.post(f"{world.base}/v1/retrieve", content=body, headers={**bearer(HR_KEY),
+                          "content-type": "application/json"}, timeout=120)  # fmt: skip
+    assert response.status_code == 413 and "server.max_json_mb" in response.json()["error"]["message"]
+    boundary = "fuzzboundary"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="collection"\r\n\r\nhr\r\n--{boundary}\r\n'
+            f'Content-Disposition: form-data; name="files"; filename="big.txt"\r\n\r\n').encode()  # fmt: skip
+    upload = iter([head, *_chunks(5 * 1024 * 1024)])  # 5 MB multipart (server.max_upload_mb = 3)
+    headers = {**bearer(HR_KEY), "content-type": f"multipart/form-data; boundary={boundary}"}
+    response = httpx.post(f"{world.base}/v1/documents", content=upload, headers=headers, timeout=120)
+    assert response.status_code == 413 and "server.max_upload_mb" in response.json()["error"]["message"]
+    assert Snapshot.take(world.server) == before
+
+
+def test_a_wrong_host_header_is_refused(world: World) -> None:
+    response = httpx.get(f"{world.base}/v1/me", headers={**bearer(HR_KEY), "host": "attacker.example"})
+    assert response.status_code == 400 and "server.allowed_hosts" in response.json()["error"]["message"]

@@ -17,6 +17,7 @@ from assistant.errors import ConfigError
 from assistant.settings import Settings
 from serving.access import Access, allow
 from serving.errors import install_error_handlers
+from serving.metrics import Metrics, install_metrics
 from serving.middleware import check_exposure, host_of, install_guards
 
 LONG_KEY = "sk-0123456789abcdef"
@@ -119,6 +120,7 @@ def _guarded_app(**server: Any) -> FastAPI:
     async def echo(body: dict[str, Any]) -> dict[str, int]:
         return {"keys": len(body)}
 
+    install_metrics(app, Metrics())  # a BaseHTTPMiddleware inside the guards, as in the real app
     install_guards(app, Settings(server={"max_json_mb": 0.001, **server}))  # ~1 KB JSON limit
     return app
 
