@@ -9,7 +9,6 @@ key creates, so feedback and chat history can be limited to their owner. With no
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -35,10 +34,6 @@ class Principal:
 
     def can_read(self, collection: str | None) -> bool:
         return self.collections is None or (collection is not None and collection in self.collections)
-
-    def readable(self, collections: Iterable[str | None]) -> bool:
-        """Whether every one of `collections` is readable (an empty iterable is)."""
-        return all(self.can_read(c) for c in collections)
 
     def check_collections(self, requested: list[str] | None) -> list[str] | None:
         """The collections a request may search: the requested ones if all allowed, else 403."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -85,7 +85,6 @@ class World:
     hr_upload: str
     file_id: str
     job_id: str
-    made: dict[str, Any] = field(default_factory=dict)
 
     @property
     def base(self) -> str:

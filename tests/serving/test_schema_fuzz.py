@@ -4,7 +4,7 @@ Runs against the real server the teams share (the vLLM engine on the tiny model,
 keys configured and the admin key sent (so every route, admin-only ones included, is reached past authentication):
 first each operation alone with a bounded number of examples, then stateful scenarios that follow the schema's
 OpenAPI links (a chat's id into `GET /v1/chats/{id}`, a job's id into its status and cancel, a document's id into
-get/delete). The number of cases run is printed and recorded in the test's properties.
+get/delete). The number of cases run is logged and recorded in the test's properties (`fuzz_cases`).
 """
 
 from __future__ import annotations
@@ -45,17 +45,16 @@ class Tally:
             self.failures.append(f"{case.method} {case.formatted_path} -> {status}: {text[:200]}")
 
 
-def test_no_input_causes_a_server_error(team_server: LiveServer, record_property: Any) -> None:
-    schema = schemathesis.openapi.from_url(f"{team_server.base_url}/openapi.json", headers=ADMIN)
+def _fuzz(server: LiveServer, examples: int, scenarios: int) -> tuple[Tally, int, list[str]]:
+    """(tally, stateless cases, operations checked): every operation alone, then linked scenarios."""
+    schema = schemathesis.openapi.from_url(f"{server.base_url}/openapi.json", headers=ADMIN)
     tally, checked = Tally(), []
     for result in schema.get_all_operations():
         operation = result.ok()
         checked.append(f"{operation.method.upper()} {operation.path}")
 
         @given(case=operation.as_strategy())
-        @settings(
-            max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, suppress_health_check=list(HealthCheck)
-        )
+        @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def run(case: Any) -> None:
             _cap_generation(case)
             response = case.call(headers=ADMIN, timeout=60)
@@ -63,18 +62,28 @@ def test_no_input_causes_a_server_error(team_server: LiveServer, record_property
 
         run()
     stateless = len(tally.statuses)
-    stateful = _run_stateful(schema, tally)
-    record_property("fuzz_cases", len(tally.statuses))
-    print(f"schemathesis: {stateless} stateless cases over {len(checked)} operations, {stateful} stateful steps")
+    _run_stateful(schema, tally, scenarios)
+    return tally, stateless, checked
+
+
+def _check(tally: Tally, stateless: int, checked: list[str]) -> None:
+    stateful = len(tally.statuses) - stateless
+    log.info("schemathesis: %d stateless cases, %d operations, %d stateful steps", stateless, len(checked), stateful)
     assert "POST /v1/chat/completions" in checked and "POST /v1/training/jobs" in checked and "GET /v1/me" in checked
     assert stateless >= 3 * len(checked)  # hypothesis really generated cases for every operation
+    assert stateful > 0  # the links chained operations
     assert any(code < 300 for code in tally.statuses) and any(400 <= code < 500 for code in tally.statuses)
     assert tally.failures == []
 
 
-def _run_stateful(schema: Any, tally: Tally) -> int:
-    """Scenarios chained through the schema's links; returns the number of calls made."""
-    before = len(tally.statuses)
+def test_no_input_causes_a_server_error(team_server: LiveServer, record_property: Any) -> None:
+    tally, stateless, checked = _fuzz(team_server, EXAMPLES_PER_OPERATION, STATEFUL_SCENARIOS)
+    record_property("fuzz_cases", len(tally.statuses))
+    _check(tally, stateless, checked)
+
+
+def _run_stateful(schema: Any, tally: Tally, scenarios: int) -> None:
+    """Scenarios chained through the schema's links, recorded in `tally`."""
     machine = schema.as_state_machine()
 
     class Authenticated(machine):  # type: ignore[misc, valid-type]
@@ -89,22 +98,16 @@ def _run_stateful(schema: Any, tally: Tally) -> int:
 
     Authenticated.run(
         settings=settings(
-            max_examples=STATEFUL_SCENARIOS,
+            max_examples=scenarios,
             stateful_step_count=6,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
         )
     )
-    return len(tally.statuses) - before
 
 
 @pytest.mark.slow
 def test_no_input_causes_a_server_error_long(team_server: LiveServer) -> None:
     """The same property with many more examples (run with --run-slow)."""
-    global EXAMPLES_PER_OPERATION, STATEFUL_SCENARIOS
-    EXAMPLES_PER_OPERATION, STATEFUL_SCENARIOS = 60, 80
-    try:
-        test_no_input_causes_a_server_error(team_server, lambda *args: None)
-    finally:
-        EXAMPLES_PER_OPERATION, STATEFUL_SCENARIOS = 10, 15
+    _check(*_fuzz(team_server, examples=60, scenarios=80))
