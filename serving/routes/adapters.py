@@ -25,7 +25,7 @@ async def list_adapters(state: StateDep) -> dict[str, Any]:
 
 @router.post("/v1/adapters/{name}/activate")
 async def activate_adapter(name: str, state: StateDep, body: ActivateRequest | None = None) -> dict[str, Any]:
-    body = body or ActivateRequest()
+    body = body or ActivateRequest(version=None, force=False)
     return await require(state.adapters, "adapter registry").activate(name, body.version, body.force)
 
 

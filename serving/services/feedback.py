@@ -18,6 +18,7 @@ Contract:
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -107,7 +108,7 @@ class PreferenceStore:
             "data": [pair_dict(p) for p in rows],
         }
 
-    def export(self, since: int | None = None, provenance: str | None = None) -> list[dict[str, str]]:
+    def export(self, since: int | None = None, provenance: str | None = None) -> builtins.list[dict[str, str]]:
         query = select(PreferencePair).where(*preference_filters(provenance, since))
         with self.db.session() as session:
             rows = session.scalars(query.order_by(PreferencePair.created_at, PreferencePair.id)).all()
