@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 
-from assistant.errors import NotFoundError, ServiceUnavailableError
+from assistant.errors import NotFoundError, PermissionDeniedError, ServiceUnavailableError
 from serving.access import Access, allow
 from serving.auth import PrincipalDep
 from serving.services.documents import DocumentsService
@@ -61,9 +63,21 @@ async def upload_status(upload_id: str, documents: DocumentsDep, principal: Prin
 
 @router.get("/v1/documents/{document_id}")
 async def get_document(document_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
-    return documents.get(document_id, principal)
+    with _unknown_outside_scope(document_id):
+        return documents.get(document_id, principal)
 
 
 @router.delete("/v1/documents/{document_id}")
 async def delete_document(document_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
-    return await documents.delete(document_id, principal)
+    with _unknown_outside_scope(document_id):
+        return await documents.delete(document_id, principal)
+
+
+@contextmanager
+def _unknown_outside_scope(document_id: str) -> Iterator[None]:
+    """A document id of a collection the key may not read answers like an unknown id (its existence and collection
+    are not confirmed); naming such a collection outright stays a 403."""
+    try:
+        yield
+    except PermissionDeniedError:
+        raise NotFoundError(f"document {document_id} does not exist", param="document_id") from None

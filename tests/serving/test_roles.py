@@ -248,8 +248,10 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/v1/documents/uploads/{upload_id}"): Row(
         lambda w, p: {"path": f"/v1/documents/uploads/{w.hr_upload}"}, {**SCOPED, "member_out": 404}
     ),
-    ("GET", "/v1/documents/{document_id}"): Row(lambda w, p: {"path": f"/v1/documents/{w.hr_doc}"}, SCOPED),
-    ("DELETE", "/v1/documents/{document_id}"): Row(_delete_target, SCOPED, _deleted),
+    ("GET", "/v1/documents/{document_id}"): Row(
+        lambda w, p: {"path": f"/v1/documents/{w.hr_doc}"}, {**SCOPED, "member_out": 404}
+    ),
+    ("DELETE", "/v1/documents/{document_id}"): Row(_delete_target, {**SCOPED, "member_out": 404}, _deleted),
     ("POST", "/v1/retrieve"): Row(
         lambda w, p: {"json": {"query": "salary bands", "collections": ["hr"]}}, SCOPED, _retrieved_hr
     ),
