@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from serving.access import Access, allow
 from serving.state import StateDep, require
 
-router = APIRouter(tags=["adapters"])
+router = APIRouter(tags=["adapters"], dependencies=[allow(Access.ADMIN)])
 
 
 class ActivateRequest(BaseModel):
@@ -24,7 +25,7 @@ async def list_adapters(state: StateDep) -> dict[str, Any]:
 
 @router.post("/v1/adapters/{name}/activate")
 async def activate_adapter(name: str, state: StateDep, body: ActivateRequest | None = None) -> dict[str, Any]:
-    body = body or ActivateRequest()
+    body = body or ActivateRequest(version=None, force=False)
     return await require(state.adapters, "adapter registry").activate(name, body.version, body.force)
 
 

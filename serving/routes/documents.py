@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 
-from assistant.errors import ServiceUnavailableError
+from assistant.errors import NotFoundError, PermissionDeniedError, ServiceUnavailableError
+from serving.access import Access, allow
 from serving.auth import PrincipalDep
 from serving.services.documents import DocumentsService
 from serving.state import StateDep
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], dependencies=[allow(Access.MEMBER)])
 
 
 def get_documents(state: StateDep) -> DocumentsService:
@@ -51,15 +54,30 @@ async def list_documents(
 
 
 @router.get("/v1/documents/uploads/{upload_id}")
-async def upload_status(upload_id: str, documents: DocumentsDep) -> dict[str, Any]:
-    return documents.upload_status(upload_id)
+async def upload_status(upload_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
+    status = documents.upload_status(upload_id)
+    if not principal.can_read(status.get("collection")):  # same answer as an unknown id: nothing is confirmed
+        raise NotFoundError(f"upload {upload_id} does not exist for this API key", param="upload_id")
+    return status
 
 
 @router.get("/v1/documents/{document_id}")
 async def get_document(document_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
-    return documents.get(document_id, principal)
+    with _unknown_outside_scope(document_id):
+        return documents.get(document_id, principal)
 
 
 @router.delete("/v1/documents/{document_id}")
 async def delete_document(document_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
-    return await documents.delete(document_id, principal)
+    with _unknown_outside_scope(document_id):
+        return await documents.delete(document_id, principal)
+
+
+@contextmanager
+def _unknown_outside_scope(document_id: str) -> Iterator[None]:
+    """A document id of a collection the key may not read answers like an unknown id (its existence and collection
+    are not confirmed); naming such a collection outright stays a 403."""
+    try:
+        yield
+    except PermissionDeniedError:
+        raise NotFoundError(f"document {document_id} does not exist", param="document_id") from None

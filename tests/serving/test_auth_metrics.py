@@ -23,7 +23,12 @@ def keyed_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     settings = tiny_settings(
         tmp_path_factory.mktemp("keyed"),
         tiny_model_dir,
-        server={"api_keys": [{"key": KEY, "name": "tests"}, {"key": "sk-other-key-000", "collections": ["hr"]}]},
+        server={
+            "api_keys": [
+                {"key": KEY, "name": "tests", "role": "admin"},
+                {"key": "sk-other-key-000", "collections": ["hr"]},
+            ]
+        },
     )
     settings.engine.backend = "transformers"
     server = LiveServer(create_app(settings)).start()
