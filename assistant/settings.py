@@ -232,6 +232,17 @@ class ServerSettings(Section):
 
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
+    max_concurrent_generations: int = Field(
+        16,
+        ge=1,
+        description="Chat answers generated at once; more wait in a queue (bounded by max_queued_requests). Keeps "
+        "time to first token bounded under load (see bench/bench_serving.py).",
+    )
+    max_queued_requests: int = Field(
+        16,
+        ge=0,
+        description="Chat requests waiting for a generation slot; beyond it the server answers 429 with Retry-After.",
+    )
     api_keys: list[APIKey] = Field(
         default_factory=list,
         description="When non-empty, every route but the health checks needs `Authorization: Bearer KEY`; each key "

@@ -26,6 +26,7 @@ from assistant.models import resolve_lm, served_model_name
 from assistant.settings import Settings
 from assistant.storage import Database
 from serving.access import check_declared
+from serving.admission import Admission
 from serving.catalog import ModelCatalog
 from serving.engines import make_engine
 from serving.errors import install_error_handlers
@@ -115,6 +116,8 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         await asyncio.to_thread(db.migrate)
         catalog = ModelCatalog(served_model_name(settings), db)
         state = AppState(settings=settings, db=db, catalog=catalog, metrics=app_metrics)
+        server = settings.server
+        state.admission = Admission(server.max_concurrent_generations, server.max_queued_requests, app_metrics)
         state.started_at = time.time()
         app.state.assistant = state
         state.jobs = JobService(settings, db)

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, RateLimitedError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ async def _assistant_handler(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code >= 500:
         log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.message)
     body = error_body(exc.message, exc.error_type, exc.param, exc.code)
-    return JSONResponse(body, status_code=exc.status_code)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitedError) else None
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -16,6 +16,7 @@ from assistant.engine import GenerationEngine
 from assistant.errors import ServiceUnavailableError
 from assistant.settings import Settings
 from assistant.storage import Database
+from serving.admission import Admission
 from serving.catalog import ModelCatalog
 from serving.metrics import Metrics
 from serving.services.adapters import AdapterService
@@ -41,6 +42,7 @@ class AppState:
     preferences: PreferenceStore | None = None
     preference_importer: PreferenceImporter | None = None
     jobs: JobService | None = None
+    admission: Admission | None = None
     index_lock: threading.RLock = field(default_factory=threading.RLock)
     ready: bool = False
     load_error: str | None = None

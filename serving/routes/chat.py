@@ -2,25 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from serving.access import Access, allow
+from serving.admission import Lease
 from serving.auth import PrincipalDep
 from serving.schemas import ChatCompletionRequest
-from serving.state import ChatDep
+from serving.state import ChatDep, StateDep
 
 router = APIRouter(tags=["chat"], dependencies=[allow(Access.MEMBER)])
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    request: ChatCompletionRequest, chat: ChatDep, principal: PrincipalDep
+    request: ChatCompletionRequest, chat: ChatDep, principal: PrincipalDep, state: StateDep
 ) -> dict[str, Any] | StreamingResponse:
     prepared = await chat.prepare(request, principal)
+    # A fixed answer generates nothing; everything else needs a generation slot (or a 429 when the queue is full).
+    admission = state.admission if prepared.fixed_answer is None else None
+    lease = await admission.acquire() if admission is not None else None
     if not request.stream:
-        return await chat.complete(prepared)
+        try:
+            return await chat.complete(prepared)
+        finally:
+            if lease is not None:
+                lease.release()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(chat.stream(prepared), media_type="text/event-stream", headers=headers)
+    if lease is None:
+        return StreamingResponse(chat.stream(prepared), media_type="text/event-stream", headers=headers)
+    return _LeasedStream(lease, lease.guard(chat.stream(prepared)), media_type="text/event-stream", headers=headers)
+
+
+class _LeasedStream(StreamingResponse):
+    """A stream that gives its generation slot back however it ends, even when the client left before its first
+    byte (the body generator then never starts, so its own `finally` cannot run)."""
+
+    def __init__(self, lease: Lease, content: AsyncIterator[str], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.lease = lease
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.lease.release()

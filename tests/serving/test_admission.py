@@ -9,6 +9,7 @@ import pytest
 from assistant.errors import RateLimitedError
 from serving.admission import Admission
 from serving.metrics import Metrics
+from tests.fixtures.live_server import LiveServer
 
 
 def test_bounds_fifo_and_rejection() -> None:
@@ -65,3 +66,44 @@ def test_cancelled_waiter_leaves_the_queue_and_stream_guard_releases() -> None:
         again.release()
 
     asyncio.run(scenario())
+
+
+def test_server_answers_429_beyond_the_queue_and_frees_slots(live_server: LiveServer) -> None:
+    """Through the real app and vLLM engine: one slot, no queue. While the slot is taken, a request is a 429 in
+    OpenAI's shape with Retry-After; once it is free, answers flow again, and a streamed answer gives its slot back
+    whether it ends or its client leaves mid-stream."""
+    import time
+
+    import httpx
+
+    state = live_server.state
+    saved = state.admission
+    state.admission = Admission(max_running=1, max_queued=0, metrics=state.metrics)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "count"}], "use_retrieval": False}
+    try:
+        with httpx.Client(base_url=live_server.base_url, timeout=120) as client:
+            held = live_server.run(state.admission.acquire())  # a generation in flight takes the one slot
+            refused = client.post("/v1/chat/completions", json={**body, "max_tokens": 4})
+            assert refused.status_code == 429
+            assert int(refused.headers["Retry-After"]) >= 1
+            error = refused.json()["error"]
+            assert error["code"] == "rate_limit_exceeded" and "max_queued_requests" in error["message"]
+            live_server.run(_release(held))
+            again = client.post("/v1/chat/completions", json={**body, "max_tokens": 4})
+            assert again.status_code == 200 and again.json()["choices"][0]["message"]["content"]
+            for _ in range(3):  # streams that end or are abandoned never keep their slot
+                with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as streaming:
+                    assert streaming.status_code == 200
+                    next(streaming.iter_lines())
+                deadline = time.monotonic() + 30
+                while state.admission.running and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert state.admission.running == 0
+            scraped = client.get("/metrics").text
+            assert "assistant_rejected_requests_total 1.0" in scraped and "assistant_queue_seconds_count" in scraped
+    finally:
+        state.admission = saved
+
+
+async def _release(lease: object) -> None:
+    lease.release()  # type: ignore[attr-defined]
