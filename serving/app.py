@@ -36,6 +36,7 @@ from serving.services.feedback import FeedbackService, PreferenceImporter, Prefe
 from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
 from serving.services.retrieval import RetrievalService
 from serving.state import AppState
+from serving.web import install_web
 
 log = logging.getLogger(__name__)
 
@@ -132,4 +133,5 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     protected = [Depends(require_api_key)]
     for module in (models, chat, documents, retrieve, feedback, adapters, jobs, metrics):
         app.include_router(module.router, dependencies=protected)
+    install_web(app)  # the console at / (assets under /static)
     return app
