@@ -8,7 +8,9 @@ project builds it at import time. Every field carries a description, shown by `a
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 DEFAULT_LM = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+MIN_KEY_CHARS = 16
 # The YAML file `load_settings` was given; read by the settings sources (a context variable, not the environment,
 # so one call's file never leaks into another's).
 _yaml_file: ContextVar[Path | None] = ContextVar("assistant_yaml_file", default=None)
@@ -156,11 +159,65 @@ class IngestSettings(Section):
 
 
 class APIKey(Section):
-    """One API key and what it may read."""
+    """One API key: its role and the collections it may read. Give the token itself or, better, its sha256 digest."""
 
-    key: str = Field(..., min_length=8, description="The bearer token.")
-    name: str = Field("", description="Who holds it (for logs).")
-    collections: list[str] | None = Field(None, description="Collections it may read; None = all.")
+    key: str | None = Field(
+        None,
+        description="The bearer token in plain text (at least 16 characters); prefer `key_sha256`, which keeps the "
+        "token out of the config file.",
+    )
+    key_sha256: str | None = Field(
+        None,
+        description="The sha256 hex digest of the bearer token (`printf %s TOKEN | sha256sum`), instead of `key`.",
+    )
+    name: str = Field("", description="Who holds it (for logs and `GET /v1/me`).")
+    role: Literal["admin", "member"] = Field(
+        "member",
+        description="'member': chat, retrieve, documents, feedback on its own responses, its own chats, within its "
+        "collections. 'admin': also training files and jobs, preference pairs, the adapter registry, /metrics, and "
+        "every collection.",
+    )
+    collections: list[str] | None = Field(
+        None, description="Collections a member key may read and write; None = all. Admin keys read every collection."
+    )
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("key_sha256 must be a sha256 hex digest (64 hex characters)")
+        return value.lower() if value is not None else None
+
+    @field_validator("collections")
+    @classmethod
+    def _not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("collections: [] would allow no collection; omit it (all) or name at least one")
+        return value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> APIKey:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("an API key needs exactly one of `key` or `key_sha256`")
+        if self.key is not None and len(self.key) < MIN_KEY_CHARS:
+            raise ValueError(
+                f"server.api_keys: the key named {self.name or '(unnamed)'!r} has {len(self.key)} characters; keys "
+                f"need at least {MIN_KEY_CHARS} (e.g. `openssl rand -hex 24`)"
+            )
+        if self.role == "admin" and self.collections is not None:
+            raise ValueError("server.api_keys: an admin key reads every collection; drop its `collections`")
+        return self
+
+    @property
+    def digest(self) -> str:
+        """The sha256 hex digest of the token (what the server compares)."""
+        if self.key_sha256 is not None:
+            return self.key_sha256
+        return hashlib.sha256(str(self.key).encode()).hexdigest()
+
+    def redacted(self) -> dict[str, Any]:
+        """This key as settings with the token replaced by its digest (safe to write to a file)."""
+        return {"key_sha256": self.digest, "name": self.name, "role": self.role, "collections": self.collections}
 
 
 class ServerSettings(Section):
@@ -169,9 +226,25 @@ class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
     api_keys: list[APIKey] = Field(
-        default_factory=list, description="When non-empty, every route but /health needs `Authorization: Bearer KEY`."
+        default_factory=list,
+        description="When non-empty, every route but the health checks needs `Authorization: Bearer KEY`; each key "
+        "has a role (admin | member) and optional collections.",
     )
-    max_upload_mb: float = Field(100.0, gt=0, description="Largest accepted request body for uploads.")
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve without API keys on a non-loopback host (everyone is admin). Without it, a server with no "
+        "`api_keys` binds only to loopback.",
+    )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="Host header values accepted ('*.example.com' patterns; ['*'] = any). None = localhost, "
+        "127.0.0.1, ::1 and server.host.",
+    )
+    max_upload_mb: float = Field(100.0, gt=0, description="Largest accepted request body for multipart uploads.")
+    max_json_mb: float = Field(
+        2.0, gt=0, description="Largest accepted body of every other request (JSON), counted as it is received."
+    )
+    max_messages: int = Field(256, ge=1, description="Most messages one chat request may carry.")
     max_message_chars: int = Field(32_000, ge=1, description="Longest accepted single chat message.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a chat request gives none.")
     sync_upload_mb: float = Field(
@@ -180,7 +253,10 @@ class ServerSettings(Section):
         description="Uploads up to this total size are ingested before the response; larger ones in the "
         "background (202 + a status to poll).",
     )
-    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (empty = none).")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed by CORS (e.g. 'https://app.example.com'; empty = none).",
+    )
 
 
 class TrainingSettings(Section):
@@ -207,6 +283,12 @@ class TrainingSettings(Section):
         None, description="SQuAD-format QA file for the gate's exact-match/F1 check with retrieval (none: skipped)."
     )
     gate_qa_limit: int = Field(20, ge=1, description="Questions of gate_qa_file the gate asks.")
+    retention_days: float | None = Field(
+        30.0,
+        gt=0,
+        description="Uploaded training files and finished jobs' run directories older than this are deleted by the "
+        "server's job monitor (files a queued or running job uses are kept); None keeps them forever.",
+    )
 
 
 class Settings(BaseSettings):
@@ -268,6 +350,12 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    def safe_dump(self) -> dict[str, Any]:
+        """The settings as plain data with every API key replaced by its sha256 digest (safe to write to disk)."""
+        data = self.model_dump(mode="json")
+        data["server"]["api_keys"] = [key.redacted() for key in self.server.api_keys]
+        return data
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -27,10 +27,11 @@ def serve(
 
     with user_errors():
         settings = build_settings(config, data_dir)
+        settings.server.host = host or settings.server.host  # the app checks the address it is really bound to
         app = create_app(settings)
         uvicorn.run(
             app,
-            host=host or settings.server.host,
+            host=settings.server.host,
             port=port or settings.server.port,
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=10,
@@ -164,15 +165,12 @@ async def _check_models(settings, prompt: str) -> None:  # type: ignore[no-untyp
 
 @config_app.command("show")
 def config_show(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
-    """Print the effective settings as YAML (API keys masked)."""
+    """Print the effective settings as YAML (API keys only as their sha256 digests)."""
     import yaml
 
     with user_errors():
         settings = build_settings(config, data_dir)
-        data = settings.model_dump(mode="json")
-        for key in data["server"]["api_keys"]:
-            key["key"] = key["key"][:4] + "..."
-        echo(yaml.safe_dump(data, sort_keys=False))
+        echo(yaml.safe_dump(settings.safe_dump(), sort_keys=False))
 
 
 def register(app: typer.Typer) -> None:

@@ -2,8 +2,10 @@
 
 Contract: `create_app(settings, engine=None)` returns an app whose lifespan migrates the database, then loads the model
 and starts the engine in the background (so `/health/live` answers at once and `/health` turns 200 when the engine is
-ready). Heavy objects live on `app.state.assistant` (`serving.state.AppState`) and reach routes through `Annotated`
-dependencies. An `engine` passed in (tests, embedding in another process) is started instead of building one.
+ready). The app refuses to start when it would serve without keys beyond loopback (`serving.middleware`) or when a
+route does not declare who may call it (`serving.access`). Heavy objects live on `app.state.assistant`
+(`serving.state.AppState`) and reach routes through `Annotated` dependencies. An `engine` passed in (tests,
+embedding in another process) is started instead of building one.
 """
 
 from __future__ import annotations
@@ -16,19 +18,20 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from assistant.engine import GenerationEngine
 from assistant.errors import AssistantError
 from assistant.models import resolve_lm, served_model_name
 from assistant.settings import Settings
 from assistant.storage import Database
-from serving.auth import require_api_key
+from serving.access import check_declared
 from serving.catalog import ModelCatalog
 from serving.engines import make_engine
-from serving.errors import install_body_limit, install_error_handlers
+from serving.errors import install_error_handlers
 from serving.metrics import Metrics, install_metrics
-from serving.routes import adapters, chat, documents, feedback, health, jobs, metrics, models, retrieve
+from serving.middleware import check_exposure, install_guards
+from serving.routes import adapters, chat, chats, documents, feedback, health, jobs, metrics, models, retrieve
 from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
 from serving.services.documents import DocumentsService
@@ -37,6 +40,7 @@ from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
 from serving.services.retrieval import RetrievalService
 from serving.state import AppState
 from serving.web import install_web
+from training.uploads import prune_expired
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +89,28 @@ async def _load(state: AppState, engine: GenerationEngine | None) -> None:
         log.exception("the server could not start")
 
 
+async def _retention(settings: Settings, db: Database, interval_s: float = 3600.0) -> None:
+    """Delete expired training uploads and run directories (`training.retention_days`) now and every hour."""
+    while True:
+        try:
+            await asyncio.to_thread(prune_expired, settings, db)
+        except Exception:  # a locked file or a busy database must not stop the server's background tasks
+            log.exception("retention pass failed")
+        await asyncio.sleep(interval_s)
+
+
 async def _activate(state: AppState, name: str, version: int, force: bool) -> None:
     if state.adapters is not None:
         await state.adapters.activate(name, version, force)
 
 
 def create_app(settings: Settings, engine: GenerationEngine | None = None) -> FastAPI:
+    check_exposure(settings)  # no keys beyond loopback: refuse to start unless allowed on purpose
     app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_declared(app)  # again: routes or mounts added after create_app returned
         db = Database(settings.resolved_database_url)
         await asyncio.to_thread(db.migrate)
         catalog = ModelCatalog(served_model_name(settings), db)
@@ -107,7 +123,11 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         supervisor = WorkerSupervisor(settings)
         if settings.training.run_worker:
             supervisor.start()
-        tasks = [asyncio.create_task(_load(state, engine)), asyncio.create_task(monitor.run())]
+        tasks = [
+            asyncio.create_task(_load(state, engine)),
+            asyncio.create_task(monitor.run()),
+            asyncio.create_task(_retention(settings, db)),
+        ]
         try:
             yield
         finally:
@@ -127,11 +147,12 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    install_body_limit(app, int(settings.server.max_upload_mb * 1024 * 1024))
     install_metrics(app, app_metrics)
-    app.include_router(health.router)
-    protected = [Depends(require_api_key)]
-    for module in (models, chat, documents, retrieve, feedback, adapters, jobs, metrics):
-        app.include_router(module.router, dependencies=protected)
+    install_guards(app, settings)
+    # Each router (or route) declares who may call it (serving/access.py); a route without a declaration refuses to
+    # start the app rather than being served open.
+    for module in (health, models, chat, chats, documents, retrieve, feedback, adapters, jobs, metrics):
+        app.include_router(module.router)
     install_web(app)  # the console at / (assets under /static)
+    check_declared(app)
     return app

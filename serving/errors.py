@@ -25,6 +25,7 @@ _STATUS_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    413: "invalid_request_error",
 }
 
 
@@ -67,20 +68,6 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(error_body("internal server error", "server_error"), status_code=500)
-
-
-def install_body_limit(app: FastAPI, max_bytes: int) -> None:
-    """Refuse (413) a request whose declared body is larger than `max_bytes`, before reading it."""
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            message = (
-                f"the request body is {int(declared)} bytes; the limit is {max_bytes} bytes (server.max_upload_mb)"
-            )
-            return JSONResponse(error_body(message, "invalid_request_error"), status_code=413)
-        return await call_next(request)
 
 
 def install_error_handlers(app: FastAPI) -> None:

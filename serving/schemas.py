@@ -19,10 +19,12 @@ class ChatMessage(BaseModel):
     @classmethod
     def _text_only(cls, value: str | list[dict[str, Any]]) -> str:
         if isinstance(value, list):  # OpenAI content parts: only text parts are supported
-            texts = [part.get("text", "") for part in value if part.get("type") == "text"]
+            texts = [part.get("text") for part in value if part.get("type") == "text"]
             if len(texts) != len(value):
                 raise ValueError("only text content parts are supported")
-            value = "".join(texts)
+            if not all(isinstance(text, str) for text in texts):
+                raise ValueError("each text content part needs a string 'text'")
+            value = "".join(str(text) for text in texts)
         return value
 
     def as_dict(self) -> dict[str, str]:
@@ -52,7 +54,11 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     # Platform extensions (extra body fields; with the openai client pass them in `extra_body`).
     use_retrieval: bool = Field(True, description="Ground the answer in retrieved documents (RAG).")
-    collections: list[str] | None = Field(None, description="Retrieve only from these collections.")
+    collections: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Retrieve only from these collections (omit for every collection the key may read; [] is refused).",
+    )
     top_k: int | None = Field(
         None, ge=1, le=50, description="Sources to put into the prompt (default retrieval.top_k)."
     )

@@ -34,6 +34,7 @@ from assistant.settings import Settings, load_settings
 from assistant.storage import Adapter, Database, Job, PreferencePair
 from assistant.storage.queries import preference_filters
 from training.gate import HeldOutPair, load_squad_qa, run_gate
+from training.uploads import resolve_upload
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
@@ -148,11 +149,7 @@ class JobWorker:
     def _data(self, params: dict[str, Any], job_dir: Path, job_id: str) -> tuple[Path, list[HeldOutPair]]:
         data = params.get("data") or {}
         if data.get("source") == "file":
-            folder = self.settings.data_dir / "uploads" / str(data.get("file_id"))
-            files = sorted(folder.glob("*")) if folder.is_dir() else []
-            if not files:
-                raise UnprocessableError(f"the uploaded training file {data.get('file_id')} is gone")
-            return files[0], []
+            return resolve_upload(self.settings, str(data.get("file_id"))), []
         pairs = self._stored_pairs(data)
         if not pairs:
             raise UnprocessableError("no stored preference pairs match this job's data selection", code="empty_dataset")

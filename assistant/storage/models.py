@@ -88,6 +88,10 @@ class ChatRecord(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    owner: Mapped[str | None] = mapped_column(
+        String(80), nullable=True, index=True, doc="Fingerprint of the API key that created it (never the key)."
+    )
+    citations: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True, doc="The citations the response carried.")
 
 
 class Feedback(Base):
@@ -117,6 +121,9 @@ class PreferencePair(Base):
     source: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    collections: Mapped[list[Any] | None] = mapped_column(
+        JSON, nullable=True, doc="Collections the pair's retrieved sources came from ([] = none)."
+    )
 
 
 class Job(Base):

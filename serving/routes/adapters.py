@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from serving.access import Access, allow
 from serving.state import StateDep, require
 
-router = APIRouter(tags=["adapters"])
+router = APIRouter(tags=["adapters"], dependencies=[allow(Access.ADMIN)])
 
 
 class ActivateRequest(BaseModel):

@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
+from serving.access import Access, allow
 from serving.auth import PrincipalDep
 from serving.schemas import ChatCompletionRequest
 from serving.state import ChatDep
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], dependencies=[allow(Access.MEMBER)])
 
 
 @router.post("/v1/chat/completions", response_model=None)

@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 
-from assistant.errors import ServiceUnavailableError
+from assistant.errors import NotFoundError, ServiceUnavailableError
+from serving.access import Access, allow
 from serving.auth import PrincipalDep
 from serving.services.documents import DocumentsService
 from serving.state import StateDep
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], dependencies=[allow(Access.MEMBER)])
 
 
 def get_documents(state: StateDep) -> DocumentsService:
@@ -51,8 +52,11 @@ async def list_documents(
 
 
 @router.get("/v1/documents/uploads/{upload_id}")
-async def upload_status(upload_id: str, documents: DocumentsDep) -> dict[str, Any]:
-    return documents.upload_status(upload_id)
+async def upload_status(upload_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
+    status = documents.upload_status(upload_id)
+    if not principal.can_read(status.get("collection")):  # same answer as an unknown id: nothing is confirmed
+        raise NotFoundError(f"upload {upload_id} does not exist for this API key", param="upload_id")
+    return status
 
 
 @router.get("/v1/documents/{document_id}")

@@ -1,4 +1,8 @@
-"""Feedback and preference pairs: `POST /v1/feedback`, `POST /v1/preferences` (import), `GET /v1/preferences`."""
+"""Feedback and preference pairs: `POST /v1/feedback`, `POST /v1/preferences` (import), `GET /v1/preferences`.
+
+Feedback is for any key, on responses that key created; preference pairs (import and listing) are admin-only, since a
+pair keeps the rendered prompt with the retrieved sources of any collection.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from fastapi import APIRouter, File, Query, UploadFile
 from pydantic import BaseModel, Field
 
 from assistant.errors import InvalidRequestError
+from serving.access import Access, allow
+from serving.auth import PrincipalDep
 from serving.services.jobs import MAX_UNIX_TIME
 from serving.state import StateDep, require
 
@@ -23,13 +29,13 @@ class FeedbackRequest(BaseModel):
     comment: str | None = Field(None, max_length=4_000)
 
 
-@router.post("/v1/feedback")
-async def submit_feedback(body: FeedbackRequest, state: StateDep) -> dict[str, Any]:
+@router.post("/v1/feedback", dependencies=[allow(Access.MEMBER)])
+async def submit_feedback(body: FeedbackRequest, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
     service = require(state.feedback, "feedback")
-    return service.submit(body.response_id, body.rating, body.correction, body.comment)
+    return service.submit(body.response_id, body.rating, body.correction, body.comment, principal)
 
 
-@router.post("/v1/preferences")
+@router.post("/v1/preferences", dependencies=[allow(Access.ADMIN)])
 async def import_preferences(
     state: StateDep,
     file: Annotated[UploadFile, File(description="JSONL, JSON or CSV preference pairs (any format training reads).")],
@@ -45,7 +51,7 @@ async def import_preferences(
         return importer.import_file(path, name)
 
 
-@router.get("/v1/preferences")
+@router.get("/v1/preferences", dependencies=[allow(Access.ADMIN)])
 async def list_preferences(
     state: StateDep,
     provenance: Annotated[Literal["imported", "feedback"] | None, Query()] = None,

@@ -7,9 +7,10 @@ import time
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from serving.access import Access, allow
 from serving.state import StateDep
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], dependencies=[allow(Access.PUBLIC)])
 
 
 @router.get("/health/live")

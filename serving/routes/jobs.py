@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import JSONResponse
 
+from serving.access import Access, allow
 from serving.services.jobs import JobSpec
 from serving.state import StateDep, require
 
-router = APIRouter(tags=["training"])
+router = APIRouter(tags=["training"], dependencies=[allow(Access.ADMIN)])
 
 
 @router.post("/v1/training/files")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from serving.access import Access, allow
 from serving.state import StateDep
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], dependencies=[allow(Access.ADMIN)])
 
 
 @router.get("/metrics", response_class=Response)

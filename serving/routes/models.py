@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from serving.access import Access, allow
 from serving.catalog import engine_identity
 from serving.schemas import ModelCard, ModelList
 from serving.state import StateDep
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[allow(Access.MEMBER)])
 
 
 @router.get("/v1/models", response_model=ModelList)

@@ -66,6 +66,7 @@ class PreparedChat:
     retrieval: str = "off"
     created: int = field(default_factory=lambda: int(time.time()))
     include_usage: bool = False
+    owner: str | None = None  # the caller's key fingerprint (`Principal.owner`), stored on the chat record
 
     def citations(self) -> list[dict[str, Any]]:
         return [citation(i, hit) for i, hit in enumerate(self.hits, start=1)]
@@ -112,6 +113,7 @@ class ChatService:
         self.db = db
         self.metrics = metrics
         self.retrieval = retrieval
+        self._overhead: int | None = None  # template tokens per message, measured on first use
 
     # ------------------------------------------------------------------ preparing
 
@@ -131,13 +133,19 @@ class ChatService:
             hits=hits,
             retrieval=mode,
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
+            owner=principal.owner,
         )
         if mode == "no_relevant_sources":
             chat.fixed_answer = NO_SOURCES_ANSWER
-        self._fit_prompt(chat, request)
+        await asyncio.to_thread(self._fit_prompt, chat, request)  # tokenizing a long conversation blocks
         return chat
 
     def _check_message_sizes(self, history: list[dict[str, str]]) -> None:
+        most = self.settings.server.max_messages
+        if len(history) > most:
+            raise InvalidRequestError(
+                f"messages has {len(history)} entries; the limit is {most} (server.max_messages)", param="messages"
+            )
         limit = self.settings.server.max_message_chars
         for i, message in enumerate(history):
             if len(message["content"]) > limit:
@@ -173,7 +181,12 @@ class ChatService:
         return last
 
     def _fit_prompt(self, chat: PreparedChat, request: ChatCompletionRequest) -> None:
-        """Render the prompt, dropping oldest turns then lowest-ranked sources until it fits with max_tokens."""
+        """Render the prompt, dropping oldest turns then lowest-ranked sources until it fits with max_tokens.
+
+        Linear in the conversation: each droppable turn and each source is measured once, the drops that cover the
+        excess are chosen from those sizes (oldest turns first), and the whole prompt is rendered again only to
+        confirm; a size estimate that fell short costs one more render, not one per turn.
+        """
         asked = request.max_tokens or request.max_completion_tokens
         context = self.engine.max_model_len
         if asked is not None and asked >= context:
@@ -183,12 +196,27 @@ class ChatService:
                 code="context_length_exceeded",
             )
         reserve = asked or 1
-        turns = list(chat.messages)
+        droppable = [i for i, turn in enumerate(chat.messages[:-1]) if turn["role"] != "system"]
+        turn_costs: list[int] | None = None
+        dropped = 0
         while True:
+            gone = set(droppable[:dropped])
+            turns = [turn for i, turn in enumerate(chat.messages) if i not in gone]
             sources = None if chat.retrieval in ("off", "no_documents") else [source_of(h) for h in chat.hits]
             prompt = self.engine.render_chat(build_rag_messages(turns, sources))
             tokens = self.engine.count_tokens(prompt)
-            if tokens + reserve <= context or not self._shrink(turns, chat):
+            excess = tokens + reserve - context
+            if excess <= 0:
+                break
+            if dropped < len(droppable):
+                if turn_costs is None:
+                    overhead = self._message_overhead()
+                    turn_costs = [self.engine.count_tokens(chat.messages[i]["content"]) + overhead for i in droppable]
+                dropped += _covering(turn_costs[dropped:], excess)
+            elif len(chat.hits) > 1:
+                costs = [self.engine.count_tokens(hit.text) for hit in reversed(chat.hits[1:])]
+                del chat.hits[len(chat.hits) - _covering(costs, excess) :]
+            else:
                 break
         if tokens + reserve > context:
             raise InvalidRequestError(
@@ -208,17 +236,17 @@ class ChatService:
             seed=request.seed,
         )
 
-    @staticmethod
-    def _shrink(turns: list[dict[str, str]], chat: PreparedChat) -> bool:
-        """Drop the oldest non-system turn before the last user turn, else the lowest-ranked source."""
-        for i, turn in enumerate(turns[:-1]):
-            if turn["role"] != "system":
-                del turns[i]
-                return True
-        if len(chat.hits) > 1:
-            chat.hits.pop()
-            return True
-        return False
+    def _message_overhead(self) -> int:
+        """Template tokens one message adds besides its content (measured once on a user/assistant exchange)."""
+        if self._overhead is None:
+            ask, reply = {"role": "user", "content": "x"}, {"role": "assistant", "content": "x"}
+            try:
+                one = self.engine.count_tokens(self.engine.render_chat([ask]))
+                three = self.engine.count_tokens(self.engine.render_chat([ask, reply, ask]))
+                self._overhead = max(1, (three - one - 2 * self.engine.count_tokens("x")) // 2)
+            except Exception:  # a template that refuses the probe: assume the least overhead (drops stay minimal)
+                self._overhead = 1
+        return self._overhead
 
     # ------------------------------------------------------------------ generating
 
@@ -306,12 +334,24 @@ class ChatService:
             finish_reason=finish,
             prompt_tokens=chat.prompt_tokens,
             completion_tokens=completion_tokens,
+            owner=chat.owner,
+            citations=chat.citations(),
         )
         await asyncio.to_thread(self._insert, record)
 
     def _insert(self, record: ChatRecord) -> None:
         with self.db.session() as session:
             session.add(record)
+
+
+def _covering(costs: list[int], excess: int) -> int:
+    """How many of `costs`, taken from the front, add up to at least `excess` (at least one, at most all)."""
+    total = 0
+    for count, cost in enumerate(costs, start=1):
+        total += cost
+        if total >= excess:
+            return count
+    return max(1, len(costs))
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

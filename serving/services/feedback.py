@@ -1,11 +1,14 @@
 """Feedback and preference pairs: ratings on stored responses become training pairs; curated pairs are imported.
 
 Contract:
-- `FeedbackService.submit(response_id, rating, correction, comment)` stores the feedback on a `ChatRecord` (404 if the
-  id is unknown). A thumbs-down with a correction becomes a pair (chosen = correction, rejected = the stored answer);
-  a rating opposite to an earlier rating of another answer to the same rendered prompt becomes a pair too (chosen =
-  the thumbs-up answer). Pairs keep the exact rendered prompt the model saw (retrieved context included) in
-  `PreferencePair.prompt`, and the conversation in `meta.messages`.
+- `FeedbackService.submit(response_id, rating, correction, comment, principal)` stores the feedback on a `ChatRecord`
+  (404 if the id is unknown, or if another key created it and the caller is not an admin; 403 if its citations come
+  from a collection the caller may not read). A thumbs-down with a correction becomes a pair (chosen = correction,
+  rejected = the stored answer); a rating opposite to an earlier rating of another answer to the same rendered prompt
+  becomes a pair too (chosen = the thumbs-up answer). Pairs keep the exact rendered prompt the model saw (retrieved
+  context included) in `PreferencePair.prompt`, the conversation in `meta.messages`, and the collections of the cited
+  sources in `PreferencePair.collections` (imported pairs: []).
+  A pair made of two answers joins both answers' collections.
 - `PreferenceService.import_file(path)` reads pairs in any format the training module reads
   (`training.data.formats.load_preference_examples`: prompt/chosen/rejected, conversations, sharegpt preference),
   renders each prompt with the serving template (no retrieval) and stores the new ones; pairs already stored (same
@@ -25,6 +28,7 @@ from sqlalchemy import func, select
 from assistant.errors import InvalidRequestError, NotFoundError
 from assistant.storage import ChatRecord, Database, Feedback, PreferencePair
 from assistant.storage.queries import preference_filters
+from serving.principal import ANONYMOUS, Principal
 
 
 def pair_hash(prompt: str, chosen: str, rejected: str) -> str:
@@ -40,8 +44,14 @@ def pair_dict(pair: PreferencePair) -> dict[str, Any]:
         "prompt": pair.prompt,
         "chosen": pair.chosen,
         "rejected": pair.rejected,
+        "collections": pair.collections,
         "created_at": int(pair.created_at.timestamp()),
     }
+
+
+def record_collections(record: ChatRecord) -> set[str]:
+    """The collections a stored response's cited sources came from."""
+    return {str(c["collection"]) for c in record.citations or [] if isinstance(c, dict) and c.get("collection")}
 
 
 class PreferenceStore:
@@ -51,7 +61,14 @@ class PreferenceStore:
         self.db = db
 
     def add(
-        self, prompt: str, chosen: str, rejected: str, provenance: str, source: str | None, meta: dict[str, Any]
+        self,
+        prompt: str,
+        chosen: str,
+        rejected: str,
+        provenance: str,
+        source: str | None,
+        meta: dict[str, Any],
+        collections: list[str] | None = None,
     ) -> str | None:
         """Store a pair unless an identical one exists; returns the new pair's id or None."""
         digest = pair_hash(prompt, chosen, rejected)
@@ -66,6 +83,7 @@ class PreferenceStore:
                 provenance=provenance,
                 source=source,
                 meta=meta,
+                collections=sorted(set(collections or [])),
             )
             session.add(pair)
             session.flush()
@@ -101,19 +119,28 @@ class FeedbackService:
         self.db = db
         self.store = store
 
-    def submit(self, response_id: str, rating: int, correction: str | None, comment: str | None) -> dict[str, Any]:
+    def submit(
+        self,
+        response_id: str,
+        rating: int,
+        correction: str | None,
+        comment: str | None,
+        principal: Principal = ANONYMOUS,
+    ) -> dict[str, Any]:
         if correction is not None and not correction.strip():
             raise InvalidRequestError("correction is empty; omit it or give the corrected answer", param="correction")
         with self.db.session() as session:
             record = session.get(ChatRecord, response_id)
-            if record is None:
+            if record is None or (record.owner != principal.owner and not principal.is_admin):
                 raise NotFoundError(f"no stored response has the id {response_id}", param="response_id")
+            principal.check_collections(sorted(record_collections(record)) or None)
             feedback = Feedback(chat_id=response_id, rating=rating, correction=correction, comment=comment)
             session.add(feedback)
             session.flush()
             feedback_id = feedback.id
             prompt, answer, messages = record.prompt, record.answer, record.messages
-        pairs = self._pairs_from(response_id, prompt, answer, messages, rating, correction)
+            collections = record_collections(record)
+        pairs = self._pairs_from(response_id, prompt, answer, messages, rating, correction, collections)
         return {
             "id": feedback_id,
             "object": "feedback",
@@ -123,27 +150,35 @@ class FeedbackService:
         }
 
     def _pairs_from(
-        self, response_id: str, prompt: str, answer: str, messages: list[Any], rating: int, correction: str | None
+        self,
+        response_id: str,
+        prompt: str,
+        answer: str,
+        messages: list[Any],
+        rating: int,
+        correction: str | None,
+        collections: set[str],
     ) -> list[str]:
         meta = {"chat_id": response_id, "messages": messages}
         made = []
         if rating < 0 and correction and correction.strip() != answer.strip():
-            made.append(self.store.add(prompt, correction, answer, "feedback", response_id, meta))
-        for other_answer, other_id in self._opposite_answers(prompt, response_id, rating):
+            made.append(self.store.add(prompt, correction, answer, "feedback", response_id, meta, sorted(collections)))
+        for other_answer, other_id, other_collections in self._opposite_answers(prompt, response_id, rating):
             chosen, rejected = (answer, other_answer) if rating > 0 else (other_answer, answer)
-            made.append(self.store.add(prompt, chosen, rejected, "feedback", f"{response_id},{other_id}", meta))
+            source, joined = f"{response_id},{other_id}", sorted(collections | other_collections)
+            made.append(self.store.add(prompt, chosen, rejected, "feedback", source, meta, joined))
         return [pair_id for pair_id in made if pair_id]
 
-    def _opposite_answers(self, prompt: str, response_id: str, rating: int) -> list[tuple[str, str]]:
-        """Other answers to the same rendered prompt that were rated the opposite way."""
+    def _opposite_answers(self, prompt: str, response_id: str, rating: int) -> list[tuple[str, str, set[str]]]:
+        """Other answers to the same rendered prompt that were rated the opposite way, with their collections."""
         query = (
-            select(ChatRecord.answer, ChatRecord.id)
+            select(ChatRecord)
             .join(Feedback, Feedback.chat_id == ChatRecord.id)
             .where(ChatRecord.prompt == prompt, ChatRecord.id != response_id, Feedback.rating == -rating)
             .distinct()
         )
         with self.db.session() as session:
-            return [(a, i) for a, i in session.execute(query).all() if a.strip()]
+            return [(r.answer, r.id, record_collections(r)) for r in session.scalars(query).all() if r.answer.strip()]
 
 
 class PreferenceImporter:
@@ -163,7 +198,7 @@ class PreferenceImporter:
             sources = list(example.sources) if example.sources is not None else None
             prompt = self.render(build_rag_messages([dict(m) for m in example.prompt], sources))
             meta = {"messages": [dict(m) for m in example.prompt], "origin": example.origin}
-            if self.store.add(prompt, example.chosen, example.rejected, "imported", source, meta):
+            if self.store.add(prompt, example.chosen, example.rejected, "imported", source, meta, []):
                 stored += 1
         return {
             "object": "preference_import",

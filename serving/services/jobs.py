@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +31,8 @@ from assistant.errors import ConflictError, NotFoundError, UnprocessableError
 from assistant.settings import Settings
 from assistant.storage import Adapter, Database, Job, PreferencePair
 from assistant.storage.queries import preference_filters
+from training.job_options import check_job_options
+from training.uploads import FILE_ID, new_file_id, resolve_upload, uploads_dir
 
 log = logging.getLogger(__name__)
 FINAL_STATES = ("succeeded", "failed", "cancelled")
@@ -43,7 +45,9 @@ class JobData(BaseModel):
     source: Literal["preferences", "file"] = "preferences"
     provenance: Literal["feedback", "imported"] | None = Field(None, description="Only pairs of this provenance.")
     since: int | None = Field(None, ge=0, le=MAX_UNIX_TIME, description="Unix time: only pairs created at or after it.")
-    file_id: str | None = Field(None, description="For source=file: the id returned by POST /v1/training/files.")
+    file_id: str | None = Field(
+        None, pattern=FILE_ID.pattern, description="For source=file: the id returned by POST /v1/training/files."
+    )
 
 
 class JobSpec(BaseModel):
@@ -51,7 +55,12 @@ class JobSpec(BaseModel):
     name: str = Field("assistant", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Adapter name.")
     data: JobData = Field(default_factory=JobData)  # type: ignore[arg-type]
     base_adapter: str | None = Field(None, description="Continue from this adapter (NAME or NAME@vN).")
-    hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Training options (lr, max_steps, ...).")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Training options from a per-method whitelist with bounds (training/job_options.py): "
+        "learning_rate, num_train_epochs, max_steps, batch sizes, max_length, lora_r/alpha/dropout/target_modules, "
+        "beta (dpo), eps_low/eps_high/psft_refresh_steps (psft), ...; anything else is refused (422).",
+    )
     gate: bool = Field(True, description="Evaluate the candidate against the active version when it is trained.")
 
 
@@ -83,10 +92,6 @@ def job_log_path(settings: Settings, job_id: str) -> Path:
     return settings.runs_dir / "jobs" / f"{job_id}.log"
 
 
-def uploads_dir(settings: Settings) -> Path:
-    return settings.data_dir / "uploads"
-
-
 class JobService:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
@@ -99,13 +104,15 @@ class JobService:
             raise UnprocessableError(f"{name}: training data must be .json, .jsonl or .csv", param="file")
         if not data.strip():
             raise UnprocessableError(f"{name} is empty", param="file")
-        file_id = f"file-{uuid.uuid4().hex[:20]}"
+        file_id = new_file_id()
         folder = uploads_dir(self.settings) / file_id
         folder.mkdir(parents=True)
-        (folder / Path(name).name).write_bytes(data)
-        return {"id": file_id, "object": "file", "filename": Path(name).name, "bytes": len(data)}
+        safe_name = (re.sub(r"[^A-Za-z0-9_-]", "_", Path(name).stem)[:100] or "data") + suffix  # never '..' or '/'
+        (folder / safe_name).write_bytes(data)
+        return {"id": file_id, "object": "file", "filename": safe_name, "bytes": len(data)}
 
     def create(self, spec: JobSpec) -> dict[str, Any]:
+        check_job_options(spec.method, spec.hyperparameters)
         self._check_data(spec)
         if spec.base_adapter:
             self._check_adapter(spec.base_adapter)
@@ -118,8 +125,9 @@ class JobService:
     def _check_data(self, spec: JobSpec) -> None:
         data = spec.data
         if data.source == "file":
-            if not data.file_id or not self.upload_path(data.file_id):
-                raise NotFoundError(f"no uploaded training file {data.file_id!r}", param="data.file_id")
+            if not data.file_id:
+                raise UnprocessableError("data.source=file needs data.file_id", param="data.file_id")
+            resolve_upload(self.settings, data.file_id)
             return
         if spec.method != "dpo":
             raise UnprocessableError(
@@ -134,11 +142,6 @@ class JobService:
                 param="data",
                 code="empty_dataset",
             )
-
-    def upload_path(self, file_id: str) -> Path | None:
-        folder = uploads_dir(self.settings) / Path(file_id).name
-        files = sorted(folder.glob("*")) if folder.is_dir() else []
-        return files[0] if files else None
 
     def count_pairs(self, data: JobData) -> int:
         query = select(func.count(PreferencePair.id)).where(*preference_filters(data.provenance, data.since))
@@ -269,10 +272,11 @@ class WorkerSupervisor:
     def start(self) -> None:
         import yaml
 
-        # The worker gets exactly the server's settings: written out as YAML, passed with --config.
+        # The worker gets the server's settings, written out as YAML and passed with --config; API keys only as
+        # sha256 digests (`Settings.safe_dump`), so no key reaches the disk in plain text.
         config = self.settings.runs_dir / "worker-settings.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(yaml.safe_dump(self.settings.model_dump(mode="json"), sort_keys=False))
+        config.write_text(yaml.safe_dump(self.settings.safe_dump(), sort_keys=False))
         command = [sys.executable, "-m", "training.worker", "--config", str(config)]
         log_file = self.settings.runs_dir / "worker.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}

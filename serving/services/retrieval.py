@@ -1,8 +1,10 @@
 """Retrieval for the API: the core `Retriever` run off the event loop, scoped to the collections a key may read.
 
-Contract: `RetrievalService.search(query, k, collections, mode, principal)` checks that each named collection exists
-(404 otherwise) and is readable by the key (403), runs the search in a worker thread under the shared index lock (the
-FAISS index is not safe to search while an upload writes it), and records the retrieval latency metric.
+Contract: `RetrievalService.scope(requested, principal)` checks that each named collection is readable by the key
+(403, checked first so a member learns nothing about collections outside its scope) and exists (404); with none named
+it is every collection the key may read. `search(query, k, collections, mode)` runs the search in a worker thread
+under the shared index lock (the FAISS index is not safe to search while an upload writes it), and records the
+retrieval latency metric.
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ class RetrievalService:
             return set(session.scalars(select(Document.collection).distinct()).all())
 
     def scope(self, requested: Sequence[str] | None, principal: Principal) -> list[str] | None:
-        """The collections a request searches: checked to exist, then to be readable by the key."""
+        """The collections a request searches: checked to be readable by the key, then to exist."""
+        allowed = principal.check_collections(list(requested) if requested is not None else None)
         if requested is not None:
             unknown = sorted(set(requested) - self.collections())
             if unknown:
                 raise NotFoundError(f"unknown collection(s): {', '.join(unknown)}", param="collections")
-        return principal.check_collections(list(requested) if requested is not None else None)
+        return allowed
 
     async def search(self, query: str, k: int | None, collections: list[str] | None, mode: str = "hybrid") -> list[Hit]:
         started = time.perf_counter()

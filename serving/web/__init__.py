@@ -18,6 +18,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from serving.access import Access, allow, public
+
 STATIC_DIR = Path(__file__).parent / "static"
 # The job form's fields (the main hyperparameters); every other option keeps its default unless given as JSON.
 FORM_OPTIONS = (
@@ -25,7 +27,7 @@ FORM_OPTIONS = (
     "logging_steps", "eval_split",
 )  # fmt: skip
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[allow(Access.PUBLIC)])
 
 
 @router.get("/")
@@ -54,4 +56,4 @@ def _training_defaults() -> dict[str, dict[str, Any]]:
 
 def install_web(app: FastAPI) -> None:
     app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", public(StaticFiles(directory=STATIC_DIR)), name="static")

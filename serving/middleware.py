@@ -1,0 +1,191 @@
+"""Pure ASGI guards in front of every route: the Host header, CORS, and the size of the body actually received.
+
+Contract:
+- `check_exposure(settings)` raises `ConfigError` when the server would bind beyond loopback with no API keys, unless
+  `server.allow_unauthenticated` says so on purpose (with no keys every caller is admin).
+- `install_guards(app, settings)` adds, outermost first: the Host check (`server.allowed_hosts`; default localhost,
+  127.0.0.1, ::1 and `server.host`; '*.example.com' patterns; ['*'] = any), CORS for `server.cors_origins`, and the
+  body limit. The body limit counts the bytes the client really sends (a chunked body included), not the declared
+  `Content-Length`: multipart routes (those with File/Form parameters) get `server.max_upload_mb`, every other request
+  `server.max_json_mb`. Past the limit the request fails with 413 before more is read; a declared length over the
+  limit is refused before anything is read. Every refusal is an OpenAI-shaped error body.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, params
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from assistant.errors import ConfigError
+from assistant.settings import Settings
+from serving.errors import error_body
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+MB = 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve open (no keys) on a non-loopback address unless told to."""
+    server = settings.server
+    if server.api_keys or server.allow_unauthenticated or is_loopback(server.host):
+        return
+    raise ConfigError(
+        f"server.host is {server.host!r} (reachable beyond this machine) and no server.api_keys are configured, so "
+        "anyone who can reach the port would be admin. Configure server.api_keys (each with role admin or member), "
+        "or set server.allow_unauthenticated: true to serve without keys on purpose."
+    )
+
+
+async def _send_error(send: Send, status: int, message: str, param: str | None = None) -> None:
+    body = json.dumps(error_body(message, "invalid_request_error", param)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def allowed_hosts(settings: Settings) -> list[str]:
+    if settings.server.allowed_hosts is not None:
+        return [h.lower() for h in settings.server.allowed_hosts]
+    return sorted({"localhost", "127.0.0.1", "::1", settings.server.host.strip("[]").lower()})
+
+
+def host_of(header: str) -> str:
+    """The host part of a Host header ('[::1]:8000' -> '::1', 'example.com:80' -> 'example.com')."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostCheck:
+    """400 for a Host header outside the allowed list (DNS-rebinding and host-header attacks)."""
+
+    def __init__(self, app: ASGIApp, hosts: list[str]) -> None:
+        self.app = app
+        self.any = "*" in hosts
+        self.exact = {h for h in hosts if not h.startswith("*.")}
+        self.suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))
+
+    def allowed(self, host: str) -> bool:
+        return self.any or host in self.exact or (bool(host) and host.endswith(self.suffixes) and bool(self.suffixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = host_of(_header(scope, b"host") or "")
+            if not self.allowed(host):
+                message = f"the Host header {host!r} is not served here; add it to server.allowed_hosts"
+                await _send_error(send, 400, message)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from `receive` once more bytes arrived than the limit (FastAPI re-raises HTTP exceptions it meets
+    while reading the body, so the error handler answers 413)."""
+
+    def __init__(self, limit: int, setting: str) -> None:
+        super().__init__(413, f"the request body exceeds {limit} bytes ({setting})")
+
+
+class BodyLimit:
+    """Counts the body bytes actually received; JSON routes get a small limit, multipart upload routes a large one."""
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI, json_limit: int, upload_limit: int) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self.json_limit = json_limit
+        self.upload_limit = upload_limit
+        self._uploads: list[tuple[re.Pattern[str], set[str]]] | None = None
+
+    def _upload_routes(self) -> list[tuple[re.Pattern[str], set[str]]]:
+        if self._uploads is None:  # routes are complete once requests arrive
+            self._uploads = [
+                (route.path_regex, set(route.methods))
+                for route in self.fastapi_app.routes
+                if isinstance(route, APIRoute)
+                and any(isinstance(f.field_info, params.Form) for f in route.dependant.body_params)
+            ]
+        return self._uploads
+
+    def limit_for(self, scope: Scope) -> tuple[int, str]:
+        path, method = scope.get("path", ""), scope.get("method", "")
+        if any(regex.match(path) and method in methods for regex, methods in self._upload_routes()):
+            return self.upload_limit, "server.max_upload_mb"
+        return self.json_limit, "server.max_json_mb"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit, setting = self.limit_for(scope)
+        declared = _header(scope, b"content-length") or ""
+        if declared.isdigit() and int(declared) > limit:
+            await _send_error(send, 413, f"the request body is {int(declared)} bytes; the limit is {limit} ({setting})")
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit, setting)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge as exc:  # read outside FastAPI's body parsing (no handler met it)
+            if started:
+                raise
+            await _send_error(send, 413, str(exc.detail))
+
+
+def install_guards(app: FastAPI, settings: Settings) -> None:
+    """Body limit, CORS and Host check, in that order inside-out (the Host check runs first)."""
+    server = settings.server
+    json_limit, upload_limit = int(server.max_json_mb * MB), int(server.max_upload_mb * MB)
+    app.add_middleware(BodyLimit, fastapi_app=app, json_limit=json_limit, upload_limit=upload_limit)
+    if server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=server.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+        )
+    app.add_middleware(HostCheck, hosts=allowed_hosts(settings))

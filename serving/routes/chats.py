@@ -1,0 +1,38 @@
+"""The caller and its stored chats: `GET /v1/me`, `GET /v1/chats`, `GET /v1/chats/{id}` (any valid key)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from serving.access import Access, allow
+from serving.auth import PrincipalDep
+from serving.services.chats import ChatHistory
+from serving.state import StateDep
+
+router = APIRouter(tags=["chats"], dependencies=[allow(Access.MEMBER)])
+
+
+@router.get("/v1/me")
+async def whoami(principal: PrincipalDep) -> dict[str, Any]:
+    """The calling key: name, role, readable collections (null = all) and whether a key was checked."""
+    return principal.to_dict()
+
+
+@router.get("/v1/chats")
+async def list_chats(
+    state: StateDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    everyone: Annotated[
+        bool, Query(alias="all", description="Admin only: every key's chats, not just the caller's.")
+    ] = False,
+) -> dict[str, Any]:
+    return ChatHistory(state.db).list(principal, limit, offset, everyone=everyone)
+
+
+@router.get("/v1/chats/{chat_id}")
+async def get_chat(chat_id: str, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
+    return ChatHistory(state.db).get(principal, chat_id)

@@ -1,0 +1,116 @@
+"""What a training job submitted over the API may set in `hyperparameters`: a whitelist with bounds, per method.
+
+Contract: `check_job_options(method, options)` returns the options unchanged when every key is allowed for the method
+and every value has the right type and lies within its bounds; otherwise it raises `UnprocessableError` (422) whose
+`param` is `hyperparameters.KEY` and whose message names the key and lists the allowed ones. Anything not listed
+(TRL/transformers fields such as `push_to_hub`, `dataloader_num_workers`, `output_dir`, `save_steps`) is refused:
+the server, not the caller, decides where and how a job writes and what it may reach.
+
+To allow a field: add it to `COMMON_OPTIONS` (every method) or to the method's dict in `METHOD_OPTIONS` (a new
+method gets a new entry, e.g. `METHOD_OPTIONS["kto"] = {"desirable_weight": Bound(float, 0.01, 100)}`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from assistant.errors import UnprocessableError
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The type and the closed range (or the choices) one option accepts."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    max_items: int = 64
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not acceptable, or None."""
+        if self.kind is list:
+            return self._list_problem(value)
+        if self.kind is str:
+            return None if value in self.choices else f"must be one of {list(self.choices)}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a{'n integer' if self.kind is int else ' number'}"
+        if self.kind is int and (isinstance(value, float) and not value.is_integer()):
+            return "must be an integer"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            return f"must be between {self.low:g} and {self.high:g}"
+        return None
+
+    def _list_problem(self, value: Any) -> str | None:
+        if not isinstance(value, list) or not 1 <= len(value) <= self.max_items:
+            return f"must be a list of 1 to {self.max_items} module names"
+        if not all(isinstance(item, str) and _MODULE_NAME.fullmatch(item) for item in value):
+            return "must hold module names such as 'q_proj' (letters, digits, '_' and '.')"
+        return None
+
+
+COMMON_OPTIONS: dict[str, Bound] = {
+    "learning_rate": Bound(float, 1e-8, 1.0),
+    "num_train_epochs": Bound(float, 0.01, 100),
+    "max_steps": Bound(int, 1, 100_000),
+    "per_device_train_batch_size": Bound(int, 1, 256),
+    "per_device_eval_batch_size": Bound(int, 1, 256),
+    "gradient_accumulation_steps": Bound(int, 1, 1024),
+    "max_length": Bound(int, 16, 32_768),
+    "warmup_ratio": Bound(float, 0, 0.5),
+    "weight_decay": Bound(float, 0, 1),
+    "max_grad_norm": Bound(float, 0, 100),
+    "lr_scheduler_type": Bound(str, choices=("linear", "cosine", "constant", "constant_with_warmup")),
+    "logging_steps": Bound(int, 1, 100_000),
+    "eval_steps": Bound(int, 1, 100_000),
+    "seed": Bound(int, 0, 2**31 - 1),
+    "lora_r": Bound(int, 1, 256),
+    "lora_alpha": Bound(float, 0.01, 4096),
+    "lora_dropout": Bound(float, 0, 0.99),
+    "lora_target_modules": Bound(list),
+    "eval_split": Bound(float, 0.01, 0.9),
+    "min_tokens": Bound(int, 1, 4096),
+    "near_duplicate_threshold": Bound(float, 0.01, 1),
+    "rag_distractors": Bound(int, 0, 20),
+    "squad_limit": Bound(int, 1, 1_000_000),
+}
+
+METHOD_OPTIONS: dict[str, dict[str, Bound]] = {
+    "sft": {},
+    "psft": {
+        "eps_low": Bound(float, 0.01, 0.99),
+        "eps_high": Bound(float, 0.01, 10),
+        "psft_refresh_steps": Bound(int, 1, 100_000),
+    },
+    "dpo": {"beta": Bound(float, 0.001, 10)},
+}
+
+
+def allowed_options(method: str) -> dict[str, Bound]:
+    return {**COMMON_OPTIONS, **METHOD_OPTIONS.get(method, {})}
+
+
+def check_job_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options, or 422 naming the first key that is not allowed or out of bounds."""
+    allowed = allowed_options(method)
+    for key, value in options.items():
+        bound = allowed.get(key)
+        if bound is None:
+            raise UnprocessableError(
+                f"hyperparameters.{key} is not an option a {method} job may set; allowed: {', '.join(sorted(allowed))}",
+                param=f"hyperparameters.{key}",
+                code="unknown_hyperparameter",
+            )
+        problem = bound.problem(value)
+        if problem is not None:
+            raise UnprocessableError(
+                f"hyperparameters.{key} {problem} (got {value!r})", param=f"hyperparameters.{key}", code="out_of_bounds"
+            )
+    return options
