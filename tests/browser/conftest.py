@@ -53,6 +53,7 @@ def screenshot_dir() -> Path:
 @pytest.fixture(scope="module")
 def console_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     from serving.app import create_app
+    from serving.services.jobs import WorkerSupervisor
 
     keys = [
         {"key": ADMIN_KEY, "name": "ada", "role": "admin"},
@@ -62,10 +63,13 @@ def console_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
         tmp_path_factory.mktemp("console-data"),
         tiny_model_dir,
         server={"api_keys": keys, "max_upload_mb": 3, "sync_upload_mb": 0.05, "default_max_tokens": 24},
-        training={"run_worker": True},
     )
     server = LiveServer(create_app(settings)).start()
+    # the job worker starts once the engine is up (both starting at once on a small machine slows both down)
+    worker = WorkerSupervisor(settings)
+    worker.start()
     yield server
+    worker.stop()
     server.stop()
 
 

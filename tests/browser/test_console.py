@@ -46,9 +46,12 @@ def library(console_server: LiveServer) -> dict[str, str]:
 
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = 30, what: str = "") -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message=what)
+    # pages re-render as they poll: an element found a moment ago may be replaced; look again
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=ignored).until(condition, message=what)
 
 
 def css(driver: Any, selector: str) -> Any:
@@ -64,8 +67,13 @@ def all_css(driver: Any, selector: str) -> list[Any]:
 
 
 def shot(driver: Any, folder: Path, name: str) -> None:
-    time.sleep(0.3)  # let the last paint settle
+    """The whole page as a PNG (the window grows to the page's height for the picture, then is restored)."""
+    size = driver.get_window_size()
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(size["width"], min(max(height + 140, size["height"]), 4000))
+    time.sleep(0.4)  # let the resize and the last paint settle
     driver.save_screenshot(str(folder / f"{name}.png"))
+    driver.set_window_size(size["width"], size["height"])
 
 
 def sign_in(driver: Any, server: LiveServer, key: str) -> None:
@@ -159,7 +167,7 @@ def test_streamed_answer_citation_and_thumbs_down_counted(
     assert turn.find_element("css selector", ".markdown").text.strip() == stored["answer"].strip()
 
     summary = turn.find_element("css selector", 'details[data-cite="1"] summary')
-    assert "router.txt" in summary.text
+    assert summary.text.startswith("[1] router")  # the document title
     summary.click()
     passage = turn.find_element("css selector", 'details[data-cite="1"] .passage')
     wait_for(browser, lambda d: passage.is_displayed() and passage.text)
@@ -204,8 +212,9 @@ def test_training_job_runs_and_its_adapter_answers_in_chat(
         css(browser, f"#opt-{key}").send_keys(value)
     css(browser, "#job-extra").send_keys('{"min_tokens": 1, "near_duplicate_threshold": 1.0}')
     css(browser, "#start-job").click()
-    state = wait_for(browser, lambda d: css(d, "#job-detail #job-state"), what="the job's detail")
-    wait_for(browser, lambda d: css(d, "#job-detail #job-state").text in {"succeeded", "failed", "cancelled"}, 300)
+    wait_for(browser, lambda d: css(d, "#job-detail #job-state"), what="the job's detail")
+    final = {"succeeded", "failed", "cancelled"}
+    wait_for(browser, lambda d: css(d, "#job-detail #job-state").text in final, 300, "the job's end")
     job_id = css(browser, "#job-detail").get_attribute("data-id")
     job = call(console_server, "GET", f"/v1/training/jobs/{job_id}").json()
     assert job["state"] == "succeeded", f"{job['error']}\n" + "\n".join(job["log_tail"])

@@ -401,8 +401,8 @@ function feedbackControls(turnId, responseId) {
     correction,
     h("button", { type: "submit" }, "Send feedback"),
   );
-  const up = h("button", { type: "button", class: "thumb", "aria-label": "Good answer", "aria-pressed": "false" }, "👍");
-  const down = h("button", { type: "button", class: "thumb", "aria-label": "Bad answer", "aria-pressed": "false" }, "👎");
+  const up = h("button", { type: "button", class: "thumb", "aria-label": "Good answer", "aria-pressed": "false" }, thumb(false), "Good");
+  const down = h("button", { type: "button", class: "thumb", "aria-label": "Bad answer", "aria-pressed": "false" }, thumb(true), "Bad");
   const submit = async (rating, text) => {
     setStatus(status, "Sending…");
     try {
@@ -434,4 +434,23 @@ function feedbackControls(turnId, responseId) {
     submit(-1, correction.value.trim() || null);
   });
   return h("div", { class: "feedback", role: "group", "aria-label": "Rate this answer" }, up, down, form, status);
+}
+
+// A thumb icon as inline SVG (emoji need a colour-emoji font that many machines lack). Path: Material Icons
+// "thumb_up" (Apache-2.0); thumbs-down is the same shape turned over.
+function thumb(down) {
+  const ns = "http://www.w3.org/2000/svg";
+  const icon = document.createElementNS(ns, "svg");
+  icon.setAttribute("viewBox", "0 0 24 24");
+  icon.setAttribute("aria-hidden", "true");
+  icon.setAttribute("class", "icon");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute(
+    "d",
+    "M1 21h4V9H1v12zm22-11c0-1.1-.9-2-2-2h-6.31l.95-4.57.03-.32c0-.41-.17-.79-.44-1.06L14.17 1 7.59 7.59C7.22 " +
+      "7.95 7 8.45 7 9v10c0 1.1.9 2 2 2h9c.83 0 1.54-.5 1.84-1.22l3.02-7.05c.09-.23.14-.47.14-.73v-2z",
+  );
+  if (down) path.setAttribute("transform", "rotate(180 12 12)");
+  icon.append(path);
+  return icon;
 }
