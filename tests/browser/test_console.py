@@ -77,9 +77,9 @@ def shot(driver: Any, folder: Path, name: str) -> None:
 
 
 def sign_in(driver: Any, server: LiveServer, key: str) -> None:
-    driver.get(f"{server.base_url}/")
-    driver.execute_script("sessionStorage.clear()")
     driver.get(f"{server.base_url}/#/chat")
+    driver.execute_script("sessionStorage.clear()")  # forget an earlier key: the page asks for one again
+    driver.refresh()
     field = wait_for(driver, lambda d: css(d, "#api-key") if css(d, "#api-key").is_displayed() else None)
     field.send_keys(key)
     css(driver, "#sign-in-form button[type=submit]").click()
@@ -285,3 +285,30 @@ def test_member_sees_no_training_and_no_other_collection(
         shot(browser, screenshot_dir, "08-chat-phone")
     finally:
         browser.set_window_size(1280, 900)
+
+
+def test_markdown_renderer_never_emits_markup_from_the_answer(console_server: LiveServer, browser: Any) -> None:
+    """The renderer the chat uses, run in the browser on hostile text: tags stay text, bad links lose their href."""
+    browser.get(f"{console_server.base_url}/")
+    source = (
+        "<img src=x onerror=alert(1)> **bold** *it* `<b>code</b>`\n\n- one\n- [two](javascript:alert(1))\n\n"
+        "1. [ok](https://example.com/a_b_c) [1]\n\n```\n<script>x()</script>\n```"
+    )
+    html = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/static/js/markdown.js').then((m) => done(m.renderMarkdown(arguments[0])));",
+        source,
+    )
+    holder = browser.execute_script(
+        "const div = document.createElement('div'); div.innerHTML = arguments[0];"
+        "return {tags: [...div.querySelectorAll('*')].map((e) => e.tagName.toLowerCase()),"
+        " hrefs: [...div.querySelectorAll('a')].map((a) => a.getAttribute('href')),"
+        " handlers: [...div.querySelectorAll('*')].some((e) => [...e.attributes].some((a) => a.name.startsWith('on'))),"
+        " text: div.textContent};",
+        html,
+    )
+    assert set(holder["tags"]) <= {"p", "strong", "em", "code", "ul", "ol", "li", "a", "button", "pre", "br"}
+    assert holder["hrefs"] == ["https://example.com/a_b_c"]  # javascript: links keep their label only
+    assert not holder["handlers"]
+    assert "<img src=x onerror=alert(1)>" in holder["text"] and "<script>x()</script>" in holder["text"]
+    assert "strong" in holder["tags"] and "em" in holder["tags"] and "button" in holder["tags"]  # [1] is a citation
