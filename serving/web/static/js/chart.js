@@ -59,7 +59,9 @@ export function lineChart(name, points, { width = 320, height = 180 } = {}) {
 const INTERESTING = /(loss|perplexity|reward|accurac|margin|entropy)/;
 const NOISE = /(runtime|per_second|flos|learning_rate|grad_norm)/;
 
-export function seriesFrom(history) {
+// Series with a single point (an evaluation run once at the end) read better as numbers than as charts: they are
+// left out here and listed with the job's latest metrics.
+export function seriesFrom(history, minPoints = 2) {
   const series = new Map();
   for (const entry of history || []) {
     const step = entry.step ?? 0;
@@ -70,5 +72,8 @@ export function seriesFrom(history) {
       series.get(key).push([step, value]);
     }
   }
-  return series;
+  const rank = (key) => [/^loss$|^train_loss$/, /perplexity/, /^eval_loss$/, /reward/].findIndex((re) => re.test(key));
+  const order = (key) => (rank(key) < 0 ? 99 : rank(key));
+  const kept = [...series.entries()].filter(([, points]) => points.length >= minPoints);
+  return new Map(kept.sort(([a], [b]) => order(a) - order(b)));
 }

@@ -199,12 +199,37 @@ function renderDetail(detail, job, cancel) {
     scalars.length
       ? h("details", {}, h("summary", {}, "Latest metrics"), h("dl", { class: "metrics" }, scalars.map(([k, v]) => [h("dt", {}, k), h("dd", {}, formatNumber(v))])))
       : null,
+    beforeAfter(metrics.before, metrics.after),
     metrics.gate ? gateSummary(metrics.gate) : null,
     h("h3", {}, "Log"),
     h("pre", { class: "log", id: "job-log", tabindex: "0", "aria-label": "Log tail" }, (job.log_tail || []).join("\n") || "(no log yet)"),
   );
   const log = detail.querySelector("#job-log");
   log.scrollTop = log.scrollHeight;
+}
+
+// The validation scores measured before and after training (loss, perplexity, entropy; DPO rewards), side by side.
+function beforeAfter(before, after) {
+  if (!after || typeof after !== "object") return null;
+  const keys = Object.keys(after).filter((k) => typeof after[k] === "number");
+  if (!keys.length) return null;
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { class: "before-after", id: "before-after" },
+      h("caption", {}, "Validation before and after training"),
+      h("thead", {}, h("tr", {}, ["Metric", "Before", "After"].map((t) => h("th", { scope: "col" }, t)))),
+      h(
+        "tbody",
+        {},
+        keys.map((k) =>
+          h("tr", {}, h("th", { scope: "row" }, k), h("td", { class: "num" }, formatNumber(before?.[k])), h("td", { class: "num" }, formatNumber(after[k]))),
+        ),
+      ),
+    ),
+  );
 }
 
 function gateSummary(gate) {
