@@ -94,9 +94,9 @@ def go(driver: Any, route: str) -> None:
 def ask(driver: Any, question: str, timeout: float = 90) -> Any:
     """Sends a question and returns the finished answer's element."""
     before = len(all_css(driver, "article.turn.assistant"))
-    box = css(driver, "#prompt")
-    box.send_keys(question)
-    css(driver, "#send").click()
+    from selenium.webdriver.common.keys import Keys
+
+    css(driver, "#prompt").send_keys(question, Keys.ENTER)  # Enter sends (Shift+Enter would add a line)
     wait_for(driver, lambda d: len(all_css(d, "article.turn.assistant")) > before)
     turn = all_css(driver, "article.turn.assistant")[-1]
     wait_for(driver, lambda d: turn.get_attribute("data-response-id"), timeout, what=f"answer to {question!r}")
@@ -154,6 +154,11 @@ def test_sign_in_upload_list_and_search(
     assert shown == [round(hit["score"], 3) for hit in expected]
     shot(browser, screenshot_dir, "02-documents")
 
+    listed["parking.md"].find_element("css selector", "button.danger").click()
+    css(browser, "dialog[open] [data-testid=confirm-ok]").click()
+    wait_for(browser, lambda d: not all_css(d, '#documents-body tr[data-source="parking.md"]'), what="deleted")
+    assert "parking.md" not in {d["source"] for d in call(console_server, "GET", "/v1/documents").json()["data"]}
+
 
 def test_streamed_answer_citation_and_thumbs_down_counted(
     console_server: LiveServer, browser: Any, library: dict[str, str], screenshot_dir: Path
@@ -173,7 +178,8 @@ def test_streamed_answer_citation_and_thumbs_down_counted(
     wait_for(browser, lambda d: passage.is_displayed() and passage.text)
     chunks = call(console_server, "GET", f"/v1/documents/{library['router.txt']}").json()["chunk_list"]
     cited = stored["citations"][0]
-    assert passage.text == next(c["text"] for c in chunks if c["id"] == cited["chunk_id"]).strip()
+    cited_text = next(c["text"] for c in chunks if c["id"] == cited["chunk_id"]).strip()
+    assert passage.text == cited_text
     assert "Document: router.txt" in turn.find_element("css selector", 'details[data-cite="1"] .cite-meta').text
 
     counts_before = call(console_server, "GET", "/v1/preferences?limit=1").json()["counts"]
@@ -184,6 +190,16 @@ def test_streamed_answer_citation_and_thumbs_down_counted(
     wait_for(browser, lambda d: "preference pair" in turn.find_element("css selector", ".feedback .status").text)
     wait_for(browser, lambda d: all_css(d, "#conversations button.conv"), what="the conversation in the sidebar")
     shot(browser, screenshot_dir, "03-chat")
+
+    # the stored conversation reopens from the sidebar; its citation fetches the passage from the document
+    css(browser, "button.new-chat").click()
+    assert not all_css(browser, "article.turn")
+    css(browser, f'#conversations button.conv[data-id="{response_id}"]').click()
+    reopened = wait_for(browser, lambda d: css(d, f'article.turn[data-response-id="{response_id}"]'))
+    assert css(browser, "article.turn.user").text == QUESTION
+    reopened.find_element("css selector", 'details[data-cite="1"] summary').click()
+    passage = reopened.find_element("css selector", 'details[data-cite="1"] .passage')
+    wait_for(browser, lambda d: passage.text == cited_text, what="the stored citation's passage")
 
     go(browser, "training")
     counts = call(console_server, "GET", "/v1/preferences?limit=1").json()["counts"]
