@@ -211,21 +211,28 @@ function renderDetail(detail, job, cancel) {
 // The validation scores measured before and after training (loss, perplexity, entropy; DPO rewards), side by side.
 function beforeAfter(before, after) {
   if (!after || typeof after !== "object") return null;
-  const keys = Object.keys(after).filter((k) => typeof after[k] === "number");
+  const keys = Object.keys(after).filter((k) => typeof after[k] === "number" && !/runtime|per_second/.test(k));
   if (!keys.length) return null;
+  const hasBefore = keys.some((k) => typeof before?.[k] === "number"); // DPO measures only after training
   return h(
     "div",
     { class: "table-wrap" },
     h(
       "table",
       { class: "before-after", id: "before-after" },
-      h("caption", {}, "Validation before and after training"),
-      h("thead", {}, h("tr", {}, ["Metric", "Before", "After"].map((t) => h("th", { scope: "col" }, t)))),
+      h("caption", {}, hasBefore ? "Validation before and after training" : "Validation after training"),
+      h("thead", {}, h("tr", {}, ["Metric", hasBefore ? "Before" : null, "After"].filter(Boolean).map((t) => h("th", { scope: "col" }, t)))),
       h(
         "tbody",
         {},
         keys.map((k) =>
-          h("tr", {}, h("th", { scope: "row" }, k), h("td", { class: "num" }, formatNumber(before?.[k])), h("td", { class: "num" }, formatNumber(after[k]))),
+          h(
+            "tr",
+            {},
+            h("th", { scope: "row" }, k),
+            hasBefore ? h("td", { class: "num" }, formatNumber(before?.[k])) : null,
+            h("td", { class: "num" }, formatNumber(after[k])),
+          ),
         ),
       ),
     ),
