@@ -41,6 +41,7 @@ from serving.services.feedback import FeedbackService, PreferenceImporter, Prefe
 from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
 from serving.services.retrieval import RetrievalService
 from serving.state import AppState
+from serving.web import install_web
 from training.uploads import prune_expired
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     # start the app rather than being served open.
     for module in (health, models, chat, chats, documents, retrieve, feedback, adapters, jobs, metrics):
         app.include_router(module.router)
+    install_web(app)  # the console at / (assets under /static)
     check_declared(app)
     install_links(app)
     return app

@@ -130,7 +130,15 @@ class JobWorker:
         assert outcome.adapter is not None
         identity = f"{outcome.adapter.name}@v{outcome.adapter.version}"
         gate = self._gate(outcome.adapter, heldout) if params.get("gate", True) else None
-        return {**_scalars(outcome.metrics), "adapter": identity, "adapter_id": outcome.adapter.id, "gate": gate}
+        logged = outcome.run_dir / "log_history.json"
+        history = _history(json.loads(logged.read_text())) if logged.is_file() else []
+        return {
+            **_scalars(outcome.metrics),
+            "adapter": identity,
+            "adapter_id": outcome.adapter.id,
+            "gate": gate,
+            "history": history,
+        }
 
     def _params(self, job_id: str) -> dict[str, Any]:
         with self.db.session() as session:
@@ -239,6 +247,11 @@ class JobWorker:
         return handler
 
 
+def _history(log_history: list[dict[str, Any]], limit: int = 500) -> list[dict[str, float]]:
+    """The trainer's logged points (numeric values only), the newest `limit` of them."""
+    return [{k: v for k, v in entry.items() if isinstance(v, int | float)} for entry in log_history[-limit:]]
+
+
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool | dict)}
 
@@ -252,7 +265,9 @@ class ProgressCallback:
         class _Progress(TrainerCallback):
             def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
                 latest = {k: v for k, v in (logs or {}).items() if isinstance(v, int | float)}
-                worker.update(job_id, metrics={"step": state.global_step, **latest})
+                # the history lets a client draw curves while the job runs (the web console's charts)
+                history = _history(state.log_history)
+                worker.update(job_id, metrics={"step": state.global_step, **latest, "history": history})
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 progress = state.global_step / state.max_steps if state.max_steps else 0.0
