@@ -89,6 +89,11 @@ class EngineSettings(Section):
     enforce_eager: bool = Field(
         True, description="Skip CUDA graph capture (faster start; set false for peak GPU speed)."
     )
+    enable_prefix_caching: bool = Field(
+        True,
+        description="Reuse the KV cache of a shared prompt prefix (the fixed system prompt, a conversation's earlier "
+        "turns) across requests (vLLM automatic prefix caching).",
+    )
     seed: int = Field(0, description="Engine seed for reproducible sampling.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (vLLM tensor parallelism).")
 

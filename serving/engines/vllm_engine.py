@@ -82,6 +82,7 @@ class VLLMEngine(TokenizerMixin):
             "max_num_seqs": s.max_num_seqs,
             "enforce_eager": s.enforce_eager,
             "seed": s.seed,
+            "enable_prefix_caching": s.enable_prefix_caching,
             "tensor_parallel_size": s.tensor_parallel_size,
             "disable_log_stats": False,
         }
