@@ -199,3 +199,23 @@ def test_keyword_search_refuses_unsupported_databases() -> None:
     oracle = SimpleNamespace(engine=SimpleNamespace(dialect=SimpleNamespace(name="oracle")))
     with pytest.raises(ServiceUnavailableError, match="sqlite and postgresql"):
         make_keyword_search(oracle)  # type: ignore[arg-type]
+
+
+def test_keyword_search_weighs_rare_terms_above_repeated_common_ones(db_url: str) -> None:
+    """Term rarity counts on both engines (BM25's idf on FTS5; idf-weighted ts_rank_cd on PostgreSQL): one mention of
+    a rare word beats three of a word most chunks have."""
+    from assistant.retrieval.keyword import make_keyword_search
+
+    db = Database(db_url)
+    db.migrate()
+    texts = ["policy policy policy notes", "warranty notes", "policy and warranty"] + [
+        f"policy number {i}" for i in range(12)
+    ]
+    with db.session() as session:
+        session.add(Document(id="doc-1", collection="c", source="s.txt", content_hash="h", status="ready"))
+        session.flush()
+        for i, words in enumerate(texts):
+            session.add(Chunk(id=i + 1, document_id="doc-1", collection="c", text=words, content_hash=str(i)))
+    ranked = [chunk_id for chunk_id, _ in make_keyword_search(db).search("policy warranty", k=3)]
+    assert set(ranked[:2]) == {2, 3} and ranked[2] == 1  # the two chunks with "warranty" first
+    db.dispose()
