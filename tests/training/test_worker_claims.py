@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -88,3 +89,30 @@ def test_claim_skips_a_job_locked_by_another_claim(postgres_url: str, tmp_path: 
         assert session.get(Job, first).state == "queued"  # type: ignore[union-attr]
     db.dispose()
     other.dispose()
+
+
+def test_claimed_jobs_heartbeats_and_orphans(db_url: str, tmp_path: Path) -> None:
+    """Claim, heartbeat and the server's orphan check on each engine (the PostgreSQL test server runs in UTC+14, so a
+    timestamp read back in the server's zone instead of UTC would make a fresh heartbeat look hours old)."""
+    from serving.services.jobs import JobMonitor
+
+    db = Database(db_url)
+    db.migrate()
+    alive, gone, silent = _queue(db, 3)
+    settings = Settings(data_dir=tmp_path)
+    dead_pid = subprocess.Popen(["true"])
+    dead_pid.wait()
+    workers = {
+        alive: JobWorker(settings, db, worker_id=f"{socket.gethostname()}:{os.getpid()}"),
+        gone: JobWorker(settings, db, worker_id=f"{socket.gethostname()}:{dead_pid.pid}"),
+        silent: JobWorker(settings, db, worker_id="another-machine:1"),
+    }
+    for job_id, worker in workers.items():
+        assert worker.claim() == job_id
+        assert worker.update(job_id, heartbeat_at=datetime.now(UTC)) == "running"
+    workers[silent].update(silent, heartbeat_at=datetime.now(UTC) - timedelta(hours=1))
+    assert sorted(JobMonitor(settings, db).fail_orphans()) == sorted([gone, silent])
+    with db.session() as session:
+        states = {job.id: job.state for job in session.scalars(select(Job))}
+    assert states == {alive: "running", gone: "failed", silent: "failed"}
+    db.dispose()
