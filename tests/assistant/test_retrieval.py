@@ -219,3 +219,39 @@ def test_keyword_search_weighs_rare_terms_above_repeated_common_ones(db_url: str
     ranked = [chunk_id for chunk_id, _ in make_keyword_search(db).search("policy warranty", k=3)]
     assert set(ranked[:2]) == {2, 3} and ranked[2] == 1  # the two chunks with "warranty" first
     db.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_bm25_scores_match_an_independent_computation(postgres_url: str) -> None:
+    """The SQL BM25 on PostgreSQL equals Okapi BM25 computed here from the texts (words that stem to themselves)."""
+    import math
+
+    from assistant.retrieval.pg_fulltext import K1, B, PostgresFullTextSearch
+
+    texts = ["router router reset", "warranty card", "router warranty warranty warranty terms", "lunch menu today"]
+    texts += [f"filler text number {i}" for i in range(6)]
+    db = Database(postgres_url)
+    db.migrate()
+    with db.session() as session:
+        session.add(Document(id="doc-1", collection="c", source="s.txt", content_hash="h", status="ready"))
+        session.flush()
+        for i, words in enumerate(texts):
+            session.add(Chunk(id=i + 1, document_id="doc-1", collection="c", text=words, content_hash=str(i)))
+    search = PostgresFullTextSearch(db)
+    assert search.ranking == "bm25"
+    terms, avgdl = ["router", "warranty"], sum(map(len, texts)) / len(texts)
+
+    def bm25(text: str) -> float:
+        score = 0.0
+        for term in terms:
+            df = sum(term in t.split() for t in texts)
+            idf = math.log(1 + (len(texts) - df + 0.5) / (df + 0.5))
+            tf = text.split().count(term)
+            score += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * len(text) / avgdl))
+        return score
+
+    expected = sorted(((i + 1, bm25(t)) for i, t in enumerate(texts) if bm25(t) > 0), key=lambda p: -p[1])
+    got = search.search("router warranty", k=10)
+    assert [chunk_id for chunk_id, _ in got] == [chunk_id for chunk_id, _ in expected]
+    assert [score for _, score in got] == pytest.approx([score for _, score in expected], rel=1e-6)
+    db.dispose()
