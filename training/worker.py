@@ -2,7 +2,8 @@
 
 Contract:
 - `JobWorker.claim()` takes the oldest 'queued' job with one conditional UPDATE (two workers never take the same job)
-  and marks it 'running' under this worker's id `host:pid`.
+  and marks it 'running' under this worker's id `host:pid`. On PostgreSQL the pick is `SELECT ... FOR UPDATE SKIP
+  LOCKED`, so concurrent workers each take a different job at once instead of waiting on (and losing) the same row.
 - `JobWorker.execute(job_id)` prepares the data (stored preference pairs since a point, split into training pairs and
   the gate's held-out pairs, or an uploaded file), runs `training.runner.run_training` with a callback that reports
   progress and metrics to the job row and stops the run when the job is cancelled, then evaluates the candidate with
@@ -62,7 +63,8 @@ class JobWorker:
 
     def claim(self) -> str | None:
         with self.db.session() as session:
-            job_id = session.scalar(select(Job.id).where(Job.state == "queued").order_by(Job.created_at).limit(1))
+            oldest = select(Job.id).where(Job.state == "queued").order_by(Job.created_at).limit(1)
+            job_id = session.scalar(oldest.with_for_update(skip_locked=True))  # no FOR UPDATE on SQLite: ignored
             if job_id is None:
                 return None
             taken = session.execute(

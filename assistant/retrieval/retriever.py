@@ -1,12 +1,13 @@
-"""The `Retriever`: dense + BM25 candidates, fusion, optional rerank and per-document diversity.
+"""The `Retriever`: dense + keyword candidates, fusion, optional rerank and per-document diversity.
 
 Contract: `search(query, k=None, collections=None, mode="hybrid")` embeds the query once, takes `retrieval.dense_k`
-dense and `retrieval.bm25_k` BM25 candidates (restricted to `collections` when given), fuses them with
-`retrieval.fusion` ('weighted' or 'rrf'), reranks the best `retrieval.rerank_k` with the cross-encoder when one is
-configured, keeps at most `retrieval.max_per_document` hits per document, and returns the best `k`
-(`retrieval.top_k` by default). Dense hits below `retrieval.min_score` are dropped. Only the rows of the hits
-returned (or of the rerank/diversity pool) are read from the database. The retriever only reads: it is safe beside
-an ingest in the same process (chunks of documents not 'ready' are skipped).
+dense and `retrieval.bm25_k` keyword candidates (`make_keyword_search`: FTS5 BM25 on SQLite, full-text search on
+PostgreSQL; restricted to `collections` when given), fuses them with `retrieval.fusion` ('weighted' or 'rrf'),
+reranks the best `retrieval.rerank_k` with the cross-encoder when one is configured, keeps at most
+`retrieval.max_per_document` hits per document, and returns the best `k` (`retrieval.top_k` by default). Dense hits
+below `retrieval.min_score` are dropped. Only the rows of the hits returned (or of the rerank/diversity pool) are
+read from the database. The retriever only reads: it is safe beside an ingest in the same process (chunks of
+documents not 'ready' are skipped).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from sqlalchemy import select
 from assistant.embedding import Embedder
 from assistant.errors import InvalidRequestError
 from assistant.index.base import VectorIndex
-from assistant.retrieval.bm25 import Bm25Search
 from assistant.retrieval.fusion import order, reciprocal_rank_fusion, weighted_fusion
 from assistant.retrieval.hits import Hit
+from assistant.retrieval.keyword import make_keyword_search
 from assistant.retrieval.rerank import CrossEncoderReranker
 from assistant.settings import Settings
 from assistant.storage.db import Database
@@ -52,8 +53,8 @@ class Retriever:
         self.index = index
         self.embedder = embedder
         self.reranker = reranker
-        self.bm25 = Bm25Search(db)
-        # BM25 (SQLite) and the query embedding (torch) both release the GIL: in hybrid mode they run side by side.
+        self.keyword = make_keyword_search(db)  # FTS5 BM25 on SQLite, full-text search on PostgreSQL
+        # Keyword search (database) and the query embedding (torch) both release the GIL: hybrid runs them side by side.
         self._sparse_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
 
     def search(
@@ -66,7 +67,7 @@ class Retriever:
             raise InvalidRequestError("the query is empty", param="query")
         k = k or self.options.top_k
         sparse_future = (
-            self._sparse_pool.submit(self.bm25.search, query, self.options.bm25_k, collections)
+            self._sparse_pool.submit(self.keyword.search, query, self.options.bm25_k, collections)
             if mode != "dense"
             else None
         )

@@ -3,6 +3,9 @@
 Contract: `Database(url).migrate()` brings the schema to the newest Alembic revision (idempotent, safe to call at every
 start); `db.session()` is a context manager that commits on success and rolls back on error. SQLite files get WAL
 journaling, foreign keys and a busy timeout so the server, the CLI and a worker process can share one file.
+PostgreSQL (`postgresql+psycopg://user@host/db`, the `postgres` extra) is the second supported engine: sessions run
+in UTC (naive timestamps in filters mean UTC on both engines) and pooled connections are checked before use, so
+several server processes and workers on other machines can share one database.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _engine_options(url: str) -> dict[str, Any]:
+    if not url.startswith("postgresql"):
+        return {}
+    # UTC sessions: filters compare timestamptz columns with naive UTC datetimes (see storage.queries).
+    return {"pool_pre_ping": True, "connect_args": {"options": "-c timezone=UTC"}}
+
+
 class Database:
     """Engine + session factory for one database URL."""
 
@@ -38,7 +48,7 @@ class Database:
         self.url = url
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, future=True)
+        self.engine: Engine = create_engine(url, future=True, **_engine_options(url))
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, future=True)
