@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -108,7 +109,11 @@ class OnnxEmbedder:
         from transformers import AutoTokenizer
 
         self.batch_size = batch_size
+        # A fast tokenizer keeps its padding/truncation mode as state: counting (no truncation) and embedding
+        # (padding + truncation) run in different threads during ingest, so each has its own instance and lock.
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(export_dir))
+        self._embed_tokenizer: Any = AutoTokenizer.from_pretrained(str(export_dir))
+        self._count_lock, self._embed_lock = threading.Lock(), threading.Lock()
         config = json.loads((export_dir / "sentence_bert_config.json").read_text())
         self.max_seq_length = int(config.get("max_seq_length", 256))
         pooling = json.loads((export_dir / "1_Pooling" / "config.json").read_text())
@@ -131,7 +136,8 @@ class OnnxEmbedder:
         return self.max_seq_length - int(self.tokenizer.num_special_tokens_to_add(pair=False))
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+        with self._count_lock:
+            return len(self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
 
     def embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -143,9 +149,10 @@ class OnnxEmbedder:
         return out
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        encoded = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="np"
-        )
+        with self._embed_lock:
+            encoded = self._embed_tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="np"
+            )
         feeds = {name: encoded[name].astype(np.int64) for name in self.inputs}
         hidden = self.session.run(None, feeds)[0]
         if self.pooling == "cls":

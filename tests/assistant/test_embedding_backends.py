@@ -81,3 +81,22 @@ def test_index_rebuild_migrates_to_a_new_embedder(tmp_path: Path, monkeypatch: p
         texts = [session.get(Chunk, int(i)).text for i in ids]  # type: ignore[union-attr]
     stored = np.stack([service.index.vectors(ids)[int(i)] for i in ids])
     assert np.allclose(stored, service.embedder.embed(texts), atol=1e-5)
+
+
+def test_onnx_counting_and_embedding_in_parallel_threads(tmp_path: Path) -> None:
+    """Ingest counts tokens in one thread while another embeds: the tokenizer state must not leak between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    onnx = make_embedder(Settings(data_dir=tmp_path, models={"embedder_backend": "onnx"}))
+    texts = [f"paragraph {i} " + "words " * (i % 300) for i in range(48)]
+    expected = onnx.embed(texts)
+    long_text = "word " * 2000
+
+    def count_many() -> int:
+        return sum(onnx.count_tokens(long_text) for _ in range(300))
+
+    with ThreadPoolExecutor(6) as pool:
+        counts = [pool.submit(count_many) for _ in range(3)]
+        vectors = [pool.submit(onnx.embed, texts) for _ in range(6)]
+        assert all(f.result() == 300 * 2000 for f in counts)
+        assert all(np.allclose(v.result(), expected, atol=1e-5) for v in vectors)
