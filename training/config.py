@@ -104,11 +104,25 @@ class SFTRunConfig(RunFields, SFTConfig):
 class PSFTRunConfig(SFTRunConfig):
     """Proximal SFT: the clipped-ratio objective against a periodically refreshed snapshot of the LoRA weights."""
 
-    eps_low: float = field(default=0.2, metadata=_help("Lower clip: ratios below 1 - eps_low stop being clipped."))
+    eps_low: float = field(
+        default=0.2,
+        metadata=_help(
+            "Lower clip bound 1 - eps_low. With SFT's positive advantage it never changes the loss or the gradient "
+            "(min(r, clip(r, 1 - eps_low, 1 + eps_high)) = r when r < 1 - eps_low); only the share of tokens below "
+            "it is logged (psft/below_low_fraction)."
+        ),
+    )
     eps_high: float = field(
         default=0.28, metadata=_help("Upper clip: tokens with ratio > 1 + eps_high get no gradient.")
     )
     psft_refresh_steps: int = field(default=8, metadata=_help("Optimizer steps between old-policy snapshots."))
+    disable_dropout: bool = field(
+        default=True,
+        metadata=_help(
+            "Set every dropout (LoRA's included) to 0 while training, as TRL's DPO/GRPO do, so the ratio is exactly 1 "
+            "right after a snapshot refresh."
+        ),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
