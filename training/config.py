@@ -72,6 +72,20 @@ class RunFields:
     near_duplicate_threshold: float = field(default=0.9, metadata=_help("MinHash Jaccard for near duplicates."))
     rag_distractors: int = field(default=3, metadata=_help("Distractor passages per RAG (SQuAD) example."))
     squad_limit: int | None = field(default=None, metadata=_help("Use at most this many SQuAD questions."))
+    gold_probability: float = field(
+        default=0.8,
+        metadata=_help(
+            "RAG examples over a collection: share of questions trained with the gold passage among the served "
+            "sources; the others get only the other sources and learn the abstention answer."
+        ),
+    )
+    max_minutes: float | None = field(
+        default=None,
+        metadata=_help(
+            "Wall-clock budget of a run in minutes (from data preparation on): training stops cleanly at the first "
+            "step end past it, evaluates that state, and the best checkpoint by validation loss is kept and registered."
+        ),
+    )
 
     def check_run_fields(self) -> None:
         checks = [
@@ -82,6 +96,8 @@ class RunFields:
             ("min_tokens", self.min_tokens >= 1, "must be >= 1"),
             ("near_duplicate_threshold", 0 < self.near_duplicate_threshold <= 1, "must be in (0, 1]"),
             ("rag_distractors", self.rag_distractors >= 0, "must be >= 0"),
+            ("gold_probability", 0 <= self.gold_probability <= 1, "must be in [0, 1]"),
+            ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "must be > 0"),
         ]
         for flag, ok, problem in checks:
             if not ok:

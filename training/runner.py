@@ -50,6 +50,8 @@ class TrainingRequest:
     recipe: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     job_id: str | None = None
+    collection: str | None = None  # questions train on the server's sources over this collection (RAFT)
+    holdout: bool = False  # keep a share of the data out of training for the gate (job runs; see training.gate)
 
     @property
     def adapter_name(self) -> str:
