@@ -73,7 +73,7 @@ def test_sources_are_the_servers_and_the_gold_is_kept_or_dropped(collection_dir:
 
     settings = rag_settings(collection_dir, tiny_model_dir)
     serving = ServingSources(settings, ["handbook"])
-    items = questions(collection_dir)
+    items = questions(collection_dir)[::2]  # one question per document (retrieval is the slow part)
     kept, stats = raft_examples(items, serving, gold_probability=1.0, seed=0)
     assert len(kept) == len(items) and stats.not_served == 0
     for example, item in zip(kept, items, strict=True):
@@ -94,7 +94,7 @@ def test_sources_are_the_servers_and_the_gold_is_kept_or_dropped(collection_dir:
         assert example.messages[-1]["content"] == NO_SOURCES_ANSWER and list(example.sources) == expected
         assert expected and not any(contains_answer(s.text, item.answer) for s in expected)
 
-    half, stats = raft_examples(items * 2, serving, gold_probability=0.5, seed=1)
+    half, stats = raft_examples(questions(collection_dir), serving, gold_probability=0.5, seed=1)
     assert 0 < stats.with_gold < len(half) and stats.with_gold + stats.abstain == len(half)
 
 
