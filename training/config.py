@@ -205,8 +205,6 @@ def build_run_config(method: str, output_dir: Path, overrides: dict[str, Any] | 
     unknown = sorted(set(values) - config_fields(method))
     if unknown:
         raise TrainingConfigError(unknown[0], f"is not an option of `train {method}`")
-    if method == "dpo":
-        values.setdefault("precompute_ref_log_probs", False)
     if not _cuda_available():
         values.setdefault("bf16", False)  # TRL defaults to bf16, which a CPU run refuses
         values.setdefault("dataloader_pin_memory", False)

@@ -335,6 +335,10 @@ class SFTRunner(MethodRunner):
         return SFTTrainer
 
     def build_trainer(self, model: Any, train: Any, val: Any) -> Any:
+        if self.config.padding_free and not self.config.packing:
+            # selection already dropped every example longer than max_length; TRL refuses max_length here because
+            # a padding-free collator would not truncate
+            self.config.max_length = None
         return self.trainer_class()(
             model=model,
             args=self.config,
@@ -358,6 +362,14 @@ class SFTRunner(MethodRunner):
             metrics["entropy"],
         )
         return metrics
+
+
+def passes_over_data(config: Any, examples: int) -> float:
+    """How many times the run will see its training data (max_steps wins over num_train_epochs, as in HF)."""
+    if config.max_steps and config.max_steps > 0:
+        per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * max(config.world_size, 1)
+        return config.max_steps * per_step / max(examples, 1)
+    return float(config.num_train_epochs)
 
 
 def _is_preference_file(path: Path) -> bool:
@@ -419,6 +431,10 @@ class DPORunner(MethodRunner):
     def build_trainer(self, model: Any, train: Any, val: Any) -> Any:
         from trl import DPOTrainer
 
+        if "precompute_ref_log_probs" not in self.request.options:
+            # One reference pass over the data up front pays off from one epoch on, and spares the reference
+            # forward of every evaluation; a short run over a large file would pay for examples it never sees.
+            self.config.precompute_ref_log_probs = passes_over_data(self.config, len(train)) >= 1.0
         return DPOTrainer(
             model=model,
             ref_model=None,
