@@ -95,3 +95,22 @@ def test_eps_low_never_changes_loss_or_gradient_as_its_help_says() -> None:
     # d(-r/4)/dlogp = -r/4 except the token past 1 + eps_high, which gets none
     assert torch.allclose(results[0][1], torch.tensor([[-0.075, -0.175, -0.275, 0.0]]))
     assert build_run_config("psft", Path("/tmp/x"), {}).disable_dropout is True
+
+
+@pytest.mark.parametrize("method", ["sft", "psft"])
+def test_padding_free_batches_give_the_padded_loss(
+    settings: Settings, sft_file: Path, tmp_path: Path, method: str
+) -> None:
+    """On CPU (SDPA) a padding-free batch is one flattened sequence with position_ids: same loss, no pad tokens."""
+    losses = []
+    for padding_free in (False, True):
+        runner = make_runner(settings, method, sft_file, tmp_path / f"run-{padding_free}", padding_free=padding_free)
+        torch.manual_seed(0)  # the same LoRA A initialisation in both runs
+        trainer, _ = prepared(runner, randomize_lora=0.05)
+        batch = first_batch(trainer, 4)
+        assert ("attention_mask" not in batch) == padding_free
+        trainer.model.train(method == "psft")  # SFT keeps LoRA dropout in training mode: compare without it
+        if method == "psft":
+            trainer.refresh_snapshot()
+        losses.append(trainer.compute_loss(trainer.model, dict(batch)).item())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
