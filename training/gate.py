@@ -300,7 +300,8 @@ def run_gate(
         "margin": options.gate_margin,
         "tolerance": options.gate_tolerance,
     }
-    log.info("gate %s vs %s: %s %s", candidate, baseline_name, {True: "passed", False: "failed"}.get(passed), reasons)
+    verdict = {True: "passed", False: "failed", None: "not evaluated"}[passed]
+    log.info("gate %s vs %s: %s %s", candidate, baseline_name, verdict, reasons)
     return result
 
 

@@ -46,7 +46,7 @@ class PSFTTrainer(SFTTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.args.disable_dropout:
+        if self.args.disable_dropout and self.model is not None:
             disable_dropout_in_model(self.model)
         self._snapshot: dict[str, torch.Tensor] = {}
         self._snapshot_step = -1
