@@ -60,6 +60,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=640)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--gold-probability", type=float, default=0.8)
+    parser.add_argument("--gate-questions", type=int, default=8, help="Held-out questions the job's gate asks.")
     parser.add_argument("--max-tokens", type=int, default=32, help="Answer length limit when asking.")
     parser.add_argument("--psft", action="store_true", help="Also train PSFT on the same data, side by side.")
     parser.add_argument("--alpaca-records", type=int, default=40, help="Alpaca records for the retention check.")
@@ -266,7 +267,7 @@ def main() -> None:
         **os.environ,
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
         "ASSISTANT_RETRIEVAL__TOP_K": str(args.top_k),
-        "ASSISTANT_TRAINING__GATE_QA_LIMIT": "12",
+        "ASSISTANT_TRAINING__GATE_QA_LIMIT": str(args.gate_questions),
     }
     cmd = [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(data_dir), "--port", str(args.port)]
     with (data_dir / "server.log").open("wb") as log:
@@ -286,6 +287,7 @@ def main() -> None:
         results["base"] = answer_scores(base, base_model, eval_items, args.max_tokens)
         results["base_abstention"] = abstention(base, base_model, absent_items, args.max_tokens)
         print(f"base: {results['base']}", flush=True)
+        save(data_dir, results)
         upload = httpx.post(f"{base}/v1/training/files", timeout=120,
                             files={"file": ("squad-train.json", json.dumps(train_file).encode())}).json()  # fmt: skip
         methods = ["sft", "psft"] if args.psft else ["sft"]
@@ -301,6 +303,7 @@ def main() -> None:
                 "adapter_path": trained["adapter"]["path"],
             }
             print(f"{method}: {results[method]['scores']}", flush=True)
+            save(data_dir, results)
     finally:
         proc.terminate()
         proc.wait(timeout=120)
@@ -309,8 +312,13 @@ def main() -> None:
         for method in ("sft", "psft"):
             results["retention"][method] = alpaca_loss(data_dir, Path(results[method]["adapter_path"]),
                                                        args.alpaca_records)  # fmt: skip
-    (data_dir / "bench-learning.json").write_text(json.dumps(results, indent=2, default=str))
+    save(data_dir, results)
     report(results, args, data_dir)
+
+
+def save(data_dir: Path, results: dict[str, Any]) -> None:
+    """Written after every phase, so a long run cut short still leaves its figures."""
+    (data_dir / "bench-learning.json").write_text(json.dumps(results, indent=2, default=str))
 
 
 def report(results: dict[str, Any], args: argparse.Namespace, data_dir: Path) -> None:
