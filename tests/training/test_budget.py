@@ -48,3 +48,14 @@ def test_time_budget_stops_and_registers_the_best_checkpoint(
     ids = tokenizer("How long is the warranty?", return_tensors="pt")["input_ids"]
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False)
     assert out.shape[1] > ids.shape[1]
+
+
+def test_dpo_precomputes_reference_log_probs_from_one_epoch_on(tmp_path: Path) -> None:
+    from training.config import build_run_config
+    from training.methods import passes_over_data
+
+    short = build_run_config("dpo", tmp_path, {"max_steps": 10, "per_device_train_batch_size": 2})
+    assert passes_over_data(short, 100) == 0.2  # 20 of 100 pairs seen: a full reference pass would cost more
+    assert passes_over_data(short, 20) == 1.0
+    epochs = build_run_config("dpo", tmp_path, {"num_train_epochs": 2.0})
+    assert passes_over_data(epochs, 1000) == 2.0
