@@ -21,15 +21,25 @@ log = logging.getLogger(__name__)
 
 class TimeBudgetCallback(TrainerCallback):
     def __init__(self, max_minutes: float, started: float) -> None:
+        self.started = started
         self.deadline = started + max_minutes * 60.0
         self.max_minutes = max_minutes
         self.stopped = False
         self.stopped_at_step: int | None = None
+        self.stopped_after_s: float | None = None  # from the run's start to the end of the last step
+        self.last_step_s: float | None = None  # how long the last step took (the most a stop can overrun)
+        self._step_began = started
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._step_began = time.monotonic()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.stopped or time.monotonic() < self.deadline:
+        now = time.monotonic()
+        self.last_step_s = now - self._step_began
+        if self.stopped or now < self.deadline:
             return
         self.stopped, self.stopped_at_step = True, state.global_step
+        self.stopped_after_s = now - self.started
         log.info("time budget of %.2f min reached at step %d: stopping", self.max_minutes, state.global_step)
         control.should_training_stop = True
         if args.eval_strategy != IntervalStrategy.NO:

@@ -222,6 +222,8 @@ class MethodRunner:
                 "max_minutes": self.config.max_minutes,
                 "stopped": self.budget.stopped,
                 "stopped_at_step": self.budget.stopped_at_step,
+                "stopped_after_s": self.budget.stopped_after_s,
+                "last_step_s": self.budget.last_step_s,
                 "best_checkpoint": trainer.state.best_model_checkpoint,
                 "best_eval_loss": trainer.state.best_metric,
             }

@@ -27,8 +27,9 @@ def test_time_budget_stops_and_registers_the_best_checkpoint(
     wall = time.monotonic() - started
     budget = outcome.metrics["budget"]
     assert budget["stopped"] and 0 < budget["stopped_at_step"] == outcome.metrics["global_step"] < 100_000
-    assert wall < budget_min * 60 + 30  # the budget, plus the final evaluation, save and registration
-    assert outcome.metrics["wall_s"] >= budget_min * 60
+    # stopped at the first step end past the budget: it overran by at most that one step
+    assert budget_min * 60 <= budget["stopped_after_s"] <= budget_min * 60 + budget["last_step_s"] + 0.5
+    assert outcome.metrics["wall_s"] <= wall
 
     # the registered adapter is the best checkpoint by validation loss, not merely the last state
     run_dir = outcome.run_dir
