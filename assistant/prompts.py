@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from assistant.retrieval import Hit
+    from assistant.settings import Settings
 
 RAG_SYSTEM_PROMPT = (
     "You are a helpful assistant that answers questions about the company's documents. "
@@ -36,6 +41,17 @@ class Source:
         if self.page is not None:
             parts.append(f"page {self.page}")
         return ", ".join(parts)
+
+
+def source_of_hit(hit: Hit) -> Source:
+    """A retrieved chunk as a prompt source (titled by the document, else its file name)."""
+    return Source(text=hit.text, title=hit.title or hit.source, section=hit.section, page=hit.page)
+
+
+def prompt_sources(question: str, hits: Sequence[Hit], settings: Settings) -> list[Source]:
+    """The sources the server puts into the prompt for `question`: count, order and text of each. Training builds its
+    RAG examples through this function, so an adapter is trained on exactly what the server shows it."""
+    return [source_of_hit(hit) for hit in list(hits)[: settings.retrieval.top_k]]
 
 
 def format_sources(sources: Sequence[Source]) -> str:

@@ -302,6 +302,23 @@ class TrainingSettings(Section):
     gate_tolerance: float = Field(
         0.0, ge=0, description="How much worse than the active version a candidate may score and still pass."
     )
+    gate_margin: float = Field(
+        0.01,
+        ge=0,
+        description="A candidate passes the gate (and is activated automatically with auto_activate) only when its "
+        "primary held-out score (QA F1 when the job has questions, else preference accuracy, else the mean completion "
+        "log-probability per token) beats the active version's (or the base's) by more than this.",
+    )
+    gate_qa_holdout: float = Field(
+        0.15,
+        gt=0,
+        lt=1,
+        description="Share of a question job's documents (SQuAD articles, QA-file documents) whose questions are held "
+        "out for the gate's QA check and never trained on.",
+    )
+    gate_examples: int = Field(
+        16, ge=1, description="Held-out SFT examples the gate scores when a job has neither questions nor pairs."
+    )
     gate_qa_file: Path | None = Field(
         None, description="SQuAD-format QA file for the gate's exact-match/F1 check with retrieval (none: skipped)."
     )

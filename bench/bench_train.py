@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="Platform data dir (model, registry).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "train", help="Run directories here.")
-    parser.add_argument("--phase", choices=["sft", "plain", "dpo"], help="Run one phase only (used internally).")
+    parser.add_argument("--phase", choices=["sft", "sft_pf", "plain", "dpo"], help="Run one phase only (internal).")
     parser.add_argument("--squad-limit", type=int, default=300, help="SQuAD questions to draw.")
     parser.add_argument("--distractors", type=int, default=1, help="Distractor passages per RAG example.")
     parser.add_argument("--max-length", type=int, default=384, help="Longest SFT sequence in tokens.")
@@ -81,7 +81,12 @@ def tokens_per_second(log_history: list[dict[str, Any]]) -> tuple[float, float]:
     return float(tokens), tokens / runtime
 
 
-def phase_sft(args: argparse.Namespace) -> dict[str, Any]:
+def phase_sft_padding_free(args: argparse.Namespace) -> dict[str, Any]:
+    """The same LoRA SFT run with padding-free batches (one flattened sequence per batch, SDPA block mask)."""
+    return phase_sft(args, {"padding_free": True}, "sft_pf")
+
+
+def phase_sft(args: argparse.Namespace, extra: dict[str, Any] | None = None, name: str = "sft") -> dict[str, Any]:
     from training.runner import TrainingRequest, run_training
 
     squad = SHARED / "squad-v1.1-dev-part1.json"
@@ -95,10 +100,11 @@ def phase_sft(args: argparse.Namespace) -> dict[str, Any]:
         "eval_split": eval_split,
         "per_device_train_batch_size": args.batch_size,
         "per_device_eval_batch_size": 4,
+        **(extra or {}),
     }
-    request = TrainingRequest("sft", [squad], name="bench-squad-sft", output_dir=args.out / "sft", options=options)
+    request = TrainingRequest("sft", [squad], name="bench-squad-sft", output_dir=args.out / name, options=options)
     outcome = run_training(settings_for(args), request)
-    history = json.loads((args.out / "sft" / "log_history.json").read_text())
+    history = json.loads((args.out / name / "log_history.json").read_text())
     tokens, tps = tokens_per_second(history)
     return {
         "before": outcome.metrics["before"],
@@ -172,7 +178,7 @@ def phase_dpo(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-PHASES = {"sft": phase_sft, "plain": phase_plain, "dpo": phase_dpo}
+PHASES = {"sft": phase_sft, "sft_pf": phase_sft_padding_free, "plain": phase_plain, "dpo": phase_dpo}
 
 
 def run_phase(args: argparse.Namespace) -> None:
@@ -218,6 +224,9 @@ def report(results: dict[str, Any], out: Path) -> None:
     print(
         f"{'ours: LoRA SFT':<28}{sft['tokens_per_s']:>10.1f}{sft['peak_memory_mb']:>10.0f}{sft['train_tokens']:>10.0f}"
     )
+    pf = results["sft_pf"]
+    print(f"{'ours: LoRA SFT padding-free':<28}{pf['tokens_per_s']:>10.1f}{pf['peak_memory_mb']:>10.0f}"
+          f"{pf['train_tokens']:>10.0f}  (validation loss after {pf['after']['loss']:.4f})")  # fmt: skip
     print(
         f"{'TRL SFTTrainer defaults':<28}{plain['tokens_per_s']:>10.1f}{plain['peak_memory_mb']:>10.0f}"
         f"{plain['train_tokens']:>10.0f}"

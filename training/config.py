@@ -72,6 +72,20 @@ class RunFields:
     near_duplicate_threshold: float = field(default=0.9, metadata=_help("MinHash Jaccard for near duplicates."))
     rag_distractors: int = field(default=3, metadata=_help("Distractor passages per RAG (SQuAD) example."))
     squad_limit: int | None = field(default=None, metadata=_help("Use at most this many SQuAD questions."))
+    gold_probability: float = field(
+        default=0.8,
+        metadata=_help(
+            "RAG examples over a collection: share of questions trained with the gold passage among the served "
+            "sources; the others get only the other sources and learn the abstention answer."
+        ),
+    )
+    max_minutes: float | None = field(
+        default=None,
+        metadata=_help(
+            "Wall-clock budget of a run in minutes (from data preparation on): training stops cleanly at the first "
+            "step end past it, evaluates that state, and the best checkpoint by validation loss is kept and registered."
+        ),
+    )
 
     def check_run_fields(self) -> None:
         checks = [
@@ -82,6 +96,8 @@ class RunFields:
             ("min_tokens", self.min_tokens >= 1, "must be >= 1"),
             ("near_duplicate_threshold", 0 < self.near_duplicate_threshold <= 1, "must be in (0, 1]"),
             ("rag_distractors", self.rag_distractors >= 0, "must be >= 0"),
+            ("gold_probability", 0 <= self.gold_probability <= 1, "must be in [0, 1]"),
+            ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "must be > 0"),
         ]
         for flag, ok, problem in checks:
             if not ok:
@@ -104,11 +120,25 @@ class SFTRunConfig(RunFields, SFTConfig):
 class PSFTRunConfig(SFTRunConfig):
     """Proximal SFT: the clipped-ratio objective against a periodically refreshed snapshot of the LoRA weights."""
 
-    eps_low: float = field(default=0.2, metadata=_help("Lower clip: ratios below 1 - eps_low stop being clipped."))
+    eps_low: float = field(
+        default=0.2,
+        metadata=_help(
+            "Lower clip bound 1 - eps_low. With SFT's positive advantage it never changes the loss or the gradient "
+            "(min(r, clip(r, 1 - eps_low, 1 + eps_high)) = r when r < 1 - eps_low); only the share of tokens below "
+            "it is logged (psft/below_low_fraction)."
+        ),
+    )
     eps_high: float = field(
         default=0.28, metadata=_help("Upper clip: tokens with ratio > 1 + eps_high get no gradient.")
     )
     psft_refresh_steps: int = field(default=8, metadata=_help("Optimizer steps between old-policy snapshots."))
+    disable_dropout: bool = field(
+        default=True,
+        metadata=_help(
+            "Set every dropout (LoRA's included) to 0 while training, as TRL's DPO/GRPO do, so the ratio is exactly 1 "
+            "right after a snapshot refresh."
+        ),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -175,8 +205,6 @@ def build_run_config(method: str, output_dir: Path, overrides: dict[str, Any] | 
     unknown = sorted(set(values) - config_fields(method))
     if unknown:
         raise TrainingConfigError(unknown[0], f"is not an option of `train {method}`")
-    if method == "dpo":
-        values.setdefault("precompute_ref_log_probs", False)
     if not _cuda_available():
         values.setdefault("bf16", False)  # TRL defaults to bf16, which a CPU run refuses
         values.setdefault("dataloader_pin_memory", False)

@@ -1,29 +1,37 @@
-"""The evaluation gate: is a candidate adapter better than the version it would replace?
+"""The evaluation gate: is a candidate adapter measurably better than the version it would replace?
 
-Contract: `run_gate(settings, candidate, baseline, pairs, qa=None)` loads the base model once, attaches the candidate
-and the baseline adapter (the active version; None = the plain base model) under their own names, and scores each
-on held-out preference pairs and, when given, on a held-out QA set answered with retrieval:
-- pairs: `accuracy` (share of pairs where log p(chosen) > log p(rejected), summed over completion tokens + EOS,
+Contract: `run_gate(settings, base_dir, candidate, baseline, heldout)` loads the base model once, attaches the
+candidate and the baseline adapter (the active version; None = the plain base model) under their own names, and
+scores each on what the job held out (`HeldOut`, never trained on):
+- `pairs`: `accuracy` (share of pairs where log p(chosen) > log p(rejected), summed over completion tokens + EOS,
   prompts rendered exactly as served) and `margin` (mean of that log-probability difference);
-- QA: `exact_match` and `f1` (official SQuAD normalisation) of greedy answers to questions whose sources come from
-  the platform's retriever, rendered through the server's RAG template.
-`passed` is true when the candidate is not worse than the baseline on any measured score by more than
-`training.gate_tolerance` (None when there was nothing to measure); `reasons` say what failed. Nothing here
-writes: the worker stores the result on the candidate's registry row.
+- `qa`: `exact_match` and `f1` (official SQuAD normalisation, `assistant.answer_metrics`) of greedy answers to
+  questions whose sources come from the platform's retriever over the job's collections, through
+  `assistant.prompts.prompt_sources` and the server's RAG template;
+- `lm`: the mean log-probability per completion token of held-out SFT examples (when there is nothing else).
+Held-out sets are split by group: pairs by prompt (`split_pairs_by_prompt`: one prompt never sits on both sides)
+and questions by document (`split_by_group`). `passed` is true only when the candidate's primary score (QA F1, else
+pair accuracy, else per-token log-probability) beats the baseline's by more than `training.gate_margin` and no
+measured score is worse by more than `training.gate_tolerance`; an equal candidate fails. It is None when there was
+nothing to measure; `reasons` say what failed; `improvement` names the primary score and its change. Nothing here
+writes: the worker stores the result on the candidate's registry row (shown by `GET /v1/adapters`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import random
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from assistant.answer_metrics import best_exact_match, best_f1
 from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,81 @@ class HeldOutPair:
 class QAItem:
     question: str
     answers: tuple[str, ...]
+    document: str = ""  # the group the held-out split is made by
+
+
+@dataclass(frozen=True)
+class HeldOutExample:
+    prompt: str  # the exact rendered prompt
+    completion: str
+
+
+@dataclass
+class HeldOut:
+    """What a job kept out of training for the gate; saved next to the run as `gate_heldout.json`."""
+
+    pairs: list[HeldOutPair] = field(default_factory=list)
+    qa: list[QAItem] = field(default_factory=list)
+    examples: list[HeldOutExample] = field(default_factory=list)
+    collections: list[str] | None = None
+
+    FILE = "gate_heldout.json"
+
+    def save(self, run_dir: Path) -> Path:
+        path = Path(run_dir) / self.FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), ensure_ascii=False))
+        return path
+
+    @classmethod
+    def load(cls, run_dir: Path) -> HeldOut:
+        path = Path(run_dir) / cls.FILE
+        if not path.is_file():
+            return cls()
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            pairs=[HeldOutPair(**p) for p in raw.get("pairs", [])],
+            qa=[QAItem(q["question"], tuple(q["answers"]), q.get("document", "")) for q in raw.get("qa", [])],
+            examples=[HeldOutExample(**e) for e in raw.get("examples", [])],
+            collections=raw.get("collections"),
+        )
+
+    def empty(self) -> bool:
+        return not (self.pairs or self.qa or self.examples)
+
+
+# ---------------------------------------------------------------- held-out splits
+
+
+def split_by_group(
+    items: Sequence[T], key: Callable[[T], Hashable], share: float, seed: int | str, min_count: int = 1
+) -> tuple[list[T], list[T]]:
+    """Seeded split where every group (same `key`) lies wholly on one side; at least `min_count` items (whole groups)
+    are held out, about `share` of them. All items train (nothing held out) when a split would leave no training."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(key(item), []).append(i)
+    order = list(groups)
+    random.Random(str(seed)).shuffle(order)
+    target = max(min_count, round(len(items) * share))
+    if target <= 0:
+        return list(items), []
+    held: set[int] = set()
+    for group in order:
+        if len(held) >= target:
+            break
+        held.update(groups[group])
+    if len(held) >= len(items) or len(groups) < 2:
+        log.warning("only %d items in %d groups: nothing held out for the gate", len(items), len(groups))
+        return list(items), []
+    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
+
+
+def split_pairs_by_prompt(
+    pairs: Sequence[dict[str, str]], share: float, min_pairs: int, seed: int | str
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Preference pairs split by their rendered prompt: a prompt is never both trained on and held out."""
+    return split_by_group(pairs, lambda p: p.get("rendered_prompt") or p.get("prompt") or "", share, seed, min_pairs)
 
 
 # ---------------------------------------------------------------- scoring
@@ -44,6 +127,11 @@ class QAItem:
 
 def completion_logprob(model: Any, tokenizer: Any, prompt: str, completion: str) -> float:
     """Sum of log p(completion tokens + EOS | prompt)."""
+    return completion_logprob_and_count(model, tokenizer, prompt, completion)[0]
+
+
+def completion_logprob_and_count(model: Any, tokenizer: Any, prompt: str, completion: str) -> tuple[float, int]:
+    """Sum of log p(completion tokens + EOS | prompt) and the number of those tokens."""
     import torch
 
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -52,7 +140,8 @@ def completion_logprob(model: Any, tokenizer: Any, prompt: str, completion: str)
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
     logprobs = torch.log_softmax(logits, dim=-1)
-    return float(logprobs.gather(1, torch.tensor(answer_ids, device=model.device)[:, None]).sum())
+    total = float(logprobs.gather(1, torch.tensor(answer_ids, device=model.device)[:, None]).sum())
+    return total, len(answer_ids)
 
 
 def pair_scores(model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair]) -> dict[str, float]:
@@ -62,6 +151,14 @@ def pair_scores(model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair]) -> dic
         for p in pairs
     ]
     return {"pairs": len(diffs), "accuracy": sum(d > 0 for d in diffs) / len(diffs), "margin": sum(diffs) / len(diffs)}
+
+
+def example_scores(model: Any, tokenizer: Any, examples: Sequence[HeldOutExample]) -> dict[str, float]:
+    total, tokens = 0.0, 0
+    for example in examples:
+        logp, n = completion_logprob_and_count(model, tokenizer, example.prompt, example.completion)
+        total, tokens = total + logp, tokens + n
+    return {"examples": len(examples), "logprob_per_token": total / max(tokens, 1)}
 
 
 def qa_scores(answer: Callable[[str], str], items: Sequence[QAItem]) -> dict[str, float]:
@@ -116,21 +213,19 @@ class GateModels:
         return str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)).strip()
 
 
-def rag_answerer(settings: Settings, models: GateModels) -> Callable[[str], str]:
-    """Answers a question the way the server does: retrieve, render the RAG prompt, generate greedily."""
-    from assistant.embedding import make_embedder
-    from assistant.index import open_index
-    from assistant.prompts import Source, build_rag_messages
-    from assistant.retrieval import Retriever
-    from assistant.storage import Database
+def rag_answerer(settings: Settings, models: GateModels, collections: Sequence[str] | None) -> Callable[[str], str]:
+    """Answers a question the way the server does: retrieve, the server's sources, the RAG prompt, greedy decoding."""
+    from assistant.prompts import build_rag_messages
+    from training.data.rag import ServingSources
 
-    embedder = make_embedder(settings)
-    index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
-    retriever = Retriever(settings, Database(settings.resolved_database_url), index, embedder)
+    sources_for = ServingSources(settings, collections)
 
     def answer(question: str) -> str:
-        hits = retriever.search(question)
-        sources = [Source(h.text, h.title or h.source, h.section, h.page) for h in hits]
+        sources = sources_for(question)
+        if sources is None:  # the server answers this without generating
+            from assistant.prompts import NO_SOURCES_ANSWER
+
+            return NO_SOURCES_ANSWER
         messages = build_rag_messages([{"role": "user", "content": question}], sources)
         prompt = models.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return models.generate(str(prompt))
@@ -141,14 +236,33 @@ def rag_answerer(settings: Settings, models: GateModels) -> Callable[[str], str]
 # ---------------------------------------------------------------- the gate
 
 
-def _compare(
-    candidate: dict[str, float], baseline: dict[str, float], keys: Sequence[str], tolerance: float
-) -> list[str]:
-    return [
-        f"{key} {candidate[key]:.4f} < {baseline[key]:.4f} of the baseline"
+CHECKED = {"qa": ("f1", "exact_match"), "pairs": ("accuracy", "margin"), "lm": ("logprob_per_token",)}
+PRIMARY = (("qa", "f1"), ("pairs", "accuracy"), ("lm", "logprob_per_token"))
+
+
+def decide(
+    candidate: dict[str, dict[str, float]], baseline: dict[str, dict[str, float]], margin: float, tolerance: float
+) -> tuple[bool | None, list[str], dict[str, Any] | None]:
+    """(passed, reasons, improvement): see the module contract."""
+    reasons = [
+        f"{family}.{key} {candidate[family][key]:.4f} is worse than the baseline's {baseline[family][key]:.4f}"
+        for family, keys in CHECKED.items()
+        if family in candidate
         for key in keys
-        if candidate[key] < baseline[key] - tolerance
+        if candidate[family][key] < baseline[family][key] - tolerance
     ]
+    family, key = next(((f, k) for f, k in PRIMARY if f in candidate), (None, None))
+    if family is None or key is None:
+        return None, ["no held-out pairs, questions or examples: nothing was compared"], None
+    delta = candidate[family][key] - baseline[family][key]
+    improvement = {"metric": f"{family}.{key}", "candidate": candidate[family][key],
+                   "baseline": baseline[family][key], "delta": delta, "margin": margin}  # fmt: skip
+    if not delta > margin:
+        reasons.append(
+            f"{family}.{key} {candidate[family][key]:.4f} does not beat the baseline's {baseline[family][key]:.4f} "
+            f"by more than the margin {margin}"
+        )
+    return not reasons, reasons, improvement
 
 
 def run_gate(
@@ -156,34 +270,38 @@ def run_gate(
     base_dir: Path,
     candidate: Path,
     baseline: Path | None,
-    pairs: Sequence[HeldOutPair],
-    qa: Sequence[QAItem] = (),
+    heldout: HeldOut,
     baseline_name: str = "base",
 ) -> dict[str, Any]:
-    """Score candidate and baseline; see the module contract."""
+    """Score candidate and baseline on the held-out data; see the module contract."""
     models = GateModels(base_dir, candidate, baseline)
-    result: dict[str, Any] = {"baseline": baseline_name, "candidate": {}, "baseline_metrics": {}, "reasons": []}
-    tolerance = settings.training.gate_tolerance
-    answer = rag_answerer(settings, models) if qa else None
-    for which, key in (("candidate", "candidate"), ("baseline", "baseline_metrics")):
+    scores: dict[str, dict[str, dict[str, float]]] = {"candidate": {}, "baseline": {}}
+    answer = rag_answerer(settings, models, heldout.collections) if heldout.qa else None
+    for which in ("candidate", "baseline"):
         with models.use(which):
-            if pairs:
-                result[key]["pairs"] = pair_scores(models.model, models.tokenizer, pairs)
-            if answer is not None:
-                result[key]["qa"] = qa_scores(answer, qa)
-    if pairs:
-        result["reasons"] += _compare(
-            result["candidate"]["pairs"], result["baseline_metrics"]["pairs"], ("accuracy", "margin"), tolerance
-        )
-    if answer is not None:
-        result["reasons"] += _compare(result["candidate"]["qa"], result["baseline_metrics"]["qa"], ("f1",), tolerance)
-    result["evaluated"] = bool(pairs) or answer is not None
-    result["passed"] = (not result["reasons"]) if result["evaluated"] else None
-    if not result["evaluated"]:
-        result["reasons"].append("no held-out pairs or QA set: nothing was compared")
-    log.info(
-        "gate %s vs %s: %s %s", candidate, baseline_name, "passed" if result["passed"] else "failed", result["reasons"]
+            if heldout.qa and answer is not None:
+                scores[which]["qa"] = qa_scores(answer, heldout.qa)
+            if heldout.pairs:
+                scores[which]["pairs"] = pair_scores(models.model, models.tokenizer, heldout.pairs)
+            if not heldout.qa and not heldout.pairs and heldout.examples:
+                scores[which]["lm"] = example_scores(models.model, models.tokenizer, heldout.examples)
+    options = settings.training
+    passed, reasons, improvement = decide(
+        scores["candidate"], scores["baseline"], options.gate_margin, options.gate_tolerance
     )
+    result = {
+        "baseline": baseline_name,
+        "candidate": scores["candidate"],
+        "baseline_metrics": scores["baseline"],
+        "evaluated": passed is not None,
+        "passed": passed,
+        "reasons": reasons,
+        "improvement": improvement,
+        "margin": options.gate_margin,
+        "tolerance": options.gate_tolerance,
+    }
+    verdict = {True: "passed", False: "failed", None: "not evaluated"}[passed]
+    log.info("gate %s vs %s: %s %s", candidate, baseline_name, verdict, reasons)
     return result
 
 
@@ -193,7 +311,7 @@ def load_squad_qa(path: Path, limit: int) -> list[QAItem]:
 
     data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
     items = [
-        QAItem(qa["question"], tuple(a["text"] for a in qa["answers"]))
+        QAItem(qa["question"], tuple(a["text"] for a in qa["answers"]), str(article.get("title", "")))
         for article in data
         for paragraph in article["paragraphs"]
         for qa in paragraph["qas"]

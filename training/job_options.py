@@ -38,6 +38,8 @@ class Bound:
             return self._list_problem(value)
         if self.kind is str:
             return None if value in self.choices else f"must be one of {list(self.choices)}"
+        if self.kind is bool:
+            return None if isinstance(value, bool) else "must be true or false"
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a{'n integer' if self.kind is int else ' number'}"
         if self.kind is int and (isinstance(value, float) and not value.is_integer()):
@@ -80,11 +82,15 @@ COMMON_OPTIONS: dict[str, Bound] = {
     "near_duplicate_threshold": Bound(float, 0.01, 1),
     "rag_distractors": Bound(int, 0, 20),
     "squad_limit": Bound(int, 1, 1_000_000),
+    "max_minutes": Bound(float, 0.1, 10_000),  # wall-clock budget; the best checkpoint so far is registered
 }
+_RAFT = {"gold_probability": Bound(float, 0, 1)}
 
 METHOD_OPTIONS: dict[str, dict[str, Bound]] = {
-    "sft": {},
+    "sft": {**_RAFT},
     "psft": {
+        **_RAFT,
+        "disable_dropout": Bound(bool),
         "eps_low": Bound(float, 0.01, 0.99),
         "eps_high": Bound(float, 0.01, 10),
         "psft_refresh_steps": Bound(int, 1, 100_000),

@@ -7,22 +7,46 @@ when asked), evaluates before and after, saves the PEFT adapter to `<run_dir>/ad
 `register(registry, lineage, metrics)` puts the adapter into the registry. Trainers are TRL's `SFTTrainer` and
 `DPOTrainer` (reference = the base with the adapter disabled, or a frozen copy of the base adapter) and
 `training.psft.PSFTTrainer`.
+
+SFT/PSFT data: chat/instruction files; SQuAD-format or question/answer JSONL files, which with a collection
+(`request.collection`) become RAFT examples over the server's retriever and sources (`training.data.rag`) with the
+questions of a share of the documents held out for the gate; preference files (feedback corrections: the exact stored
+prompt and the correction as target). What the run keeps out for the gate (`training.gate.HeldOut`: questions of
+held-out documents, else validation examples) is written to `<run_dir>/gate_heldout.json`. `max_minutes` bounds the
+run's wall time (`training.budget`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 from assistant.models import resolve_lm
 from assistant.settings import Settings
+from training.budget import TimeBudgetCallback, enable_best_checkpoint
 from training.data.formats import load_preference_examples, load_sft_examples
-from training.data.rag import is_squad_file, load_squad_examples
-from training.data.records import EmptyDatasetError
-from training.data.render import preference_length, render_preference, tokenize_chat
+from training.data.rag import (
+    ServingSources,
+    is_qa_file,
+    is_squad_file,
+    load_squad_examples,
+    raft_examples,
+    read_questions,
+)
+from training.data.records import ChatExample, EmptyDatasetError, PreferenceExample
+from training.data.render import (
+    preference_length,
+    prompt_messages,
+    render_preference,
+    render_prompt,
+    tokenize_chat,
+    tokenize_completion,
+)
 from training.data.selection import SelectionOptions, SelectionReport, select_examples, write_report
 from training.evaluation import PerplexityCallback, language_model_metrics, write_metrics
+from training.gate import HeldOut, HeldOutExample, HeldOutPair, QAItem, split_by_group
 from training.modeling import (
     base_fingerprint,
     check_adapter_base,
@@ -64,6 +88,11 @@ class MethodRunner:
         self.tokenizer = load_tokenizer(self.base_dir)
         self.report = SelectionReport()
         self.is_main_process = True
+        self.heldout = HeldOut()
+        self.validation_examples: list[Any] = []
+        self.started = time.monotonic()
+        self.budget: TimeBudgetCallback | None = None
+        self.data_stats: dict[str, Any] = {}
 
     @classmethod
     def create(cls, settings: Settings, request: Any, config: Any, base_adapter: Any, callbacks: list[Any]) -> Any:
@@ -101,7 +130,9 @@ class MethodRunner:
         lengths = [self.length(e, enc) for e, enc in zip(examples, encoded, strict=True)]
         selection = select_examples(examples, lengths, self.selection_options())
         self.report = selection.report
-        write_report(selection.report, self.run_dir, {"data_files": self._files(), "method": self.method})
+        self.validation_examples = list(selection.validation)
+        extra = {"data_files": self._files(), "method": self.method, **self.data_stats}
+        write_report(selection.report, self.run_dir, extra)
         if not selection.train:
             raise EmptyDatasetError(
                 f"no training examples left after selection ({selection.report.summary()}); check the data or "
@@ -146,19 +177,35 @@ class MethodRunner:
         return last
 
     # --- the run ------------------------------------------------------------------------------------------------
+    def held_out_for_gate(self) -> HeldOut:
+        """What the gate scores when nothing more specific was held out: validation examples as served prompts."""
+        return self.heldout
+
+    def setup_budget(self, val: Any) -> None:
+        if self.config.max_minutes is None:
+            return
+        self.budget = TimeBudgetCallback(self.config.max_minutes, self.started)
+        self.callbacks = [*self.callbacks, self.budget]
+        if val is not None:
+            enable_best_checkpoint(self.config)
+
     def run(self) -> dict[str, Any]:
+        self.started = time.monotonic()
         train, val = self.prepare_data()
         self.check_base_adapter()
         if val is None:
             from transformers import IntervalStrategy
 
             self.config.eval_strategy = IntervalStrategy.NO
+        self.setup_budget(val)
         trainer = self.build_trainer(self.build_model(), train, val)
         self.is_main_process = trainer.accelerator.is_main_process
         before = self.evaluate(trainer, val, "before")
         result = trainer.train(resume_from_checkpoint=self.checkpoint())
         after = self.evaluate(trainer, val, "after")
         self.save_adapter(trainer)
+        if self.is_main_process:
+            self.held_out_for_gate().save(self.run_dir)
         metrics = {
             "method": self.method,
             "before": before,
@@ -167,7 +214,19 @@ class MethodRunner:
             "global_step": trainer.state.global_step,
             "train_examples": len(train),
             "validation_examples": 0 if val is None else len(val),
+            "wall_s": round(time.monotonic() - self.started, 2),
+            "data": self.data_stats,
         }
+        if self.budget is not None:
+            metrics["budget"] = {
+                "max_minutes": self.config.max_minutes,
+                "stopped": self.budget.stopped,
+                "stopped_at_step": self.budget.stopped_at_step,
+                "stopped_after_s": self.budget.stopped_after_s,
+                "last_step_s": self.budget.last_step_s,
+                "best_checkpoint": trainer.state.best_model_checkpoint,
+                "best_eval_loss": trainer.state.best_metric,
+            }
         if self.is_main_process:
             write_metrics(self.run_dir, metrics, trainer.state.log_history)
         return metrics
@@ -204,17 +263,70 @@ class SFTRunner(MethodRunner):
 
     def load_examples(self) -> list[Any]:
         examples: list[Any] = []
-        for path in self.request.data_files:
-            if is_squad_file(Path(path)):
+        question_files = []
+        for path in map(Path, self.request.data_files):
+            if self.collection and (is_squad_file(path) or is_qa_file(path)):
+                question_files.append(path)
+            elif is_squad_file(path):
                 examples += load_squad_examples(
-                    Path(path), self.config.rag_distractors, self.config.seed, limit=self.config.squad_limit
+                    path, self.config.rag_distractors, self.config.seed, limit=self.config.squad_limit
                 )
+            elif _is_preference_file(path):  # feedback corrections: the stored prompt and the correction
+                examples += load_preference_examples([path])
             else:
-                examples += load_sft_examples([Path(path)])
+                examples += load_sft_examples([path])
+        if question_files:
+            examples += self.serving_examples(question_files)
+        return examples
+
+    @property
+    def collection(self) -> str | None:
+        return getattr(self.request, "collection", None)
+
+    def serving_examples(self, files: list[Path]) -> list[ChatExample]:
+        """RAFT examples over the collection; the questions of a share of the documents are held out for the gate."""
+        import random
+
+        questions = [q for path in files for q in read_questions(path)]
+        if self.config.squad_limit is not None and self.config.squad_limit < len(questions):
+            questions = random.Random(self.config.seed).sample(questions, self.config.squad_limit)
+        options = self.settings.training
+        share = options.gate_qa_holdout if self.request.holdout else 0.0
+        train, held = split_by_group(questions, lambda q: q.document, share, self.config.seed, min_count=0)
+        step = max(1, len(held) // options.gate_qa_limit)
+        self.heldout.qa = [QAItem(q.question, q.all_answers, q.document) for q in held[::step][: options.gate_qa_limit]]
+        self.heldout.collections = [self.collection] if self.collection else None
+        serving = ServingSources(self.settings, self.heldout.collections)
+        examples, stats = raft_examples(train, serving, self.config.gold_probability, self.config.seed)
+        self.data_stats = {
+            "collection": self.collection,
+            "questions": len(questions),
+            "train_questions": len(train),
+            "gate_questions": len(self.heldout.qa),
+            "gate_documents": len({q.document for q in held}),
+            "with_gold": stats.with_gold,
+            "abstain": stats.abstain,
+            "not_served": stats.not_served,
+        }
+        log.info("RAG examples over collection %s: %s", self.collection, self.data_stats)
         return examples
 
     def encode(self, example: Any) -> dict[str, Any]:
+        if isinstance(example, PreferenceExample):
+            return tokenize_completion(self.tokenizer, example)
         return tokenize_chat(self.tokenizer, example)
+
+    def held_out_for_gate(self) -> HeldOut:
+        if not self.heldout.qa:
+            limit = self.settings.training.gate_examples
+            self.heldout.examples = [self._rendered(e) for e in self.validation_examples[:limit]]
+        return self.heldout
+
+    def _rendered(self, example: Any) -> HeldOutExample:
+        if isinstance(example, PreferenceExample):
+            return HeldOutExample(render_preference(self.tokenizer, example)["prompt"], example.chosen)
+        prompt = render_prompt(self.tokenizer, prompt_messages(example.messages[:-1], example))
+        return HeldOutExample(prompt, example.answer())
 
     def length(self, example: Any, encoded: dict[str, Any]) -> int:
         return len(encoded["input_ids"])
@@ -225,6 +337,10 @@ class SFTRunner(MethodRunner):
         return SFTTrainer
 
     def build_trainer(self, model: Any, train: Any, val: Any) -> Any:
+        if self.config.padding_free and not self.config.packing:
+            # selection already dropped every example longer than max_length; TRL refuses max_length here because
+            # a padding-free collator would not truncate
+            self.config.max_length = None
         return self.trainer_class()(
             model=model,
             args=self.config,
@@ -250,6 +366,25 @@ class SFTRunner(MethodRunner):
         return metrics
 
 
+def passes_over_data(config: Any, examples: int) -> float:
+    """How many times the run will see its training data (max_steps wins over num_train_epochs, as in HF)."""
+    if config.max_steps and config.max_steps > 0:
+        per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * max(config.world_size, 1)
+        return config.max_steps * per_step / max(examples, 1)
+    return float(config.num_train_epochs)
+
+
+def _is_preference_file(path: Path) -> bool:
+    """A file of preference records (`chosen` + `rejected`), e.g. the pairs of stored feedback."""
+    from training.data.formats import read_records
+
+    try:
+        records = read_records(path)
+    except Exception:  # not readable as records: the SFT loader reports the problem with its origin
+        return False
+    return bool(records) and isinstance(records[0], dict) and {"chosen", "rejected"} <= set(records[0])
+
+
 class PSFTRunner(SFTRunner):
     """Proximal SFT (see training.psft)."""
 
@@ -267,7 +402,18 @@ class DPORunner(MethodRunner):
     method = "dpo"
 
     def load_examples(self) -> list[Any]:
-        return list(load_preference_examples([Path(p) for p in self.request.data_files]))
+        pairs = list(load_preference_examples([Path(p) for p in self.request.data_files]))
+        if not self.request.holdout:
+            return pairs
+        options = self.settings.training
+        train, held = split_by_group(pairs, self.prompt_text, options.gate_holdout, self.config.seed,
+                                     options.gate_min_pairs)  # fmt: skip
+        self.heldout.pairs = [HeldOutPair(**render_preference(self.tokenizer, p)) for p in held]
+        return train
+
+    def prompt_text(self, example: PreferenceExample) -> str:
+        """The held-out split is by prompt: one prompt never on both sides."""
+        return render_preference(self.tokenizer, example)["prompt"]
 
     def encode(self, example: Any) -> dict[str, Any]:
         return render_preference(self.tokenizer, example)
@@ -287,6 +433,10 @@ class DPORunner(MethodRunner):
     def build_trainer(self, model: Any, train: Any, val: Any) -> Any:
         from trl import DPOTrainer
 
+        if "precompute_ref_log_probs" not in self.request.options:
+            # One reference pass over the data up front pays off from one epoch on, and spares the reference
+            # forward of every evaluation; a short run over a large file would pay for examples it never sees.
+            self.config.precompute_ref_log_probs = passes_over_data(self.config, len(train)) >= 1.0
         return DPOTrainer(
             model=model,
             ref_model=None,

@@ -4,10 +4,13 @@ Contract: `PSFTTrainer` is TRL's `SFTTrainer` with `compute_loss` replaced, in t
     loss = -mean_t[ min(r_t, clip(r_t, 1 - eps_low, 1 + eps_high)) ],   r_t = exp(logp_t - logp_old_t.detach())
 over the target tokens (labels != -100), where the old policy is a snapshot of the trainable (LoRA) weights taken at
 the start and refreshed every `psft_refresh_steps` optimizer steps. Old log-probs come from the same PeftModel with
-the snapshot weights swapped in under `no_grad` (no second model copy). While the policy equals its snapshot the
-gradient is the SFT gradient; tokens whose ratio is past 1 + eps_high get none. Evaluation uses the plain SFT loss
-(token NLL), so validation loss and perplexity compare across methods. Use `lora_dropout=0` for exact ratios: with
-dropout the two forwards see different masks.
+the snapshot weights swapped in, in eval mode (no dropout) under `no_grad` (no second model copy). Like TRL's DPO and
+GRPO trainers, dropout is disabled in the model by default (`disable_dropout`), so right after a refresh r_t is exactly
+1 and the gradient is the SFT gradient; tokens whose ratio is past 1 + eps_high get none. With the positive advantage
+of SFT, `eps_low` never changes the loss (min(r, clip(r, ...)) = r below 1 - eps_low); the share of such tokens is
+logged. Like TRL's `SFTTrainer.compute_loss`, a loss normalised by `num_items_in_batch` (the target tokens of every
+rank) is multiplied by the number of processes, because DDP averages the gradients across ranks. Evaluation uses the
+plain SFT loss (token NLL), so validation loss and perplexity compare across methods.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import torch
 from trl import SFTTrainer
+from trl.trainer.utils import disable_dropout_in_model
 
 from training.config import PSFTRunConfig
 
@@ -42,6 +46,8 @@ class PSFTTrainer(SFTTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.args.disable_dropout and self.model is not None:
+            disable_dropout_in_model(self.model)
         self._snapshot: dict[str, torch.Tensor] = {}
         self._snapshot_step = -1
 
@@ -75,8 +81,14 @@ class PSFTTrainer(SFTTrainer):
                     param.copy_(current[name])
 
     def old_log_probs(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        with self.snapshot_weights(), torch.no_grad():
-            return model(**inputs, fused_lm_head=True).log_probs
+        """Log-probs of the snapshot policy, in eval mode: dropout must not make the old policy a random one."""
+        was_training = model.training
+        model.eval()
+        try:
+            with self.snapshot_weights(), torch.no_grad():
+                return model(**inputs, fused_lm_head=True).log_probs
+        finally:
+            model.train(was_training)
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -90,14 +102,22 @@ class PSFTTrainer(SFTTrainer):
         mask = outputs.label_mask.to(outputs.log_probs.dtype)
         denom = mask.sum() if num_items_in_batch is None else num_items_in_batch
         loss, ratio = proximal_loss(outputs.log_probs, old, mask, self.args.eps_low, self.args.eps_high, denom)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # as TRL's SFTTrainer: `num_items_in_batch` counts every rank's tokens and DDP averages the gradients
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         self._log_ratio_metrics(ratio, mask, outputs)
         return (loss, outputs) if return_outputs else loss
 
     def _log_ratio_metrics(self, ratio: torch.Tensor, mask: torch.Tensor, outputs: Any) -> None:
         n = mask.sum().clamp(min=1)
         high = ((ratio > 1.0 + self.args.eps_high).float() * mask).sum() / n
+        low = ((ratio < 1.0 - self.args.eps_low).float() * mask).sum() / n
+        target = mask.bool()
         metrics = self._metrics["train"]
         metrics["psft/ratio_mean"].append(((ratio * mask).sum() / n).item())
+        metrics["psft/ratio_min"].append(ratio[target].min().item() if target.any() else 1.0)
+        metrics["psft/ratio_max"].append(ratio[target].max().item() if target.any() else 1.0)
         metrics["psft/clip_high_fraction"].append(high.item())
+        metrics["psft/below_low_fraction"].append(low.item())
         if outputs.entropy is not None:
             metrics["entropy"].append(((outputs.entropy.detach() * mask).sum() / n).item())

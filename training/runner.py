@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 HYPERPARAMETER_KEYS = (
     "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
     "max_length", "seed", "warmup_steps", "weight_decay", "lr_scheduler_type", "beta", "loss_type", "eps_low",
-    "eps_high", "psft_refresh_steps",
+    "eps_high", "psft_refresh_steps", "disable_dropout",
 )  # fmt: skip
 
 
@@ -50,6 +50,8 @@ class TrainingRequest:
     recipe: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     job_id: str | None = None
+    collection: str | None = None  # questions train on the server's sources over this collection (RAFT)
+    holdout: bool = False  # keep a share of the data out of training for the gate (job runs; see training.gate)
 
     @property
     def adapter_name(self) -> str:

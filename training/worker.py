@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -34,7 +33,7 @@ from assistant.errors import AssistantError, UnprocessableError
 from assistant.settings import Settings, load_settings
 from assistant.storage import Adapter, Database, Job, PreferencePair
 from assistant.storage.queries import preference_filters
-from training.gate import HeldOutPair, load_squad_qa, run_gate
+from training.gate import HeldOut, HeldOutPair, load_squad_qa, run_gate, split_pairs_by_prompt
 from training.uploads import resolve_upload
 
 log = logging.getLogger(__name__)
@@ -127,11 +126,13 @@ class JobWorker:
             base_adapter=params.get("base_adapter"),
             options=dict(params.get("hyperparameters") or {}),
             job_id=job_id,
+            collection=(params.get("data") or {}).get("collection"),
+            holdout=not heldout,  # an uploaded file: the runner holds out (pairs by prompt, questions by document)
         )
         outcome = run_training(self.settings, request, callbacks=[ProgressCallback(self, job_id)])
         assert outcome.adapter is not None
         identity = f"{outcome.adapter.name}@v{outcome.adapter.version}"
-        gate = self._gate(outcome.adapter, heldout) if params.get("gate", True) else None
+        gate = self._gate(outcome.adapter, heldout, outcome.run_dir) if params.get("gate", True) else None
         logged = outcome.run_dir / "log_history.json"
         history = _history(json.loads(logged.read_text())) if logged.is_file() else []
         return {
@@ -173,33 +174,25 @@ class JobWorker:
             ]
 
     def _split(self, pairs: list[dict[str, str]], job_id: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-        """Seeded split: the gate's held-out pairs are never trained on (all pairs train when there are too few)."""
+        """Seeded split by prompt: the gate's held-out pairs are never trained on, nor are their prompts."""
         options = self.settings.training
-        count = max(options.gate_min_pairs, round(len(pairs) * options.gate_holdout))
-        if len(pairs) - count < 1:
-            log.warning("only %d pairs: training on all of them; the gate has no held-out pairs", len(pairs))
-            return pairs, []
-        order = list(range(len(pairs)))
-        random.Random(job_id).shuffle(order)
-        held = set(order[:count])
-        return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+        return split_pairs_by_prompt(pairs, options.gate_holdout, options.gate_min_pairs, job_id)
 
-    def _gate(self, record: Any, heldout: list[HeldOutPair]) -> dict[str, Any]:
+    def _gate(self, record: Any, pairs: list[HeldOutPair], run_dir: Path) -> dict[str, Any]:
         from assistant.models import resolve_lm
 
         active = self._active_version(record.name)
-        qa = (
-            load_squad_qa(self.settings.training.gate_qa_file, self.settings.training.gate_qa_limit)
-            if self.settings.training.gate_qa_file
-            else []
-        )
+        heldout = HeldOut.load(run_dir)  # what the run held out (questions by document, pairs by prompt, examples)
+        heldout.pairs += pairs
+        options = self.settings.training
+        if options.gate_qa_file and not heldout.qa:
+            heldout.qa = load_squad_qa(options.gate_qa_file, options.gate_qa_limit)
         result = run_gate(
             self.settings,
             resolve_lm(self.settings),
             record.path,
             Path(active[1]) if active else None,
             heldout,
-            qa,
             baseline_name=active[0] if active else "base",
         )
         with self.db.session() as session:

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from assistant.errors import ConflictError, NotFoundError, UnprocessableError
 from assistant.settings import Settings
-from assistant.storage import Adapter, Database, Job, PreferencePair
+from assistant.storage import Adapter, Database, Document, Job, PreferencePair
 from assistant.storage.queries import preference_filters
 from training.job_options import check_job_options
 from training.uploads import FILE_ID, new_file_id, resolve_upload, uploads_dir
@@ -47,6 +47,13 @@ class JobData(BaseModel):
     since: int | None = Field(None, ge=0, le=MAX_UNIX_TIME, description="Unix time: only pairs created at or after it.")
     file_id: str | None = Field(
         None, pattern=FILE_ID.pattern, description="For source=file: the id returned by POST /v1/training/files."
+    )
+    collection: str | None = Field(
+        None,
+        description="For sft/psft on question files (SQuAD or question/answer JSONL): build each example's sources "
+        "with the server's retriever over this uploaded collection (RAFT).",
+        max_length=200,
+        pattern=r"^[\w.\-]+$",
     )
 
 
@@ -128,20 +135,20 @@ class JobService:
             if not data.file_id:
                 raise UnprocessableError("data.source=file needs data.file_id", param="data.file_id")
             resolve_upload(self.settings, data.file_id)
+            if data.collection is not None and not self._has_collection(data.collection):
+                raise NotFoundError(f"no documents in collection {data.collection!r}", param="data.collection")
             return
-        if spec.method != "dpo":
-            raise UnprocessableError(
-                "stored preference pairs train DPO jobs; for sft/psft upload a dataset "
-                "(POST /v1/training/files) and use data.source=file",
-                param="data.source",
-            )
-        if self.count_pairs(data) == 0:
+        if self.count_pairs(data) == 0:  # sft/psft train on the preferred side (the corrections) of the pairs
             raise UnprocessableError(
                 f"no stored preference pairs match (provenance={data.provenance}, since={data.since}): collect "
                 "feedback or import pairs (POST /v1/preferences) first",
                 param="data",
                 code="empty_dataset",
             )
+
+    def _has_collection(self, name: str) -> bool:
+        with self.db.session() as session:
+            return session.scalar(select(Document.id).where(Document.collection == name).limit(1)) is not None
 
     def count_pairs(self, data: JobData) -> int:
         query = select(func.count(PreferencePair.id)).where(*preference_filters(data.provenance, data.since))

@@ -77,3 +77,11 @@ def preference_length(tokenizer: Any, example: PreferenceExample) -> int:
     rendered = render_preference(tokenizer, example)
     longest = max(len(encode(tokenizer, rendered["chosen"])), len(encode(tokenizer, rendered["rejected"])))
     return len(encode(tokenizer, rendered["prompt"])) + longest + 1
+
+
+def tokenize_completion(tokenizer: Any, example: PreferenceExample) -> dict[str, list[int]]:
+    """SFT on a pair's preferred side: the prompt exactly as served (the stored rendered prompt of a feedback pair),
+    loss on the chosen completion and its EOS only."""
+    prompt_ids = encode(tokenizer, render_preference(tokenizer, example)["prompt"])
+    answer_ids = [*encode(tokenizer, example.chosen), tokenizer.eos_token_id]
+    return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_ids}

@@ -1,0 +1,357 @@
+"""Does retraining make grounded answers better, within a CPU budget? Through REST only, on the SQuAD half.
+
+The shared SQuAD half (../shared/data/squad-v1.1-dev-part1.json, 24 articles) is split by article, seeded:
+- `--absent-articles` articles are never uploaded: their questions measure abstention;
+- every other article is uploaded as one document (POST /v1/documents, collection `squad`);
+- of those, `--eval-articles` articles give the evaluation questions, never trained on; the rest give the training
+  questions (a SQuAD-format file uploaded with POST /v1/training/files).
+An SFT job (POST /v1/training/jobs, `data.collection=squad`: RAFT examples built with the server's retriever and
+sources, `gold_probability`, `max_minutes` budget, gate on) trains an adapter; then the evaluation questions are asked
+through /v1/chat/completions (retrieval on, greedy) with the base model and with the adapter: exact match, F1 and
+contains-answer (official SQuAD normalisation, `assistant.answer_metrics`; citation markers like "[1]" are removed
+before scoring, they are scored by citation accuracy: a cited source holds a gold answer), abstention on questions of
+the absent articles (the reply is the "I don't know" answer), latency p50/p90; plus the job's wall time, its
+training throughput and the gate's report. With `--psft` a PSFT job on the same data runs too (side by side:
+held-out F1, validation loss on shared alpaca records before/after, entropy).
+
+Goal (issue 10): adapter F1 >= 0.45 and >= 4x the base's, from a job of at most 15 minutes, latency p50 <= 3 s.
+
+    .venv/bin/python bench/bench_learning.py [--train-questions 400 --eval-questions 60 --max-minutes 14] [--psft]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from server_process import wait_ready  # bench/ is on sys.path when a bench script runs
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+CITATION = re.compile(r"\[\d+\]")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=None, help="Server data dir (default: a fresh temp dir).")
+    parser.add_argument("--port", type=int, default=8796)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--absent-articles", type=int, default=3, help="Articles not uploaded (abstention).")
+    parser.add_argument("--eval-articles", type=int, default=5, help="Uploaded articles never trained on.")
+    parser.add_argument("--train-questions", type=int, default=400, help="Training questions (squad_limit).")
+    parser.add_argument("--eval-questions", type=int, default=60, help="Questions of the evaluation articles asked.")
+    parser.add_argument("--abstain-questions", type=int, default=20, help="Questions of the absent articles asked.")
+    parser.add_argument("--top-k", type=int, default=3, help="Sources per prompt (server setting; training follows).")
+    parser.add_argument("--max-minutes", type=float, default=14.0, help="The job's wall-clock budget.")
+    parser.add_argument("--max-steps", type=int, default=400, help="Upper bound on steps (the budget stops first).")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=640)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--gold-probability", type=float, default=0.8)
+    parser.add_argument("--gate-questions", type=int, default=8, help="Held-out questions the job's gate asks.")
+    parser.add_argument("--max-tokens", type=int, default=32, help="Answer length limit when asking.")
+    parser.add_argument("--psft", action="store_true", help="Also train PSFT on the same data, side by side.")
+    parser.add_argument("--alpaca-records", type=int, default=40, help="Alpaca records for the retention check.")
+    return parser.parse_args()
+
+
+# ---------------------------------------------------------------- data
+
+
+def split_articles(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    articles = json.loads((DATA / "squad-v1.1-dev-part1.json").read_text())["data"]
+    order = list(range(len(articles)))
+    random.Random(args.seed).shuffle(order)
+    absent = [articles[i] for i in order[: args.absent_articles]]
+    evaluation = [articles[i] for i in order[args.absent_articles : args.absent_articles + args.eval_articles]]
+    train = [articles[i] for i in order[args.absent_articles + args.eval_articles :]]
+    return {"absent": absent, "eval": evaluation, "train": train}
+
+
+def questions(articles: list[dict[str, Any]], limit: int, seed: int) -> list[dict[str, Any]]:
+    items = [
+        {"question": qa["question"], "answers": [a["text"] for a in qa["answers"]], "article": article["title"]}
+        for article in articles
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+        if qa["answers"]
+    ]
+    random.Random(seed).shuffle(items)
+    return items[:limit]
+
+
+def upload_documents(base: str, articles: list[dict[str, Any]]) -> float:
+    started = time.perf_counter()
+    files = [
+        ("files", (f"{a['title']}.txt", "\n\n".join(p["context"] for p in a["paragraphs"]).encode())) for a in articles
+    ]
+    response = httpx.post(f"{base}/v1/documents", files=files, data={"collection": "squad"}, timeout=3600)
+    response.raise_for_status()
+    wait_documents_ready(base, len(articles))
+    return time.perf_counter() - started
+
+
+def wait_documents_ready(base: str, count: int, timeout: float = 3600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listing = httpx.get(f"{base}/v1/documents", params={"limit": 500}, timeout=60).json()
+        rows = listing.get("data", [])
+        if len(rows) >= count and all(r.get("status", "ready") == "ready" for r in rows):
+            return
+        time.sleep(3)
+    raise TimeoutError("documents not ready")
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def run_job(base: str, spec: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    started = time.perf_counter()
+    created = httpx.post(f"{base}/v1/training/jobs", json=spec, timeout=60)
+    if created.status_code >= 400:
+        raise RuntimeError(f"job refused: {created.status_code} {created.text}")
+    job_id = created.json()["id"]
+    last = -1.0
+    while True:
+        job = httpx.get(f"{base}/v1/training/jobs/{job_id}", timeout=60).json()
+        if job["progress"] - last >= 0.1:
+            print(f"  {spec['method']} job {job['state']} {job['progress']:.0%}", flush=True)
+            last = job["progress"]
+        if job["state"] in {"succeeded", "failed", "cancelled"}:
+            break
+        time.sleep(3)
+    if job["state"] != "succeeded":
+        raise RuntimeError(f"job {job_id} {job['state']}: {job['error']}\n" + "\n".join(job.get("log_tail", [])))
+    return job, time.perf_counter() - started
+
+
+def train(base: str, method: str, file_id: str, args: argparse.Namespace) -> dict[str, Any]:
+    spec = {
+        "method": method,
+        "name": f"bench-{method}",
+        "data": {"source": "file", "file_id": file_id, "collection": "squad"},
+        "hyperparameters": {
+            "max_steps": args.max_steps,
+            "max_minutes": args.max_minutes,
+            "learning_rate": args.lr,
+            "squad_limit": args.train_questions,
+            "gold_probability": args.gold_probability,
+            "per_device_train_batch_size": args.batch_size,
+            "per_device_eval_batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "eval_steps": 20,
+            "save_steps": 20,
+            "logging_steps": 5,
+            "eval_split": 0.05,
+        },
+        "gate": True,
+    }
+    job, seconds = run_job(base, spec)
+    adapter = next(a for a in httpx.get(f"{base}/v1/adapters", timeout=60).json()["data"]
+                   if a["id"] == job["metrics"]["adapter"])  # fmt: skip
+    return {"job": job, "seconds": seconds, "adapter": adapter}
+
+
+# ---------------------------------------------------------------- asking
+
+
+def ask(base: str, model: str, question: str, max_tokens: int) -> tuple[dict[str, Any], float]:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "collections": ["squad"],
+    }
+    started = time.perf_counter()
+    response = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=600)
+    response.raise_for_status()
+    return response.json(), time.perf_counter() - started
+
+
+def answer_scores(base: str, model: str, items: list[dict[str, Any]], max_tokens: int) -> dict[str, float]:
+    from assistant.answer_metrics import best_contains, best_exact_match, best_f1, cites_answer
+
+    rows = []
+    for item in items:
+        reply, seconds = ask(base, model, item["question"], max_tokens)
+        text = reply["choices"][0]["message"]["content"]
+        plain = CITATION.sub("", text).strip()
+        sources = {s["index"]: s["text"] for s in reply.get("sources", [])}
+        cited = [sources[int(n)] for n in re.findall(r"\[(\d+)\]", text) if int(n) in sources]
+        rows.append({
+            "em": best_exact_match(plain, item["answers"]),
+            "f1": best_f1(plain, item["answers"]),
+            "contains": best_contains(text, item["answers"]),
+            "cites": cites_answer(cited, item["answers"]),
+            "cited_any": float(bool(cited)),
+            "seconds": seconds,
+        })  # fmt: skip
+    return summarize(rows)
+
+
+def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
+    seconds = sorted(r["seconds"] for r in rows)
+    out = {key: statistics.fmean(r[key] for r in rows) for key in rows[0] if key != "seconds"}
+    out["latency_p50"] = statistics.median(seconds)
+    out["latency_p90"] = seconds[min(len(seconds) - 1, int(0.9 * len(seconds)))]
+    out["questions"] = len(rows)
+    return out
+
+
+def abstention(base: str, model: str, items: list[dict[str, Any]], max_tokens: int) -> dict[str, float]:
+    from assistant.prompts import NO_SOURCES_ANSWER
+
+    said = 0
+    for item in items:
+        reply, _ = ask(base, model, item["question"], max_tokens)
+        text = reply["choices"][0]["message"]["content"]
+        said += text.strip() == NO_SOURCES_ANSWER or "don't know" in text.lower()
+    return {"abstention_rate": said / len(items), "questions": len(items)}
+
+
+# ---------------------------------------------------------------- retention (PSFT vs SFT)
+
+
+def alpaca_loss(data_dir: Path, adapter: Path | None, records: int) -> dict[str, float]:
+    """Validation loss and entropy on shared alpaca records (out of domain), base or with an adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from assistant.models import resolve_lm
+    from assistant.settings import Settings
+    from training.data.formats import load_sft_examples
+    from training.data.render import tokenize_chat
+
+    model_dir = resolve_lm(Settings(data_dir=data_dir))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    nll = entropy = tokens = 0.0
+    for example in load_sft_examples([DATA / "sft-alpaca-999.json"])[:records]:
+        encoded = tokenize_chat(tokenizer, example)
+        ids = torch.tensor([encoded["input_ids"][:512]])
+        labels = torch.tensor(encoded["labels"][:512])[1:]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        mask = labels != -100
+        nll -= float(logp[mask].gather(1, labels[mask][:, None]).sum())
+        entropy -= float((logp[mask].exp() * logp[mask]).sum())
+        tokens += int(mask.sum())
+    return {"loss": nll / max(tokens, 1), "entropy": entropy / max(tokens, 1)}
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    args = parse_args()
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="assistant-bench-learning-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        "ASSISTANT_RETRIEVAL__TOP_K": str(args.top_k),
+        "ASSISTANT_TRAINING__GATE_QA_LIMIT": str(args.gate_questions),
+    }
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(data_dir), "--port", str(args.port)]
+    with (data_dir / "server.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{args.port}"
+    split = split_articles(args)
+    eval_items = questions(split["eval"], args.eval_questions, args.seed)
+    absent_items = questions(split["absent"], args.abstain_questions, args.seed)
+    train_file = {"version": "1.1", "data": split["train"]}
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()},
+                               "articles": {k: [a["title"] for a in v] for k, v in split.items()}}  # fmt: skip
+    try:
+        results["ready_s"] = wait_ready(base, proc)
+        results["upload_s"] = upload_documents(base, split["train"] + split["eval"])
+        print(f"documents uploaded in {results['upload_s']:.0f} s", flush=True)
+        base_model = httpx.get(f"{base}/v1/models", timeout=60).json()["data"][0]["id"]
+        results["base"] = answer_scores(base, base_model, eval_items, args.max_tokens)
+        results["base_abstention"] = abstention(base, base_model, absent_items, args.max_tokens)
+        print(f"base: {results['base']}", flush=True)
+        save(data_dir, results)
+        upload = httpx.post(f"{base}/v1/training/files", timeout=120,
+                            files={"file": ("squad-train.json", json.dumps(train_file).encode())}).json()  # fmt: skip
+        methods = ["sft", "psft"] if args.psft else ["sft"]
+        for method in methods:
+            trained = train(base, method, upload["id"], args)
+            name = trained["adapter"]["id"]
+            results[method] = {
+                "job_s": trained["seconds"],
+                "job_metrics": trained["job"]["metrics"],
+                "gate": trained["adapter"]["gate"],
+                "scores": answer_scores(base, name, eval_items, args.max_tokens),
+                "abstention": abstention(base, name, absent_items, args.max_tokens),
+                "adapter_path": trained["adapter"]["path"],
+            }
+            print(f"{method}: {results[method]['scores']}", flush=True)
+            save(data_dir, results)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    if args.psft:
+        results["retention"] = {"base": alpaca_loss(data_dir, None, args.alpaca_records)}
+        for method in ("sft", "psft"):
+            results["retention"][method] = alpaca_loss(data_dir, Path(results[method]["adapter_path"]),
+                                                       args.alpaca_records)  # fmt: skip
+    save(data_dir, results)
+    report(results, args, data_dir)
+
+
+def save(data_dir: Path, results: dict[str, Any]) -> None:
+    """Written after every phase, so a long run cut short still leaves its figures."""
+    (data_dir / "bench-learning.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+def report(results: dict[str, Any], args: argparse.Namespace, data_dir: Path) -> None:
+    print("\nmodel: SmolLM2-135M-Instruct (default), everything through REST; machine shared, timings noisy")
+    counts = {k: len(v) for k, v in results["articles"].items()}
+    print(
+        f"articles: {counts['train']} trained on, {counts['eval']} evaluated (uploaded, never trained on), "
+        f"{counts['absent']} not uploaded; top_k {args.top_k}"
+    )
+    rows = [("base", results["base"], results["base_abstention"])]
+    rows += [(m, results[m]["scores"], results[m]["abstention"]) for m in ("sft", "psft") if m in results]
+    print(f"{'model':6} {'EM':>6} {'F1':>6} {'contains':>9} {'cite acc':>9} {'abstain':>8} {'p50 s':>7} {'p90 s':>7}")
+    for name, s, a in rows:
+        print(f"{name:6} {s['em']:6.3f} {s['f1']:6.3f} {s['contains']:9.3f} {s['cites']:9.3f} "
+              f"{a['abstention_rate']:8.3f} {s['latency_p50']:7.2f} {s['latency_p90']:7.2f}")  # fmt: skip
+    for method in ("sft", "psft"):
+        if method not in results:
+            continue
+        r = results[method]
+        m = r["job_metrics"]
+        gate = r["gate"] or {}
+        ratio = r["scores"]["f1"] / max(results["base"]["f1"], 1e-9)
+        print(f"{method}: job wall {r['job_s'] / 60:.1f} min (training run {m.get('wall_s', 0) / 60:.1f} min, "
+              f"{m.get('global_step')} steps, {m.get('train_examples')} examples), F1 x{ratio:.1f} the base's; "
+              f"gate passed={gate.get('passed')} {gate.get('improvement')}")  # fmt: skip
+        print(f"      data: {m.get('data')}; budget: {m.get('budget')}")
+        goal = r["scores"]["f1"] >= 0.45 and ratio >= 4 and r["job_s"] <= 900 and r["scores"]["latency_p50"] <= 3
+        print(f"      goal (F1 >= 0.45, >= 4x base, job <= 15 min, p50 <= 3 s): {'met' if goal else 'NOT met'}")
+    if "retention" in results:
+        for name, v in results["retention"].items():
+            print(f"alpaca retention {name:5}: loss {v['loss']:.4f} entropy {v['entropy']:.4f}")
+    print(f"full results: {data_dir / 'bench-learning.json'}")
+
+
+if __name__ == "__main__":
+    main()
