@@ -114,6 +114,36 @@ class RetrievalSettings(Section):
     )
 
 
+class AnswerSettings(Section):
+    """How grounded (RAG) answers are built: the sources the model sees and the generation defaults.
+
+    The defaults are the variant that measured best on the developers' SQuAD half (bench/bench_answers.py).
+    """
+
+    source_order: Literal["best_first", "best_last"] = Field(
+        "best_first",
+        description="Order of the sources in the prompt: 'best_first', or 'best_last' (the best source nearest the "
+        "question). Citations are numbered in prompt order.",
+    )
+    source_window: int | None = Field(
+        None,
+        ge=0,
+        description="Trim each source to the sentence sharing most words with the question plus this many sentences "
+        "either side (None = the whole chunk).",
+    )
+    prompt_style: Literal["short", "original", "plain"] = Field(
+        "short",
+        description="Wording of the grounded prompt (assistant.prompts.PROMPT_STYLES). Training renders with the "
+        "default: change it only to compare wordings.",
+    )
+    max_tokens: int = Field(
+        64, ge=1, description="max_tokens of a grounded answer when the request gives none (a short answer + citation)."
+    )
+    stop_at_newline: bool = Field(
+        True, description="A grounded answer stops at its first line break when the request gives no stop strings."
+    )
+
+
 class IngestSettings(Section):
     """Document ingest options."""
 
@@ -228,6 +258,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingest options.")  # type: ignore[arg-type]
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server options.")  # type: ignore[arg-type]
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="Training job options.")  # type: ignore[arg-type]
+    answer: AnswerSettings = Field(default_factory=AnswerSettings, description="Grounded answer options.")  # type: ignore[arg-type]
 
     @field_validator("log_level")
     @classmethod

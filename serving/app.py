@@ -28,10 +28,11 @@ from serving.catalog import ModelCatalog
 from serving.engines import make_engine
 from serving.errors import install_body_limit, install_error_handlers
 from serving.metrics import Metrics, install_metrics
-from serving.routes import adapters, chat, documents, feedback, health, jobs, metrics, models, retrieve
+from serving.routes import adapters, chat, documents, evaluations, feedback, health, jobs, metrics, models, retrieve
 from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
 from serving.services.documents import DocumentsService
+from serving.services.evaluation import EvaluationService
 from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
 from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
 from serving.services.retrieval import RetrievalService
@@ -70,6 +71,7 @@ async def _load(state: AppState, engine: GenerationEngine | None) -> None:
         (state.documents, state.retrieval), _ = await asyncio.gather(store, engine.start())
         state.engine = engine
         state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics, state.retrieval)
+        state.evaluations = EvaluationService(state.settings, state.chat)
         state.adapters = AdapterService(state.db, state.catalog, engine)
         state.preferences = PreferenceStore(state.db)
         state.feedback = FeedbackService(state.db, state.preferences)
@@ -110,6 +112,8 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         try:
             yield
         finally:
+            if state.evaluations is not None:
+                await state.evaluations.shutdown()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -130,6 +134,6 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     install_metrics(app, app_metrics)
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for module in (models, chat, documents, retrieve, feedback, adapters, jobs, metrics):
+    for module in (models, chat, documents, retrieve, feedback, adapters, jobs, metrics, evaluations):
         app.include_router(module.router, dependencies=protected)
     return app

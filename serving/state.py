@@ -21,6 +21,7 @@ from serving.metrics import Metrics
 from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
 from serving.services.documents import DocumentsService
+from serving.services.evaluation import EvaluationService
 from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
 from serving.services.jobs import JobService
 from serving.services.retrieval import RetrievalService
@@ -41,6 +42,7 @@ class AppState:
     preferences: PreferenceStore | None = None
     preference_importer: PreferenceImporter | None = None
     jobs: JobService | None = None
+    evaluations: EvaluationService | None = None
     index_lock: threading.RLock = field(default_factory=threading.RLock)
     ready: bool = False
     load_error: str | None = None
