@@ -139,6 +139,13 @@ class AnswerSettings(Section):
     max_tokens: int = Field(
         64, ge=1, description="max_tokens of a grounded answer when the request gives none (a short answer + citation)."
     )
+    temperature: float = Field(
+        0.0,
+        ge=0.0,
+        le=2.0,
+        description="Temperature of a grounded answer when the request gives none (0 = greedy: reproducible answers "
+        "that stay with the sources).",
+    )
     stop_at_newline: bool = Field(
         True, description="A grounded answer stops at its first line break when the request gives no stop strings."
     )

@@ -8,7 +8,8 @@ Contract:
   `assistant.prompts.prompt_sources` (count, per-source trimming, order) and `build_rag_messages`, the functions
   training uses too. Citations and `sources` follow the prompt's numbering and carry the text the model saw.
 - Grounded answers (retrieval mode 'rag') get the `answer` settings' generation defaults when the request does not set
-  them: `answer.max_tokens`, and a stop at the first line break (`answer.stop_at_newline`).
+  them: `answer.max_tokens`, `answer.temperature` (greedy) and a stop at the first line break
+  (`answer.stop_at_newline`).
 - When the searched collections hold documents but no hit reaches `retrieval.relevance_threshold`, the answer is the
   fixed "I don't know" text and no tokens are generated (nothing to ground an answer in). When they hold no documents
   at all, or the request sets `use_retrieval: false`, it is a plain chat.
@@ -169,6 +170,8 @@ class ChatService:
             options = replace(options, max_tokens=min(options.max_tokens, answer.max_tokens))
         if not request.stop and answer.stop_at_newline:
             options = replace(options, stop=("\n",))
+        if "temperature" not in request.model_fields_set:
+            options = replace(options, temperature=answer.temperature)
         chat.options = options
 
     def _check_message_sizes(self, history: list[dict[str, str]]) -> None:
