@@ -86,7 +86,13 @@ class EngineSettings(Section):
 class RetrievalSettings(Section):
     """Retrieval defaults; requests may override the per-query ones."""
 
-    top_k: int = Field(5, ge=1, le=100, description="Sources put into the prompt.")
+    top_k: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Sources put into the prompt (3: shorter prompts answered as well as 5 and faster; "
+        "bench/bench_answers.py).",
+    )
     dense_k: int = Field(50, ge=1, description="Candidates taken from the dense (FAISS) search before fusion.")
     bm25_k: int = Field(50, ge=1, description="Candidates taken from BM25 before fusion.")
     fusion: Literal["rrf", "weighted"] = Field(

@@ -231,8 +231,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="Question sample seed (variants were chosen on seed 1).")
     parser.add_argument("--variants", action="store_true", help="Compare the prompt/source/stop variants too.")
+    parser.add_argument("--only", nargs="*", type=int, default=None, help="With --variants: only these (0-based).")
     parser.add_argument("--data-dir", type=Path, default=None, help="Reuse a data dir (documents uploaded once).")
-    parser.add_argument("--port", type=int, default=8797)
+    parser.add_argument("--port", type=int, default=8799)
     parser.add_argument("--out", type=Path, default=None, help="Write all results as JSON here.")
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="assistant-bench-answers-"))
@@ -248,7 +249,8 @@ def main() -> None:
         results["peer"] = run_questions("naive peer", items, lambda it: ask_peer(server.base, model, it))
     rows += [("platform (defaults)", results["platform"]["metrics"]), ("naive peer", results["peer"]["metrics"])]
     if args.variants:
-        for variant in VARIANTS[:-1]:
+        chosen = VARIANTS[:-1] if args.only is None else [VARIANTS[i] for i in args.only]
+        for variant in chosen:
             with Server(data_dir, args.port, variant.env) as server:
                 name = f"variant: {variant.name}"
                 ask = lambda it, s=server, v=variant: ask_platform(s.base, model, it, v.top_k)  # noqa: E731
