@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,6 +48,20 @@ def test_abstentions_score_zero_on_answerable_and_count_on_unanswerable() -> Non
     # abstained on q1 (answerable) and q3 (unanswerable): precision 1/2; unanswerable q3, q4: recall 1/2
     assert metrics["abstention"] == {"abstentions": 2, "unanswerable": 2, "precision": 0.5, "recall": 0.5}
     assert metrics["latency_s"]["p50"] == 1.0 and metrics["latency_s"]["p95"] == 3.0  # sorted 0.1 1 2 3
+
+
+def test_a_run_a_restart_interrupted_is_marked_failed(tmp_path: Path) -> None:
+    from assistant.settings import Settings
+    from serving.services.evaluation import EvaluationService
+
+    settings = Settings(data_dir=tmp_path)
+    folder = settings.runs_dir / "evaluations" / "eval-x"
+    folder.mkdir(parents=True)
+    (folder / "evaluation.json").write_text(json.dumps({"id": "eval-x", "status": "running", "error": None}))
+    service = EvaluationService(settings, chat=None)  # type: ignore[arg-type]  # the chat service is not used here
+    state = service.get("eval-x")
+    assert state["status"] == "failed" and "interrupted" in state["error"]
+    assert [run["id"] for run in service.list_runs()["data"]] == ["eval-x"]
 
 
 # ---------------------------------------------------------------- through REST
