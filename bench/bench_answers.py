@@ -54,7 +54,6 @@ OLD = {
     "ASSISTANT_ANSWER__PROMPT_STYLE": "original",
     "ASSISTANT_ANSWER__MAX_TOKENS": "256",
     "ASSISTANT_ANSWER__STOP_AT_NEWLINE": "false",
-    "ASSISTANT_ANSWER__SOURCE_WINDOW": "null",
     "ASSISTANT_ANSWER__SOURCE_ORDER": "best_first",
 }
 SHORT = {**OLD, "ASSISTANT_ANSWER__PROMPT_STYLE": "short"}
@@ -241,26 +240,30 @@ def main() -> None:
     docs, items = load_squad(args.questions, args.seed)
     rows: list[tuple[str, dict[str, Any]]] = []
     results: dict[str, Any] = {}
-    with Server(data_dir, args.port, {}) as server:
-        seconds = upload(server.base, docs)
-        print(f"{len(docs)} paragraphs uploaded in {seconds:.0f} s" if seconds else "documents already uploaded")
-        model = server.model()
-        results["platform"] = run_questions("platform", items, lambda it: ask_platform(server.base, model, it, None))
-        results["peer"] = run_questions("naive peer", items, lambda it: ask_peer(server.base, model, it))
-    rows += [("platform (defaults)", results["platform"]["metrics"]), ("naive peer", results["peer"]["metrics"])]
-    if args.variants:
-        chosen = VARIANTS[:-1] if args.only is None else [VARIANTS[i] for i in args.only]
-        for variant in chosen:
-            with Server(data_dir, args.port, variant.env) as server:
-                name = f"variant: {variant.name}"
-                ask = lambda it, s=server, v=variant: ask_platform(s.base, model, it, v.top_k)  # noqa: E731
-                results[name] = run_questions(name, items, ask)
-                rows.append((name, results[name]["metrics"]))
-                print(row(name, results[name]["metrics"]), flush=True)
-    print_table(rows, len(items))
     out = args.out or data_dir / "bench-answers.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"results: {out}")
+    try:
+        with Server(data_dir, args.port, {}) as server:
+            seconds = upload(server.base, docs)
+            print(f"{len(docs)} paragraphs uploaded in {seconds:.0f} s" if seconds else "documents already uploaded")
+            model = server.model()
+            platform = lambda it: ask_platform(server.base, model, it, None)  # noqa: E731
+            results["platform"] = run_questions("platform", items, platform)
+            rows.append(("platform (defaults)", results["platform"]["metrics"]))
+            results["peer"] = run_questions("naive peer", items, lambda it: ask_peer(server.base, model, it))
+            rows.append(("naive peer", results["peer"]["metrics"]))
+        if args.variants:
+            chosen = VARIANTS[:-1] if args.only is None else [VARIANTS[i] for i in args.only]
+            for variant in chosen:
+                with Server(data_dir, args.port, variant.env) as server:
+                    name = f"variant: {variant.name}"
+                    ask = lambda it, s=server, v=variant: ask_platform(s.base, model, it, v.top_k)  # noqa: E731
+                    results[name] = run_questions(name, items, ask)
+                    rows.append((name, results[name]["metrics"]))
+                    print(row(name, results[name]["metrics"]), flush=True)
+    finally:  # a failed variant still leaves the rows measured so far
+        print_table(rows, len(items))
+        out.write_text(json.dumps(results, indent=2))
+        print(f"results: {out}")
 
 
 if __name__ == "__main__":
