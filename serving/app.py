@@ -33,10 +33,23 @@ from serving.errors import install_error_handlers
 from serving.metrics import Metrics, install_metrics
 from serving.middleware import check_exposure, install_guards
 from serving.openapi_links import install_links
-from serving.routes import adapters, chat, chats, documents, feedback, health, jobs, metrics, models, retrieve
+from serving.routes import (
+    adapters,
+    chat,
+    chats,
+    documents,
+    evaluations,
+    feedback,
+    health,
+    jobs,
+    metrics,
+    models,
+    retrieve,
+)
 from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
 from serving.services.documents import DocumentsService
+from serving.services.evaluation import EvaluationService
 from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
 from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
 from serving.services.retrieval import RetrievalService
@@ -77,6 +90,7 @@ async def _load(state: AppState, engine: GenerationEngine | None) -> None:
         (state.documents, state.retrieval), _ = await asyncio.gather(store, engine.start())
         state.engine = engine
         state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics, state.retrieval)
+        state.evaluations = EvaluationService(state.settings, state.chat)
         state.adapters = AdapterService(state.db, state.catalog, engine)
         state.preferences = PreferenceStore(state.db)
         state.feedback = FeedbackService(state.db, state.preferences)
@@ -135,6 +149,8 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         try:
             yield
         finally:
+            if state.evaluations is not None:
+                await state.evaluations.shutdown()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -155,7 +171,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     install_guards(app, settings)
     # Each router (or route) declares who may call it (serving/access.py); a route without a declaration refuses to
     # start the app rather than being served open.
-    for module in (health, models, chat, chats, documents, retrieve, feedback, adapters, jobs, metrics):
+    for module in (health, models, chat, chats, documents, retrieve, feedback, adapters, jobs, metrics, evaluations):
         app.include_router(module.router)
     install_web(app)  # the console at / (assets under /static)
     check_declared(app)

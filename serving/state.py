@@ -22,6 +22,7 @@ from serving.metrics import Metrics
 from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
 from serving.services.documents import DocumentsService
+from serving.services.evaluation import EvaluationService
 from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
 from serving.services.jobs import JobService
 from serving.services.retrieval import RetrievalService
@@ -43,6 +44,7 @@ class AppState:
     preference_importer: PreferenceImporter | None = None
     jobs: JobService | None = None
     admission: Admission | None = None
+    evaluations: EvaluationService | None = None
     index_lock: threading.RLock = field(default_factory=threading.RLock)
     ready: bool = False
     load_error: str | None = None

@@ -5,7 +5,11 @@ Contract:
   collection, a collection the key may not read, oversized messages, a prompt that cannot fit) and raises project
   errors (4xx). Retrieval is on by default: the query is the last user turn, joined with the previous user turn when
   it is a short follow-up (`retrieval.condense_below_words`); the hits become numbered sources in the prompt through
-  `assistant.prompts.build_rag_messages`, the template training uses too.
+  `assistant.prompts.prompt_sources` (count, per-source trimming, order) and `build_rag_messages`, the functions
+  training uses too. Citations and `sources` follow the prompt's numbering and carry the text the model saw.
+- Grounded answers (retrieval mode 'rag') get the `answer` settings' generation defaults when the request does not set
+  them: `answer.max_tokens`, `answer.temperature` (greedy) and a stop at the first line break
+  (`answer.stop_at_newline`).
 - When the searched collections hold documents but no hit reaches `retrieval.relevance_threshold`, the answer is the
   fixed "I don't know" text and no tokens are generated (nothing to ground an answer in). When they hold no documents
   at all, or the request sets `use_retrieval: false`, it is a plain chat.
@@ -25,12 +29,12 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from assistant.engine import AdapterRef, GenerationChunk, GenerationEngine, SamplingOptions
 from assistant.errors import InvalidRequestError
-from assistant.prompts import NO_SOURCES_ANSWER, Source, build_rag_messages
+from assistant.prompts import NO_SOURCES_ANSWER, Source, build_rag_messages, prompt_sources
 from assistant.retrieval import Hit
 from assistant.settings import Settings
 from assistant.storage import ChatRecord, Database
@@ -67,12 +71,22 @@ class PreparedChat:
     created: int = field(default_factory=lambda: int(time.time()))
     include_usage: bool = False
     owner: str | None = None  # the caller's key fingerprint (`Principal.owner`), stored on the chat record
+    query: str = ""
+    prompt_sources: list[Source] = field(default_factory=list)
+
+    def shown(self) -> list[tuple[Hit, Source]]:
+        """The hits in the prompt, in prompt order (source [n] is the n-th), with the text the model saw."""
+        by_id = {hit.chunk_id: hit for hit in self.hits}
+        return [(by_id[s.chunk_id], s) for s in self.prompt_sources if s.chunk_id in by_id]
 
     def citations(self) -> list[dict[str, Any]]:
-        return [citation(i, hit) for i, hit in enumerate(self.hits, start=1)]
+        return [citation(i, hit) for i, (hit, _) in enumerate(self.shown(), start=1)]
 
     def sources(self) -> list[dict[str, Any]]:
-        return [{"index": i, "chunk_id": hit.chunk_id, "text": hit.text} for i, hit in enumerate(self.hits, start=1)]
+        return [
+            {"index": i, "chunk_id": hit.chunk_id, "text": source.text}
+            for i, (hit, source) in enumerate(self.shown(), start=1)
+        ]
 
 
 def citation(index: int, hit: Hit) -> dict[str, Any]:
@@ -89,10 +103,6 @@ def citation(index: int, hit: Hit) -> dict[str, Any]:
         "char_end": hit.char_end,
         "score": hit.score,
     }
-
-
-def source_of(hit: Hit) -> Source:
-    return Source(text=hit.text, title=hit.title or hit.source, section=hit.section, page=hit.page)
 
 
 class ChatService:
@@ -134,11 +144,38 @@ class ChatService:
             retrieval=mode,
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
             owner=principal.owner,
+            query=self.retrieval_query(history),
         )
         if mode == "no_relevant_sources":
             chat.fixed_answer = NO_SOURCES_ANSWER
         await asyncio.to_thread(self._fit_prompt, chat, request)  # tokenizing a long conversation blocks
+        self._grounded_defaults(chat, request)
         return chat
+
+    def _sources(self, chat: PreparedChat, request: ChatCompletionRequest) -> list[Source]:
+        """The prompt's sources (`assistant.prompts.prompt_sources`; a request's top_k replaces retrieval.top_k)."""
+        settings = self.settings
+        if request.top_k is not None:
+            retrieval = settings.retrieval.model_copy(update={"top_k": request.top_k})
+            settings = settings.model_copy(update={"retrieval": retrieval})
+        chat.prompt_sources = prompt_sources(chat.query, chat.hits, settings)
+        return chat.prompt_sources
+
+    def _messages(self, turns: list[dict[str, str]], sources: list[Source] | None) -> list[dict[str, str]]:
+        return build_rag_messages(turns, sources, style=self.settings.answer.prompt_style)
+
+    def _grounded_defaults(self, chat: PreparedChat, request: ChatCompletionRequest) -> None:
+        """A grounded answer is short: `answer.max_tokens` and a newline stop, unless the request set its own."""
+        if chat.retrieval != "rag":
+            return
+        options, answer = chat.options, self.settings.answer
+        if request.max_tokens is None and request.max_completion_tokens is None:
+            options = replace(options, max_tokens=min(options.max_tokens, answer.max_tokens))
+        if not request.stop and answer.stop_at_newline:
+            options = replace(options, stop=("\n",))
+        if "temperature" not in request.model_fields_set:
+            options = replace(options, temperature=answer.temperature)
+        chat.options = options
 
     def _check_message_sizes(self, history: list[dict[str, str]]) -> None:
         most = self.settings.server.max_messages
@@ -202,8 +239,8 @@ class ChatService:
         while True:
             gone = set(droppable[:dropped])
             turns = [turn for i, turn in enumerate(chat.messages) if i not in gone]
-            sources = None if chat.retrieval in ("off", "no_documents") else [source_of(h) for h in chat.hits]
-            prompt = self.engine.render_chat(build_rag_messages(turns, sources))
+            sources = None if chat.retrieval in ("off", "no_documents") else self._sources(chat, request)
+            prompt = self.engine.render_chat(self._messages(turns, sources))
             tokens = self.engine.count_tokens(prompt)
             excess = tokens + reserve - context
             if excess <= 0:
@@ -328,7 +365,7 @@ class ChatService:
             adapter=chat.adapter.name if chat.adapter else None,
             messages=chat.messages,
             prompt=chat.prompt,
-            retrieved_chunk_ids=[hit.chunk_id for hit in chat.hits],
+            retrieved_chunk_ids=[hit.chunk_id for hit, _ in chat.shown()],
             sampling=chat.options.as_dict(),
             answer=answer,
             finish_reason=finish,

@@ -15,14 +15,14 @@ import pytest
 from pydantic import ValidationError
 
 from assistant.errors import InvalidRequestError
-from assistant.prompts import build_rag_messages
+from assistant.prompts import build_rag_messages, prompt_sources
 from assistant.retrieval import Hit
 from assistant.settings import Settings
 from assistant.storage import Database
 from serving.catalog import ModelCatalog
 from serving.engines.base import TokenizerMixin
 from serving.schemas import ChatCompletionRequest
-from serving.services.chat import ChatService, PreparedChat, source_of
+from serving.services.chat import ChatService, PreparedChat
 
 
 class CountingTokenizer(TokenizerMixin):
@@ -44,7 +44,7 @@ def _reference_fit(engine: CountingTokenizer, chat: PreparedChat, reserve: int) 
     """The original rule, one drop at a time: oldest non-system turn before the last, then the last source."""
     turns, hits = list(chat.messages), list(chat.hits)
     while True:
-        sources = [source_of(h) for h in hits] if chat.retrieval == "rag" else None
+        sources = prompt_sources(chat.query, hits, Settings()) if chat.retrieval == "rag" else None
         prompt = engine.render_chat(build_rag_messages(turns, sources))
         if engine.count_tokens(prompt) + reserve <= engine.max_model_len:
             return prompt
