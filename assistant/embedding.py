@@ -75,6 +75,20 @@ class SentenceTransformerEmbedder:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
 
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """`count_tokens` of each text, in one batched tokenizer call."""
+        if not texts:
+            return []
+        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def token_starts(self, text: str) -> list[int]:
+        """Character offsets where the tokens of `text` start (one fast-tokenizer call; used by the chunker)."""
+        encoded = self.tokenizer(
+            text, add_special_tokens=False, truncation=False, verbose=False, return_offsets_mapping=True
+        )
+        return [int(start) for start, _end in encoded["offset_mapping"]]
+
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -51,9 +51,9 @@ from assistant.settings import Settings
 from assistant.storage.db import Database
 from assistant.storage.models import Chunk, Document, new_id
 from ingest.chunking import Chunker
-from ingest.cleaning import clean_document
 from ingest.documents import ChunkDraft
-from ingest.loaders import LoaderOptions, load_document
+from ingest.loaders import LoaderOptions
+from ingest.parsing import parse_file
 from ingest.results import ConsistencyReport, FileResult, IngestReport
 from ingest.selection import NearDuplicateIndex, SelectionReport, content_hash
 
@@ -110,10 +110,7 @@ class IngestService:
         self.index = index
         self.embedder = embedder
         self.chunker = Chunker(embedder, self.options.chunk_tokens, self.options.chunk_overlap)
-        fields = self.options.record_text_fields
-        self.loader_options = LoaderOptions(
-            tuple(fields) if fields else None, self.options.record_title_field, self.options.max_unprintable_ratio
-        )
+        self.loader_options = LoaderOptions.from_settings(self.options)
         self._near: dict[str, NearDuplicateIndex] = {}
         self._lock = threading.RLock()
         if recover:
@@ -297,9 +294,7 @@ class IngestService:
         if duplicate_of is not None:
             selection.drop(source, "document", "duplicate", f"same content as {duplicate_of}")
             return FileResult(source, collection, "duplicate", duplicate_of)
-        parsed = load_document(source, data, self.loader_options)
-        report = SelectionReport()
-        clean = clean_document(parsed, source, report, self.options.max_unprintable_ratio)
+        clean, report = parse_file(source, data, self.loader_options, self.options.parse_timeout_s)
         document_id = existing.id if existing is not None else new_id("doc")
         drafts = self._select_chunks(self.chunker.chunk(clean), source, collection, document_id, state, report)
         selection.extend(report)
