@@ -165,6 +165,12 @@ class IngestSettings(Section):
     max_text_mb: float = Field(
         50.0, gt=0, description="Most text (MB of characters) one file may yield after parsing; more is refused."
     )
+    upload_tasks_kept: int = Field(
+        1000,
+        ge=1,
+        description="Server: most background upload tasks kept in memory for polling; the oldest finished ones are "
+        "pruned first, and a new upload is refused (503) while this many are still running.",
+    )
     parse_timeout_s: float | None = Field(
         120.0,
         gt=0,
