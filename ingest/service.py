@@ -32,7 +32,9 @@ vectors are always in the saved file, because step 2 precedes step 3; should one
 the new version's rows and vectors. Deletion commits the rows first and saves the index second, so its only crash
 residue is orphan vectors.
 
-Locks: public methods are serialised by the service's own lock; the `write_lock` (the server's index lock, which
+Locks: a writing service holds the data directory's writer lock (`ingest.writer_lock`: one writing process per
+data dir; a second one gets a 409 naming the holder); `read_only=True` (index check) takes none. Public methods are
+serialised by the service's own lock; the `write_lock` (the server's index lock, which
 searches take) is held only inside each write step above, never while parsing or embedding.
 """
 
@@ -65,6 +67,7 @@ from ingest.loaders import LoaderOptions
 from ingest.parsing import parse_file
 from ingest.results import ConsistencyReport, FileResult, IngestReport
 from ingest.selection import NearDuplicateIndex, SelectionReport, content_hash
+from ingest.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +124,12 @@ class IngestService:
         *,
         recover: bool = True,
         write_lock: threading.RLock | None = None,
+        read_only: bool = False,
     ) -> None:
         self.settings = settings
+        # One writing process per data dir (an OS file lock); a read-only service (index check) neither takes it
+        # nor repairs anything.
+        self.writer = None if read_only else WriterLock.acquire(settings.data_dir)
         # Held only while rows/vectors are written or the index saved, never while parsing or embedding: the server
         # passes the lock its searches take (`use_write_lock`), so retrieval waits for a write step, not an upload.
         self.write_lock = write_lock or threading.RLock()
@@ -136,17 +143,27 @@ class IngestService:
         self.loader_options = LoaderOptions.from_settings(self.options)
         self._near: dict[str, NearDuplicateIndex] = {}
         self._lock = threading.RLock()
-        if recover:
+        if recover and not read_only:
             self.recover()
+
+    def close(self) -> None:
+        """Give back the data directory's writer lock (the process exiting does it too)."""
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder | None = None) -> IngestService:
         """Database (migrated), index and embedder from the settings; recovers from an interrupted run."""
-        db = Database(settings.resolved_database_url)
-        db.migrate()
-        embedder = embedder or make_embedder(settings)
-        index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
-        return cls(settings, db, index, embedder)
+        early = WriterLock.acquire(settings.data_dir)  # fail fast, before loading a model, when another writer runs
+        try:
+            db = Database(settings.resolved_database_url)
+            db.migrate()
+            embedder = embedder or make_embedder(settings)
+            index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
+            return cls(settings, db, index, embedder)
+        finally:
+            early.release()
 
     # ------------------------------------------------------------ public API
 
