@@ -226,6 +226,12 @@ class TrainingSettings(Section):
     heartbeat_timeout_s: float = Field(
         60.0, gt=0, description="A running job whose worker has not reported for this long is marked failed."
     )
+    worker_restart_backoff_s: float = Field(
+        1.0, gt=0, description="Seconds before the server restarts a job worker that died (doubles per quick death)."
+    )
+    worker_restart_backoff_max_s: float = Field(
+        60.0, gt=0, description="Longest wait before restarting a job worker that keeps dying."
+    )
     gate_holdout: float = Field(
         0.2, gt=0, lt=1, description="Share of a preference job's pairs held out for the evaluation gate."
     )

@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from serving.services.jobs import WorkerSupervisor
 from serving.state import StateDep
 
 router = APIRouter(tags=["health"])
@@ -26,6 +27,9 @@ async def health(state: StateDep) -> JSONResponse:
     }
     if state.load_error:
         body["error"] = state.load_error
+    worker = state.extras.get("worker")
+    if isinstance(worker, WorkerSupervisor):
+        body["worker"] = worker.status()  # running, pid, restarts, last_exit_code
     if state.ready and state.engine is not None:
         stats = state.engine.stats()
         body["engine"] = {"running": stats.running, "waiting": stats.waiting}
