@@ -75,10 +75,10 @@ def seeded(make_service: Callable[..., IngestService]) -> Callable[..., IngestSe
 def test_adversarial_line_parses_in_well_under_a_second(shape: str, extension: str) -> None:
     line = ADVERSARIAL_LINES[shape]
     data = (f"<html><body><h1>{line}</h1><p>{line}</p></body></html>" if extension == ".html" else line).encode()
-    started = time.perf_counter()
+    started = time.process_time()  # CPU seconds: backtracking shows there, other processes' load on a shared box not
     clean, _report = parse_in_process(f"hostile{extension}", data, LoaderOptions())
-    seconds = time.perf_counter() - started
-    assert seconds < 1.0, f"{shape}{extension}: {seconds:.2f} s"
+    seconds = time.process_time() - started
+    assert seconds < 1.0, f"{shape}{extension}: {seconds:.2f} CPU s"
     assert clean.text.strip()
 
 
