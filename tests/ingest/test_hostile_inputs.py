@@ -99,14 +99,15 @@ def test_chunking_is_linear_in_the_line(shape: str, embedder: Embedder) -> None:
 
     def chunk_seconds(length: int) -> float:
         clean, _ = parse_in_process("x.txt", ADVERSARIAL_LINES[shape][:length].encode(), LoaderOptions())
-        started = time.perf_counter()
+        started = time.process_time()  # tokenizer threads count too: CPU seconds, robust to a loaded machine
         chunks = chunker.chunk(clean)
+        seconds = time.process_time() - started
         assert all(c.token_count <= embedder.max_tokens for c in chunks)
         assert all(clean.text[c.char_start : c.char_end] == c.text for c in chunks)
-        return time.perf_counter() - started
+        return seconds
 
     small, large = chunk_seconds(N // 10), chunk_seconds(N)
-    assert large < 5.0 and large < 30 * max(small, 0.01), (small, large)
+    assert large < 10.0 and large < 30 * max(small, 0.05), (small, large)
 
 
 def _zip_bomb_docx(declared_mb: int) -> bytes:
