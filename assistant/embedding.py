@@ -61,7 +61,38 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class SentenceTransformerEmbedder:
+class TokenCounting:
+    """Token counting with the embedder's own tokenizer (`self.tokenizer`), safe from several threads.
+
+    Ingest counts tokens in one thread while it embeds in another; a fast tokenizer keeps its truncation and padding
+    mode as state, so every counting call holds one lock and the embedding path uses its own tokenizer instance.
+    """
+
+    tokenizer: Any
+    _count_lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        with self._count_lock:
+            return len(self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """`count_tokens` of each text, in one batched tokenizer call."""
+        if not texts:
+            return []
+        with self._count_lock:
+            encoded = self.tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def token_starts(self, text: str) -> list[int]:
+        """Character offsets where the tokens of `text` start (one fast-tokenizer call; used by the chunker)."""
+        with self._count_lock:
+            encoded = self.tokenizer(
+                text, add_special_tokens=False, truncation=False, verbose=False, return_offsets_mapping=True
+            )
+        return [int(start) for start, _end in encoded["offset_mapping"]]
+
+
+class SentenceTransformerEmbedder(TokenCounting):
     """A sentence-transformers model, batched, normalised, on CUDA when available."""
 
     def __init__(self, model_path: Path | str, batch_size: int = 64, device: str | None = None) -> None:
@@ -85,9 +116,6 @@ class SentenceTransformerEmbedder:
         special = self.tokenizer.num_special_tokens_to_add(pair=False)
         return int(self.model.max_seq_length) - int(special)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
-
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -101,7 +129,7 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(TokenCounting):
     """The exported transformer run by onnxruntime, with the sentence-transformers pooling and normalisation."""
 
     def __init__(self, export_dir: Path, batch_size: int = 16, threads: int | None = None) -> None:
@@ -113,7 +141,7 @@ class OnnxEmbedder:
         # (padding + truncation) run in different threads during ingest, so each has its own instance and lock.
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(export_dir))
         self._embed_tokenizer: Any = AutoTokenizer.from_pretrained(str(export_dir))
-        self._count_lock, self._embed_lock = threading.Lock(), threading.Lock()
+        self._count_lock, self._embed_lock = threading.Lock(), threading.Lock()  # per instance
         config = json.loads((export_dir / "sentence_bert_config.json").read_text())
         self.max_seq_length = int(config.get("max_seq_length", 256))
         pooling = json.loads((export_dir / "1_Pooling" / "config.json").read_text())
@@ -134,10 +162,6 @@ class OnnxEmbedder:
     @property
     def max_tokens(self) -> int:
         return self.max_seq_length - int(self.tokenizer.num_special_tokens_to_add(pair=False))
-
-    def count_tokens(self, text: str) -> int:
-        with self._count_lock:
-            return len(self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
 
     def embed(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -207,6 +207,36 @@ class IngestSettings(Section):
         description="Text whose share of control/unassigned/replacement characters exceeds this is garbage.",
     )
 
+    max_archive_mb: float = Field(
+        200.0,
+        gt=0,
+        description="DOCX (ZIP): most total uncompressed size its entries may declare; checked from the ZIP directory "
+        "before anything is inflated (a zip bomb is refused, never read).",
+    )
+    max_archive_ratio: float = Field(
+        100.0,
+        gt=1,
+        description="DOCX (ZIP): highest uncompressed/compressed size ratio of one entry (XML compresses ~5-20x; "
+        "bombs reach 1000x).",
+    )
+    max_archive_entries: int = Field(5000, ge=1, description="DOCX (ZIP): most entries the archive may hold.")
+    max_pdf_pages: int = Field(2000, ge=1, description="PDFs with more pages than this are refused.")
+    max_text_mb: float = Field(
+        50.0, gt=0, description="Most text (MB of characters) one file may yield after parsing; more is refused."
+    )
+    upload_tasks_kept: int = Field(
+        1000,
+        ge=1,
+        description="Server: most background upload tasks kept in memory for polling; the oldest finished ones are "
+        "pruned first, and a new upload is refused (503) while this many are still running.",
+    )
+    parse_timeout_s: float | None = Field(
+        120.0,
+        gt=0,
+        description="Per-file time budget for parsing and cleaning, which run in a separate process that is killed "
+        "when the budget is spent (the file fails with a 422, the others go on). None parses in-process, unbounded.",
+    )
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestSettings:
         if self.chunk_overlap >= self.chunk_tokens:
@@ -338,6 +368,12 @@ class TrainingSettings(Section):
     )
     heartbeat_timeout_s: float = Field(
         60.0, gt=0, description="A running job whose worker has not reported for this long is marked failed."
+    )
+    worker_restart_backoff_s: float = Field(
+        1.0, gt=0, description="Seconds before the server restarts a job worker that died (doubles per quick death)."
+    )
+    worker_restart_backoff_max_s: float = Field(
+        60.0, gt=0, description="Longest wait before restarting a job worker that keeps dying."
     )
     gate_holdout: float = Field(
         0.2, gt=0, lt=1, description="Share of a preference job's pairs held out for the evaluation gate."

@@ -106,7 +106,7 @@ def index_check(config: ConfigOption = None, data_dir: DataDirOption = None) -> 
     with user_errors():
         from ingest.service import IngestService
 
-        service = IngestService(settings, *_open_parts(settings), recover=False)
+        service = IngestService(settings, *_open_parts(settings), read_only=True)  # works beside a running writer
         report = service.check_index()
     echo(report.summary())
     if not report.ok:

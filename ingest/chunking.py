@@ -1,22 +1,56 @@
-"""Token-aware, structure-aware chunking.
+"""Token-aware, structure-aware chunking, linear in the text.
 
 Contract: `Chunker.chunk(doc)` splits each `Section` of a `CleanDocument` on its own (chunks never span a heading,
-page or record boundary) with LangChain's `RecursiveCharacterTextSplitter` measuring length in embedder tokens:
-paragraph breaks first, then lines, sentences, clauses, words, characters. Sizes: `ingest.chunk_tokens` (capped at the
+page or record boundary), recursively like LangChain's `RecursiveCharacterTextSplitter`: paragraph breaks first, then
+lines, sentences, clauses, words, characters, merging neighbouring pieces up to `ingest.chunk_tokens` (capped at the
 embedder's `max_tokens`) with `ingest.chunk_overlap` tokens of overlap. A chunk still over `max_tokens` is halved at
 whitespace until it fits, so the embedder never truncates. Every chunk's text equals
 `doc.text[char_start:char_end]`, and carries the section's page and section label.
+
+Cost: a section is tokenized once (the embedder's `token_starts` when it has one, else a word/punctuation
+approximation); the splitter works on character spans and counts tokens by bisecting those starts, so a 100k
+character line without separators costs one tokenizer call, not one per character (LangChain's splitter called the
+tokenizer per split: tens of seconds for such a line). Only the final chunks are counted with the real tokenizer.
 """
 
 from __future__ import annotations
 
-from langchain_text_splitters import RecursiveCharacterTextSplitter
+import re
+from bisect import bisect_left
+from collections.abc import Callable
 
 from assistant.embedding import Embedder
 from ingest.documents import ChunkDraft, CleanDocument, Section
 from ingest.selection import content_hash
 
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ": ", ", ", " ", ""]
+_APPROXIMATE_TOKEN = re.compile(r"\w+|[^\w\s]")  # linear: no nested quantifiers
+Span = tuple[int, int]
+
+
+def token_starts(embedder: Embedder, text: str) -> list[int]:
+    """Character offsets where the embedder's tokens of `text` start (sorted)."""
+    starts: Callable[[str], list[int]] | None = getattr(embedder, "token_starts", None)
+    if starts is not None:
+        return starts(text)
+    return [match.start() for match in _APPROXIMATE_TOKEN.finditer(text)]
+
+
+def count_many(embedder: Embedder, texts: list[str]) -> list[int]:
+    """Token counts of many texts (one batched tokenizer call when the embedder offers `count_tokens_many`)."""
+    many: Callable[[list[str]], list[int]] | None = getattr(embedder, "count_tokens_many", None)
+    return many(texts) if many is not None else [embedder.count_tokens(text) for text in texts]
+
+
+class _Body:
+    """One section's text with O(log n) token counts of any span."""
+
+    def __init__(self, text: str, starts: list[int]) -> None:
+        self.text = text
+        self.starts = starts
+
+    def count(self, span: Span) -> int:
+        return bisect_left(self.starts, span[1]) - bisect_left(self.starts, span[0])
 
 
 class Chunker:
@@ -25,15 +59,8 @@ class Chunker:
     def __init__(self, embedder: Embedder, chunk_tokens: int, chunk_overlap: int) -> None:
         self.embedder = embedder
         self.max_tokens = embedder.max_tokens
-        size = self.chunk_size = min(chunk_tokens, self.max_tokens)
-        self.splitter = RecursiveCharacterTextSplitter(
-            chunk_size=size,
-            chunk_overlap=min(chunk_overlap, size // 2),
-            length_function=embedder.count_tokens,
-            separators=SEPARATORS,
-            keep_separator="end",
-            strip_whitespace=True,
-        )
+        self.chunk_size = min(chunk_tokens, self.max_tokens)
+        self.chunk_overlap = min(chunk_overlap, self.chunk_size // 2)
 
     def chunk(self, doc: CleanDocument) -> list[ChunkDraft]:
         drafts: list[ChunkDraft] = []
@@ -44,28 +71,97 @@ class Chunker:
 
     def _split_section(self, text: str, section: Section) -> list[tuple[int, str, int]]:
         """(absolute start offset, text, token count) of each chunk of one section."""
-        body = text[section.start : section.end]
-        tokens = self.embedder.count_tokens(body)
-        pieces = [body] if tokens <= self.chunk_size else self.splitter.split_text(body)
+        body = _Body(text[section.start : section.end], [])
+        body.starts = token_starts(self.embedder, body.text)
+        whole = (0, len(body.text))
+        spans = [whole] if body.count(whole) <= self.chunk_size else self._split(body, whole, SEPARATORS)
+        stripped = [span for span in (_strip(body.text, *span) for span in spans) if span[0] < span[1]]
+        counts = count_many(self.embedder, [body.text[a:b] for a, b in stripped])
         located: list[tuple[int, str, int]] = []
-        cursor = 0
-        for piece in pieces:
-            for part, count in self._fit(piece):
-                start = body.find(part, cursor)
-                if start < 0:  # not expected (pieces are substrings); fall back to a full search
-                    start = body.find(part)
-                cursor = start + 1
-                located.append((section.start + start, part, count))
+        for (start, end), count in zip(stripped, counts, strict=True):
+            fitted = [(start, body.text[start:end], count)] if count <= self.max_tokens else None
+            for offset, part, tokens in fitted or self._fit(body.text, start, end):
+                located.append((section.start + offset, part, tokens))
         return located
 
-    def _fit(self, piece: str) -> list[tuple[str, int]]:
-        """The piece, or its halves (split at whitespace) until each is within `max_tokens`."""
+    def _split(self, body: _Body, span: Span, separators: list[str]) -> list[Span]:
+        """LangChain's recursive split on spans: the first separator present, recursing on pieces still too big."""
+        index = next(i for i, sep in enumerate(separators) if sep == "" or body.text.find(sep, *span) >= 0)
+        separator, rest = separators[index], separators[index + 1 :]
+        if not separator:
+            return self._windows(body, span)
+        out: list[Span] = []
+        small: list[Span] = []
+        for piece in _pieces(body.text, span, separator):
+            if body.count(piece) < self.chunk_size:
+                small.append(piece)
+                continue
+            out.extend(self._merge(body, small))
+            small = []
+            out.extend(self._split(body, piece, rest) if rest else [piece])
+        out.extend(self._merge(body, small))
+        return out
+
+    def _merge(self, body: _Body, pieces: list[Span]) -> list[Span]:
+        """Neighbouring pieces joined up to `chunk_size` tokens, consecutive chunks overlapping by `chunk_overlap`."""
+        merged: list[Span] = []
+        first, total = 0, 0  # the current chunk is pieces[first:i]
+        for i, piece in enumerate(pieces):
+            size = body.count(piece)
+            if total + size > self.chunk_size and i > first:
+                merged.append((pieces[first][0], pieces[i - 1][1]))
+                while first < i and (total > self.chunk_overlap or total + size > self.chunk_size):
+                    total -= body.count(pieces[first])
+                    first += 1
+            total += size
+        if first < len(pieces):
+            merged.append((pieces[first][0], pieces[-1][1]))
+        return merged
+
+    def _windows(self, body: _Body, span: Span) -> list[Span]:
+        """What merging single characters gives, computed directly: windows of `chunk_size` tokens, each starting
+        `chunk_size - chunk_overlap` tokens after the previous one (cut at token starts)."""
+        lo, hi = bisect_left(body.starts, span[0]), bisect_left(body.starts, span[1])
+        bounds = [span[0], *body.starts[lo + 1 : hi], span[1]]  # token k spans bounds[k]:bounds[k + 1]
+        tokens = len(bounds) - 1
+        stride = max(1, self.chunk_size - self.chunk_overlap)
+        windows: list[Span] = []
+        for first in range(0, max(tokens, 1), stride):
+            windows.append((bounds[first], bounds[min(first + self.chunk_size, tokens)]))
+            if first + self.chunk_size >= tokens:
+                break
+        return windows
+
+    def _fit(self, text: str, start: int, end: int) -> list[tuple[int, str, int]]:
+        """The span, or its halves (split at whitespace) until each is within `max_tokens` (real tokenizer)."""
+        piece = text[start:end]
         count = self.embedder.count_tokens(piece)
         if count <= self.max_tokens or len(piece) < 2:
-            return [(piece, count)]
+            return [(start, piece, count)]
         middle = piece.rfind(" ", 0, len(piece) // 2 + 1)
-        middle = middle if middle > 0 else len(piece) // 2
-        return self._fit(piece[:middle].strip()) + self._fit(piece[middle:].strip())
+        middle = start + (middle if middle > 0 else len(piece) // 2)
+        halves = [(start, middle), (middle, end)]
+        return [part for a, b in halves for part in self._fit(text, *_strip(text, a, b)) if part[1]]
+
+
+def _pieces(text: str, span: Span, separator: str) -> list[Span]:
+    """Contiguous spans covering `span`, each ending just after an occurrence of `separator` (kept at the end)."""
+    start, end = span
+    pieces: list[Span] = []
+    while (found := text.find(separator, start, end)) >= 0:
+        pieces.append((start, found + len(separator)))
+        start = found + len(separator)
+    if start < end:
+        pieces.append((start, end))
+    return pieces
+
+
+def _strip(text: str, start: int, end: int) -> Span:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
 
 
 def _draft(ordinal: int, text: str, start: int, tokens: int, section: Section) -> ChunkDraft:

@@ -14,17 +14,28 @@ Contract (the CLI and the REST layer call these, nothing else):
   from the rows (flat or HNSW by size, tombstones dropped, missing vectors re-embedded); `check_index()` reports
   whether index and rows agree.
 
-Crash-safety rule (the order of writes; `recover()` applies the repair on every open):
-1. commit the document row with status 'processing' and delete its old chunk rows (a replace);
-2. remove the old vectors and add the new ones in memory; commit the new chunk rows (ids allocated above every id
-   the index has ever held, so a vector id is never reused);
-3. save the index file atomically (temp file, fsync, rename);
-4. commit status 'ready'.
-A process killed anywhere leaves: documents in 'processing' (deleted on open, together with their chunk rows, so they
-can simply be ingested again) and possibly vectors whose chunk rows are gone (removed on open). A 'ready' document's
-vectors are always in the saved file, because step 3 precedes step 4; should one be missing anyway (a lost file),
-`recover()` re-embeds it from the stored text. Deletion commits the rows first and saves the index second, so its
-only crash residue is orphan vectors. One writer process per data directory is assumed (the server or the CLI).
+Crash-safety rule (the order of writes; `recover()` applies the repair on every open). A replace writes the new
+version beside the old one and swaps them in one transaction, so whatever fails or is killed, exactly one complete
+version (the old or the new) stays retrievable:
+1. (`staged`) one transaction commits the new version's row and chunk rows: a new document's own row in status
+   'processing', or, for a replace, a 'staging' row with its own id holding the new chunks while the old document
+   stays 'ready' and untouched; the new vectors are added in memory (ids above every id the index has ever held, so
+   a vector id is never reused);
+2. (`saved_new`) the index file is saved atomically (temp file, fsync, rename) with the old and the new vectors;
+3. (`swapped`) one transaction: a new document becomes 'ready'; a replace deletes the old chunk rows, moves the staged
+   chunks to the document's id, copies the new version's fields onto the document row and deletes the staging row;
+4. (`done`) the old vectors are removed and the index saved again.
+A process killed anywhere leaves: rows in 'processing' or 'staging' (deleted on open with their chunk rows; the old
+version of a replace is untouched) and possibly vectors whose rows are gone (removed on open). A 'ready' document's
+vectors are always in the saved file, because step 2 precedes step 3; should one be missing anyway (a lost file),
+`recover()` re-embeds it from the stored text. A step that fails (embedding error, disk full, SQL error) undoes only
+the new version's rows and vectors. Deletion commits the rows first and saves the index second, so its only crash
+residue is orphan vectors.
+
+Locks: a writing service holds the data directory's writer lock (`ingest.writer_lock`: one writing process per
+data dir; a second one gets a 409 naming the holder); `read_only=True` (index check) takes none. Public methods are
+serialised by the service's own lock; the `write_lock` (the server's index lock, which
+searches take) is held only inside each write step above, never while parsing or embedding.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
@@ -51,14 +62,16 @@ from assistant.settings import Settings
 from assistant.storage.db import Database
 from assistant.storage.models import Chunk, Document, new_id
 from ingest.chunking import Chunker
-from ingest.cleaning import clean_document
 from ingest.documents import ChunkDraft
-from ingest.loaders import LoaderOptions, load_document
+from ingest.loaders import LoaderOptions
+from ingest.parsing import parse_file
 from ingest.results import ConsistencyReport, FileResult, IngestReport
 from ingest.selection import NearDuplicateIndex, SelectionReport, content_hash
+from ingest.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
 
+UNFINISHED = ("processing", "staging")  # statuses of rows an interrupted write leaves behind
 GROUP_BATCHES = 64  # chunks embedded per group = embed_batch_size * GROUP_BATCHES (large: less padding)
 T = TypeVar("T")
 
@@ -88,6 +101,7 @@ class _Prepared:
     mime_type: str
     drafts: list[ChunkDraft]
     dropped_chunks: int
+    row_id: str | None = None  # the row holding the new chunks until step 3: the document's, or a staging row
 
 
 @dataclass
@@ -102,31 +116,54 @@ class IngestService:
     """Ingests documents into one database + vector index (see the module contract)."""
 
     def __init__(
-        self, settings: Settings, db: Database, index: VectorIndex, embedder: Embedder, *, recover: bool = True
+        self,
+        settings: Settings,
+        db: Database,
+        index: VectorIndex,
+        embedder: Embedder,
+        *,
+        recover: bool = True,
+        write_lock: threading.RLock | None = None,
+        read_only: bool = False,
     ) -> None:
         self.settings = settings
+        # One writing process per data dir (an OS file lock); a read-only service (index check) neither takes it
+        # nor repairs anything.
+        self.writer = None if read_only else WriterLock.acquire(settings.data_dir)
+        # Held only while rows/vectors are written or the index saved, never while parsing or embedding: the server
+        # passes the lock its searches take (`use_write_lock`), so retrieval waits for a write step, not an upload.
+        self.write_lock = write_lock or threading.RLock()
+        # Called with the name of each write step as it completes (a no-op; the crash tests stop the process there).
+        self.checkpoint: Callable[[str], None] = _no_checkpoint
         self.options = settings.ingest
         self.db = db
         self.index = index
         self.embedder = embedder
         self.chunker = Chunker(embedder, self.options.chunk_tokens, self.options.chunk_overlap)
-        fields = self.options.record_text_fields
-        self.loader_options = LoaderOptions(
-            tuple(fields) if fields else None, self.options.record_title_field, self.options.max_unprintable_ratio
-        )
+        self.loader_options = LoaderOptions.from_settings(self.options)
         self._near: dict[str, NearDuplicateIndex] = {}
         self._lock = threading.RLock()
-        if recover:
+        if recover and not read_only:
             self.recover()
+
+    def close(self) -> None:
+        """Give back the data directory's writer lock (the process exiting does it too)."""
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder | None = None) -> IngestService:
         """Database (migrated), index and embedder from the settings; recovers from an interrupted run."""
-        db = Database(settings.resolved_database_url)
-        db.migrate()
-        embedder = embedder or make_embedder(settings)
-        index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
-        return cls(settings, db, index, embedder)
+        early = WriterLock.acquire(settings.data_dir)  # fail fast, before loading a model, when another writer runs
+        try:
+            db = Database(settings.resolved_database_url)
+            db.migrate()
+            embedder = embedder or make_embedder(settings)
+            index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
+            return cls(settings, db, index, embedder)
+        finally:
+            early.release()
 
     # ------------------------------------------------------------ public API
 
@@ -188,6 +225,10 @@ class IngestService:
             done.set_exception(exc)
         return self._store_batch([prepared], done)[0]
 
+    def use_write_lock(self, lock: threading.RLock) -> None:
+        """Share the lock the caller's readers take (see `write_lock`)."""
+        self.write_lock = lock
+
     @_serialised
     def delete_document(self, document_id: str) -> int:
         """Delete a document, its chunk rows and their vectors; returns the number of chunks removed."""
@@ -197,10 +238,12 @@ class IngestService:
                 raise NotFoundError(f"document {document_id} does not exist", param="document_id")
             collection = document.collection
             ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == document_id)))
-            session.execute(delete(Chunk).where(Chunk.document_id == document_id))
-            session.execute(delete(Document).where(Document.id == document_id))
-        self.index.remove(np.asarray(ids, dtype=np.int64))
-        self.index.save()
+        with self.write_lock:
+            with self.db.session() as session:
+                session.execute(delete(Chunk).where(Chunk.document_id == document_id))
+                session.execute(delete(Document).where(Document.id == document_id))
+            self.index.remove(np.asarray(ids, dtype=np.int64))
+            self.index.save()
         if collection in self._near:
             self._near[collection].remove_group(document_id)
         log.info("deleted document %s (%d chunks)", document_id, len(ids))
@@ -212,7 +255,7 @@ class IngestService:
         index_ids = set(self.index.ids().tolist())
         with self.db.session() as session:
             ready = set(session.scalars(select(Chunk.id).join(Document).where(Document.status == "ready")).all())
-            stuck = list(session.scalars(select(Document.id).where(Document.status == "processing")).all())
+            stuck = list(session.scalars(select(Document.id).where(Document.status.in_(UNFINISHED))).all())
         return ConsistencyReport(
             vectors=len(index_ids),
             chunks=len(ready),
@@ -229,11 +272,12 @@ class IngestService:
         if found.ok:
             return found
         log.warning("repairing after an interrupted run: %s", found.summary())
-        self._drop_documents(found.stuck_documents)
-        after = self.check_index()
-        self.index.remove(np.asarray(after.orphan_vectors, dtype=np.int64))
-        self._reembed(after.missing_vectors)
-        self.index.save()
+        with self.write_lock:
+            self._drop_documents(found.stuck_documents)
+            after = self.check_index()
+            self.index.remove(np.asarray(after.orphan_vectors, dtype=np.int64))
+            self._reembed(after.missing_vectors)
+            self.index.save()
         return found
 
     @_serialised
@@ -249,8 +293,9 @@ class IngestService:
         missing = [(chunk_id, text) for chunk_id, text in rows if chunk_id not in stored]
         stored.update(zip([m[0] for m in missing], self.embedder.embed([m[1] for m in missing]), strict=True))
         vectors = np.stack([stored[int(i)] for i in ids]) if len(ids) else np.zeros((0, self.embedder.dim), "float32")
-        self.index.rebuild(vectors, ids)
-        self.index.save()
+        with self.write_lock:
+            self.index.rebuild(vectors, ids)
+            self.index.save()
         log.info("rebuilt the index: %d vectors (%s)", len(ids), self.index.kind)
         return self.check_index()
 
@@ -298,9 +343,7 @@ class IngestService:
         if duplicate_of is not None:
             selection.drop(source, "document", "duplicate", f"same content as {duplicate_of}")
             return FileResult(source, collection, "duplicate", duplicate_of)
-        parsed = load_document(source, data, self.loader_options)
-        report = SelectionReport()
-        clean = clean_document(parsed, source, report, self.options.max_unprintable_ratio)
+        clean, report = parse_file(source, data, self.loader_options, self.options.parse_timeout_s)
         document_id = existing.id if existing is not None else new_id("doc")
         drafts = self._select_chunks(self.chunker.chunk(clean), source, collection, document_id, state, report)
         selection.extend(report)
@@ -402,55 +445,112 @@ class IngestService:
         return self.embedder.embed([draft.text for p in batch for draft in p.drafts])
 
     def _store_batch(self, batch: list[_Prepared], embedded: Future[np.ndarray]) -> list[FileResult]:
-        """Write a group of prepared files, once their vectors are ready, in the crash-safe order."""
+        """Write a group of prepared files, once their vectors are ready, in the crash-safe order (module docstring).
+
+        Waiting for the vectors happens before the write lock is taken; each write step holds it only briefly.
+        """
         try:
             vectors = embedded.result()
         except (RuntimeError, ValueError) as exc:
             return [self._fail(p, UnprocessableError(f"{p.source}: embedding failed ({exc})")) for p in batch]
+        self.checkpoint("embedded")
         results: list[FileResult] = []
-        stored: list[_Prepared] = []
+        staged: list[_Prepared] = []
         offset = 0
         for prepared in batch:
             count = len(prepared.drafts)
             try:
-                self._write_document(prepared, vectors[offset : offset + count])
-                stored.append(prepared)
+                self._stage(prepared, vectors[offset : offset + count])  # step 1
+                staged.append(prepared)
             except (SQLAlchemyError, AssistantError) as exc:
                 results.append(self._fail(prepared, UnprocessableError(f"{prepared.source}: not stored ({exc})")))
             offset += count
+        self.checkpoint("staged")
         try:
-            self.index.save()  # step 3
+            self._save_index()  # step 2
         except OSError as exc:
-            return results + [self._fail(p, UnprocessableError(f"{p.source}: index not saved ({exc})")) for p in stored]
-        self._mark_ready([p.document_id for p in stored])  # step 4
-        results.extend(_stored_result(p) for p in stored)
+            return results + self._fail_all(staged, f"index not saved ({exc})")
+        self.checkpoint("saved_new")
+        try:
+            old_ids = self._swap(staged)  # step 3
+        except SQLAlchemyError as exc:
+            return results + self._fail_all(staged, f"not stored ({exc})")
+        self.checkpoint("swapped")
+        if old_ids:
+            with self.write_lock:
+                self.index.remove(np.asarray(old_ids, dtype=np.int64))  # step 4
+            try:
+                self._save_index()
+            except OSError as exc:  # only old vectors are left over in the file: `recover()` drops them
+                log.warning("index not saved after a replace (%s); repaired on the next open", exc)
+        self.checkpoint("done")
+        results.extend(_stored_result(p) for p in staged)
         return results
 
-    def _write_document(self, prepared: _Prepared, vectors: np.ndarray) -> None:
-        old_ids = self._begin_document(prepared)  # step 1
-        self.index.remove(np.asarray(old_ids, dtype=np.int64))  # step 2
-        first_id = self._next_chunk_id()
-        ids = np.arange(first_id, first_id + len(prepared.drafts), dtype=np.int64)
-        with self.db.session() as session:
-            session.execute(
-                insert(Chunk),
-                [_chunk_row(prepared, draft, int(i)) for draft, i in zip(prepared.drafts, ids, strict=True)],
-            )
-        self.index.add(vectors, ids)
+    def _stage(self, prepared: _Prepared, vectors: np.ndarray) -> None:
+        """Step 1: the new version's rows (one transaction) and vectors, beside any old version.
 
-    def _begin_document(self, prepared: _Prepared) -> list[int]:
-        """Upsert the document row in status 'processing' and delete its old chunk rows; returns their ids."""
-        with self.db.session() as session:
-            old_ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id == prepared.document_id)))
-            session.execute(delete(Chunk).where(Chunk.document_id == prepared.document_id))
-            document = session.get(Document, prepared.document_id)
-            if document is None:
-                document = Document(id=prepared.document_id, collection=prepared.collection, source=prepared.source)
-            document.title, document.mime_type = prepared.title, prepared.mime_type
-            document.content_hash, document.size_bytes = prepared.raw_hash, prepared.size
-            document.status, document.error = "processing", None
-            document.meta = {"chunks": len(prepared.drafts), "dropped_chunks": prepared.dropped_chunks}
-            session.add(document)
+        A new document gets its own row in status 'processing'; a replace gets a 'staging' row (its own id and a
+        source derived from that id, so it never collides with the old row) that holds the new chunks until the swap.
+        """
+        prepared.row_id = new_id("doc") if prepared.replaces else prepared.document_id
+        with self.write_lock:
+            first_id = self._next_chunk_id()
+            ids = np.arange(first_id, first_id + len(prepared.drafts), dtype=np.int64)
+            with self.db.session() as session:
+                session.add(self._version_row(prepared))
+                session.flush()
+                rows = [_chunk_row(prepared, draft, int(i)) for draft, i in zip(prepared.drafts, ids, strict=True)]
+                session.execute(insert(Chunk), rows)
+            self.index.add(vectors, ids)
+
+    def _version_row(self, prepared: _Prepared) -> Document:
+        if prepared.replaces:
+            source = f"{prepared.row_id}:{prepared.source}"[:1000]
+            status, meta = "staging", dict[str, Any](replaces=prepared.document_id)
+        else:
+            source, status, meta = prepared.source, "processing", dict[str, Any]()
+        meta |= {"chunks": len(prepared.drafts), "dropped_chunks": prepared.dropped_chunks}
+        return Document(
+            id=prepared.row_id,
+            collection=prepared.collection,
+            source=source,
+            title=prepared.title,
+            mime_type=prepared.mime_type,
+            content_hash=prepared.raw_hash,
+            size_bytes=prepared.size,
+            status=status,
+            meta=meta,
+        )
+
+    def _save_index(self) -> None:
+        with self.write_lock:
+            self.index.save()
+
+    def _swap(self, staged: list[_Prepared]) -> list[int]:
+        """Step 3, one transaction: new documents become 'ready'; each replaced document's old chunk rows are deleted,
+        the staged chunks move to it and its row takes the new version's fields. Returns the old chunk ids."""
+        old_ids: list[int] = []
+        with self.write_lock, self.db.session() as session:
+            for prepared in staged:
+                if not prepared.replaces:
+                    session.execute(update(Document).where(Document.id == prepared.row_id).values(status="ready"))
+                    continue
+                old_ids += session.scalars(select(Chunk.id).where(Chunk.document_id == prepared.document_id))
+                session.execute(delete(Chunk).where(Chunk.document_id == prepared.document_id))
+                session.execute(
+                    update(Chunk).where(Chunk.document_id == prepared.row_id).values(document_id=prepared.document_id)
+                )
+                staging = session.get(Document, prepared.row_id)
+                document = session.get(Document, prepared.document_id)
+                if staging is None or document is None:
+                    raise SQLAlchemyError(f"document {prepared.document_id} changed during the replace")
+                document.title, document.mime_type = staging.title, staging.mime_type
+                document.content_hash, document.size_bytes = staging.content_hash, staging.size_bytes
+                document.meta = {k: v for k, v in staging.meta.items() if k != "replaces"}
+                document.status, document.error = "ready", None
+                session.flush()
+                session.delete(staging)
         return old_ids
 
     def _next_chunk_id(self) -> int:
@@ -458,16 +558,23 @@ class IngestService:
             highest = session.scalar(select(func.max(Chunk.id))) or 0
         return max(int(highest) + 1, self.index.next_id)
 
-    def _mark_ready(self, document_ids: list[str]) -> None:
-        if document_ids:
-            with self.db.session() as session:
-                session.execute(update(Document).where(Document.id.in_(document_ids)).values(status="ready"))
+    def _fail_all(self, staged: list[_Prepared], reason: str) -> list[FileResult]:
+        failed = [self._fail(p, UnprocessableError(f"{p.source}: {reason}")) for p in staged]
+        try:
+            self._save_index()  # best effort: the saved file may hold the failed files' vectors
+        except OSError as exc:
+            log.warning("index not saved after a failed write (%s); repaired on the next open", exc)
+        return failed
 
     def _fail(self, prepared: _Prepared, error: AssistantError) -> FileResult:
-        """Undo whatever a failed file wrote (rows, vectors, LSH entries)."""
+        """Undo whatever a failed file wrote (its new rows, vectors, LSH entries); an old version is left alone."""
         log.warning("%s", error.message)
         self._near_index(prepared.collection).remove_group(prepared.document_id)
-        self._drop_documents([prepared.document_id])
+        if prepared.replaces:
+            self._near.pop(prepared.collection, None)  # rebuilt from the stored (old) chunks on next use
+        if prepared.row_id is not None:
+            with self.write_lock:
+                self._drop_documents([prepared.row_id])
         return FileResult.failure(prepared.source, prepared.collection, error)
 
     def _drop_documents(self, document_ids: list[str]) -> None:
@@ -487,10 +594,14 @@ class IngestService:
         self.index.add(self.embedder.embed([text for _id, text in rows]), np.asarray([r[0] for r in rows]))
 
 
+def _no_checkpoint(step: str) -> None:
+    """Default `IngestService.checkpoint`."""
+
+
 def _chunk_row(prepared: _Prepared, draft: ChunkDraft, chunk_id: int) -> dict[str, object]:
     return {
         "id": chunk_id,
-        "document_id": prepared.document_id,
+        "document_id": prepared.row_id,
         "collection": prepared.collection,
         "ordinal": draft.ordinal,
         "text": draft.text,

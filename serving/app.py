@@ -139,6 +139,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         monitor = JobMonitor(settings, db, activate=lambda *args: _activate(state, *args))
         await asyncio.to_thread(monitor.fail_orphans)  # jobs a crash or a restart left 'running'
         supervisor = WorkerSupervisor(settings)
+        state.extras["worker"] = supervisor  # `/health` shows its status
         if settings.training.run_worker:
             supervisor.start()
         tasks = [

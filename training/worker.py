@@ -38,6 +38,7 @@ from training.uploads import resolve_upload
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
+ACTIVE_STATES = ("running", "cancelling")  # the states a worker may still write; the others are final
 
 
 class JobCancelled(Exception):
@@ -209,21 +210,38 @@ class JobWorker:
     # ------------------------------------------------------------ bookkeeping
 
     def update(self, job_id: str, **values: Any) -> str:
-        """Write progress/metrics; returns the job's current state (to notice a cancellation)."""
+        """Write progress/metrics/heartbeat while the job is still this worker's and not final; returns its state.
+
+        Compare-and-set: the UPDATE only applies `WHERE state IN ('running', 'cancelling') AND worker = me`, so a job
+        the monitor already failed (or that was cancelled) is never written again. The caller sees the state
+        ('cancelling': stop; anything final: the job was taken from this worker, stop too).
+        """
         with self.db.session() as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            for key, value in values.items():
-                setattr(job, key, value)
-            return job.state
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES), Job.worker == self.worker_id)
+                .values(**values)
+            )
+            state = session.scalar(select(Job.state).where(Job.id == job_id))
+        return str(state)
 
     def _finish(self, job_id: str, state: str, metrics: dict[str, Any] | None = None, error: str | None = None) -> None:
+        """Final state, compare-and-set: a job marked failed by the monitor stays failed if this worker finishes."""
         values: dict[str, Any] = {"state": state, "finished_at": _now(), "error": error}
         if state == "succeeded":
             values["progress"] = 1.0
         if metrics is not None:
             values["metrics"] = metrics
-        self.update(job_id, **values)
+        with self.db.session() as session:
+            changed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES), Job.worker == self.worker_id)
+                .values(**values)
+            )
+            current = session.scalar(select(Job.state).where(Job.id == job_id))
+        if getattr(changed, "rowcount", 0) != 1:
+            log.warning("job %s finished as %s here, but it is already %s: left as it is", job_id, state, current)
+            return
         log.info("job %s %s%s", job_id, state, f": {error}" if error else "")
 
     def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
@@ -266,8 +284,8 @@ class ProgressCallback:
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 progress = state.global_step / state.max_steps if state.max_steps else 0.0
-                if worker.update(job_id, progress=min(progress, 0.99)) == "cancelling":
-                    raise JobCancelled(job_id)
+                if worker.update(job_id, progress=min(progress, 0.99)) != "running":
+                    raise JobCancelled(job_id)  # cancelled, or failed by the monitor: stop, register nothing
 
         return _Progress()
 

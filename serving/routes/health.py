@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from serving.access import Access, allow
+from serving.services.jobs import WorkerSupervisor
 from serving.state import StateDep
 
 router = APIRouter(tags=["health"], dependencies=[allow(Access.PUBLIC)])
@@ -27,6 +28,9 @@ async def health(state: StateDep) -> JSONResponse:
     }
     if state.load_error:
         body["error"] = state.load_error
+    worker = state.extras.get("worker")
+    if isinstance(worker, WorkerSupervisor):
+        body["worker"] = worker.status()  # running, pid, restarts, last_exit_code
     if state.ready and state.engine is not None:
         stats = state.engine.stats()
         body["engine"] = {"running": stats.running, "waiting": stats.waiting}

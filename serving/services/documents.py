@@ -1,11 +1,15 @@
 """Documents for the API: upload (inline or in the background), list, inspect, delete.
 
-Contract: uploads go through the same `IngestService` as the CLI, in a worker thread under the shared index lock.
+Contract: uploads go through the same `IngestService` as the CLI, in a worker thread. The service gets the shared
+index lock (the one searches take) as its write lock and holds it only for its short write steps: parsing and
+embedding an upload never block retrieval.
 An upload whose total size is at most `server.sync_upload_mb` is ingested before the response (one `FileResult` per
 file; a batch where every file failed raises the first file's error, so a single bad file gets its own 4xx); a larger
 one is accepted at once (202) and ingested in the background, its progress kept in an `UploadTask` polled at
-`GET /v1/documents/uploads/{id}`. Upload tasks live in memory: after a restart, documents a killed upload left in
-'processing' are cleaned up by the ingest service's recovery and can be uploaded again.
+`GET /v1/documents/uploads/{id}`. Upload tasks live in memory, at most `ingest.upload_tasks_kept` of them (the
+oldest finished ones are pruned; a new background upload is a 503 while that many still run). After a restart,
+documents a killed upload left in 'processing' are cleaned up by the ingest service's recovery and can be uploaded
+again.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from assistant.errors import AssistantError, NotFoundError, PayloadTooLargeError
+from assistant.errors import AssistantError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError
 from assistant.storage import Chunk, Database, Document
 from ingest.results import FileResult
 from ingest.service import IngestService
@@ -71,6 +75,8 @@ class DocumentsService:
         self.ingest = ingest
         self.db = db
         self.lock = lock
+        ingest.use_write_lock(lock)
+        self.max_tasks = ingest.settings.ingest.upload_tasks_kept
         self.sync_limit_bytes = sync_limit_bytes
         self.uploads: dict[str, UploadTask] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -89,6 +95,7 @@ class DocumentsService:
             _raise_if_all_failed(results)
             return 200, {"object": "list", "collection": collection, "data": [r.to_dict() for r in results]}
         task = UploadTask(f"upload-{uuid.uuid4().hex[:20]}", collection, [name for name, _ in files])
+        self._prune_tasks()
         self.uploads[task.id] = task
         job = asyncio.create_task(self._run_upload(task, files))
         self._background.add(job)
@@ -104,9 +111,19 @@ class DocumentsService:
         )
         return FileResult.failure(name, collection, error)
 
+    def _prune_tasks(self) -> None:
+        """Make room for one task: drop the oldest finished ones; refuse when every kept task is still running."""
+        finished = [task_id for task_id, task in self.uploads.items() if task.state == "done"]
+        excess = len(self.uploads) + 1 - self.max_tasks
+        for task_id in finished[: max(excess, 0)]:
+            del self.uploads[task_id]
+        if len(self.uploads) >= self.max_tasks:
+            raise ServiceUnavailableError(
+                f"{len(self.uploads)} uploads are still being ingested (ingest.upload_tasks_kept); retry shortly"
+            )
+
     def _ingest_one(self, name: str, data: bytes, collection: str) -> FileResult:
-        with self.lock:
-            return self.ingest.ingest_file(name, data, collection)
+        return self.ingest.ingest_file(name, data, collection)  # takes the write lock only for its write steps
 
     async def _run_upload(self, task: UploadTask, files: list[tuple[str, bytes]]) -> None:
         task.state = "running"
@@ -130,6 +147,7 @@ class DocumentsService:
         allowed = principal.check_collections([collection] if collection else None)
         counts = select(Chunk.document_id, func.count(Chunk.id).label("n")).group_by(Chunk.document_id).subquery()
         query = select(Document, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.document_id == Document.id)
+        query = query.where(Document.status != "staging")  # a replace's new version, until it is swapped in
         if allowed is not None:
             query = query.where(Document.collection.in_(allowed))
         query = query.order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
@@ -157,8 +175,7 @@ class DocumentsService:
         return {"id": document_id, "object": "document.deleted", "deleted": True, "chunks": removed}
 
     def _delete(self, document_id: str) -> int:
-        with self.lock:
-            return self.ingest.delete_document(document_id)
+        return self.ingest.delete_document(document_id)
 
 
 def _chunk_dict(chunk: Chunk) -> dict[str, Any]:

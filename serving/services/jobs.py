@@ -20,12 +20,14 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from assistant.errors import ConflictError, NotFoundError, UnprocessableError
 from assistant.settings import Settings
@@ -36,6 +38,8 @@ from training.uploads import FILE_ID, new_file_id, resolve_upload, uploads_dir
 
 log = logging.getLogger(__name__)
 FINAL_STATES = ("succeeded", "failed", "cancelled")
+WATCH_INTERVAL_S = 0.5  # how often the supervisor looks at its worker process
+STABLE_AFTER_S = 60.0  # a worker that ran this long before dying restarts after the base backoff again
 MAX_UNIX_TIME = 4_102_444_800  # 2100-01-01: bounds `since` so datetime conversion cannot overflow
 
 
@@ -188,10 +192,15 @@ class JobService:
             if job.state in FINAL_STATES:
                 raise ConflictError(f"job {job_id} is already {job.state}")
             if job.state == "queued":
-                job.state, job.finished_at, job.error = "cancelled", datetime.now(UTC), "cancelled before it started"
+                values: dict[str, Any] = {"state": "cancelled", "finished_at": datetime.now(UTC)}
+                values["error"] = "cancelled before it started"
             else:
-                job.state = "cancelling"
-            session.flush()
+                values = {"state": "cancelling"}
+            # compare-and-set: a worker that claimed or finished the job meanwhile is not overwritten
+            changed = session.execute(update(Job).where(Job.id == job_id, Job.state == job.state).values(**values))
+            if getattr(changed, "rowcount", 0) != 1:
+                raise ConflictError(f"job {job_id} changed state while being cancelled; look at it and retry")
+            session.refresh(job)
             return job_dict(job)
 
 
@@ -231,25 +240,44 @@ class JobMonitor:
             await asyncio.sleep(self.interval)
 
     def fail_orphans(self) -> list[str]:
+        """Fail 'running'/'cancelling' jobs whose worker is gone or silent; returns their ids.
+
+        Compare-and-set: a job is failed only if its state and heartbeat are still the ones this pass read, so a
+        worker that reported (or finished) in the meantime is not overwritten.
+        """
         stale_before = datetime.now(UTC).replace(tzinfo=None) - timedelta(
             seconds=self.settings.training.heartbeat_timeout_s
         )
-        failed = []
         with self.db.session() as session:
-            for job in session.scalars(select(Job).where(Job.state.in_(("running", "cancelling")))):
-                beat = job.heartbeat_at.replace(tzinfo=None) if job.heartbeat_at else None
-                if worker_alive(job.worker) and beat is not None and beat >= stale_before:
-                    continue
-                job.state = "failed"
-                job.finished_at = datetime.now(UTC)
-                job.error = (
-                    f"interrupted: the worker {job.worker} stopped (killed, crashed or the server restarted) "
-                    f"at {job.progress:.0%}; nothing was registered; start the job again"
+            rows = session.execute(
+                select(Job.id, Job.state, Job.worker, Job.heartbeat_at, Job.progress).where(
+                    Job.state.in_(("running", "cancelling"))
                 )
-                failed.append(job.id)
+            ).all()
+        failed = []
+        for job_id, state, worker, heartbeat_at, progress in rows:
+            beat = heartbeat_at.replace(tzinfo=None) if heartbeat_at else None
+            if worker_alive(worker) and beat is not None and beat >= stale_before:
+                continue
+            error = (
+                f"interrupted: the worker {worker} stopped (killed, crashed or the server restarted) "
+                f"at {progress:.0%}; nothing was registered; start the job again"
+            )
+            if self._fail_if_unchanged(job_id, state, heartbeat_at, error):
+                failed.append(job_id)
         for job_id in failed:
             log.warning("job %s marked failed: its worker is gone", job_id)
         return failed
+
+    def _fail_if_unchanged(self, job_id: str, state: str, heartbeat_at: datetime | None, error: str) -> bool:
+        beat = Job.heartbeat_at.is_(None) if heartbeat_at is None else Job.heartbeat_at == heartbeat_at
+        with self.db.session() as session:
+            changed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == state, beat)
+                .values(state="failed", finished_at=datetime.now(UTC), error=error)
+            )
+        return bool(getattr(changed, "rowcount", 0) == 1)
 
     async def auto_activate(self) -> None:
         if not self.settings.training.auto_activate or self.activate is None:
@@ -270,13 +298,47 @@ class JobMonitor:
 
 
 class WorkerSupervisor:
-    """Starts one job worker process beside the server and stops it with the server."""
+    """Runs one job worker process beside the server: restarted with backoff when it dies, stopped with the server.
 
-    def __init__(self, settings: Settings) -> None:
+    A watcher thread polls the process; when it exits (crash, OOM kill, kill -9) while the server still runs, the
+    exit code is recorded and the worker is started again after `training.worker_restart_backoff_s`, doubling per
+    consecutive quick death up to `training.worker_restart_backoff_max_s` (a worker that ran for a minute resets
+    the backoff). The job it was running is failed by the `JobMonitor` (its pid is gone). `status()` is what
+    `/health` shows.
+    """
+
+    def __init__(self, settings: Settings, command: list[str] | None = None) -> None:
         self.settings = settings
+        self.command = command  # None: `python -m training.worker --config <the server's settings>`
         self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self.last_exit_code: int | None = None
+        self._started_at = 0.0
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
 
     def start(self) -> None:
+        self._stopping.clear()
+        self._launch()
+        if self._watcher is None or not self._watcher.is_alive():
+            self._watcher = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+            self._watcher.start()
+
+    def _launch(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            command = self.command or self._worker_command()
+            log_file = self.settings.runs_dir / "worker.log"
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+            with log_file.open("ab") as out:
+                self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+            self._started_at = time.monotonic()
+        log.info("job worker started (pid %d, log %s)", self.process.pid, log_file)
+
+    def _worker_command(self) -> list[str]:
         import yaml
 
         # The worker gets the server's settings, written out as YAML and passed with --config; API keys only as
@@ -284,17 +346,49 @@ class WorkerSupervisor:
         config = self.settings.runs_dir / "worker-settings.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(yaml.safe_dump(self.settings.safe_dump(), sort_keys=False))
-        command = [sys.executable, "-m", "training.worker", "--config", str(config)]
-        log_file = self.settings.runs_dir / "worker.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
-        with log_file.open("ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        log.info("job worker started (pid %d, log %s)", self.process.pid, log_file)
+        return [sys.executable, "-m", "training.worker", "--config", str(config)]
+
+    def _watch(self) -> None:
+        quick_deaths = 0
+        options = self.settings.training
+        while not self._stopping.wait(WATCH_INTERVAL_S):
+            process = self.process
+            if process is None or process.poll() is None:
+                continue
+            self.last_exit_code = process.returncode
+            quick_deaths = 0 if time.monotonic() - self._started_at > STABLE_AFTER_S else quick_deaths + 1
+            delay = min(
+                options.worker_restart_backoff_s * 2 ** max(quick_deaths - 1, 0), options.worker_restart_backoff_max_s
+            )
+            log.error("job worker pid %d exited with %s; restarting in %.1f s", process.pid, process.returncode, delay)
+            if self._stopping.wait(delay):
+                return
+            self.restarts += 1
+            try:
+                self._launch()
+            except OSError:
+                log.exception("the job worker could not be restarted; retrying")
+
+    def status(self) -> dict[str, Any]:
+        """Whether the worker runs, its pid, how often it was restarted and its last exit code (for `/health`)."""
+        process = self.process
+        running = process is not None and process.poll() is None
+        return {
+            "running": running,
+            "pid": process.pid if running and process is not None else None,
+            "restarts": self.restarts,
+            "last_exit_code": self.last_exit_code,
+        }
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        self._stopping.set()
+        with self._lock:
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
             try:
-                self.process.wait(timeout=30)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                process.kill()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)

@@ -36,6 +36,8 @@ def test_onnx_vectors_equal_torch(torch_embedder: SentenceTransformerEmbedder, t
     assert np.min(np.sum(expected * got, axis=1)) > 0.9999
     assert onnx.max_tokens == torch_embedder.max_tokens == 254
     assert onnx.count_tokens("hello world") == torch_embedder.count_tokens("hello world") == 2
+    assert onnx.count_tokens_many(TEXTS) == torch_embedder.count_tokens_many(TEXTS)  # the chunker's helpers
+    assert onnx.token_starts(TEXTS[0]) == torch_embedder.token_starts(TEXTS[0]) != []
     long_text = "word " * 600  # truncated at the model's max length by both
     assert float(onnx.embed([long_text])[0] @ torch_embedder.embed([long_text])[0]) > 0.9999
 
