@@ -310,3 +310,6 @@ class DPORunner(MethodRunner):
             metrics.get("rewards/margins", 0.0),
         )
         return metrics
+
+
+import training.toolbox  # noqa: E402, F401 - registers the issue-11 runners (KTO, reward, GRPO, classify, sweep)
