@@ -28,7 +28,7 @@ from serving.catalog import ModelCatalog
 from serving.engines import make_engine
 from serving.errors import install_body_limit, install_error_handlers
 from serving.metrics import Metrics, install_metrics
-from serving.routes import adapters, chat, documents, feedback, health, jobs, metrics, models, retrieve
+from serving.routes import adapters, chat, documents, feedback, health, jobs, metrics, models, retrieve, rewards
 from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
 from serving.services.documents import DocumentsService
@@ -130,6 +130,6 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     install_metrics(app, app_metrics)
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for module in (models, chat, documents, retrieve, feedback, adapters, jobs, metrics):
+    for module in (models, chat, documents, retrieve, feedback, adapters, jobs, metrics, rewards):
         app.include_router(module.router, dependencies=protected)
     return app

@@ -258,6 +258,8 @@ RULE_REWARDS = ("cites_source", "length", "grounded")
 class GRPORunConfig(RunFields, GRPOConfig):
     """GRPO with LoRA: rewards from a registered reward model and/or rule rewards."""
 
+    num_generations: int | None = field(default=4, metadata=_help("Answers sampled per prompt (a GRPO group)."))
+    max_completion_length: int | None = field(default=64, metadata=_help("Longest sampled answer in tokens."))
     reward_model: str | None = field(
         default=None, metadata=_help("Registered reward model (name[:vN] or id) scoring the sampled answers.")
     )
@@ -306,7 +308,9 @@ class SweepRunConfig(ClassifyRunConfig):
 
     sweep_method: str = field(default="sft", metadata=_help(f"Method of each trial, one of {SWEEP_METHODS}."))
     sweep_learning_rates: list[float] = field(default_factory=lambda: [1e-4, 3e-4], metadata=_help("Grid: LRs."))
-    sweep_batch_sizes: list[int] = field(default_factory=list, metadata=_help("Grid: batch sizes (default: --batch-size)."))
+    sweep_batch_sizes: list[int] = field(
+        default_factory=list, metadata=_help("Grid: batch sizes (default: --batch-size).")
+    )
     sweep_epochs: list[float] = field(default_factory=list, metadata=_help("Grid: epochs (default: --epochs)."))
     sweep_lora_ranks: list[int] = field(default_factory=list, metadata=_help("Grid: LoRA ranks (default: --lora-r)."))
     sweep_max_trials: int = field(default=16, metadata=_help("Refuse grids larger than this many trials."))
@@ -325,7 +329,9 @@ class SweepRunConfig(ClassifyRunConfig):
             if not isinstance(values, list) or not all(isinstance(v, int | float) and ok(v) for v in values):
                 raise TrainingConfigError(flag, f"must be a list of valid values (got {values!r})")
         if self.trial_count() > self.sweep_max_trials:
-            raise TrainingConfigError("sweep_max_trials", f"is {self.sweep_max_trials}: the grid has {self.trial_count()}")
+            raise TrainingConfigError(
+                "sweep_max_trials", f"is {self.sweep_max_trials}: the grid has {self.trial_count()}"
+            )
         if self.trial_count() < 1 or not self.sweep_learning_rates:
             raise TrainingConfigError("sweep_learning_rates", "must list at least one learning rate")
 

@@ -76,7 +76,9 @@ def parse_kto_record(record: Any, origin: str) -> list[KTOExample]:
         pair = parse_preference_record(record, origin)
         return [
             KTOExample(pair.prompt, pair.chosen, True, origin=f"{origin}:up", rendered_prompt=pair.rendered_prompt),
-            KTOExample(pair.prompt, pair.rejected, False, origin=f"{origin}:down", rendered_prompt=pair.rendered_prompt),
+            KTOExample(
+                pair.prompt, pair.rejected, False, origin=f"{origin}:down", rendered_prompt=pair.rendered_prompt
+            ),
         ]
     field = "label" if "label" in record else "kto_tag" if "kto_tag" in record else None
     if field is None:

@@ -20,6 +20,7 @@ from assistant.settings import Settings
 from training.data.formats import load_preference_examples, load_sft_examples
 from training.data.rag import is_squad_file, load_squad_examples
 from training.data.records import EmptyDatasetError
+from training.data.relevance import refine_selection
 from training.data.render import preference_length, render_preference, tokenize_chat
 from training.data.selection import SelectionOptions, SelectionReport, select_examples, write_report
 from training.evaluation import PerplexityCallback, language_model_metrics, write_metrics
@@ -100,6 +101,7 @@ class MethodRunner:
         by_id = {id(e): enc for e, enc in zip(examples, encoded, strict=True)}
         lengths = [self.length(e, enc) for e, enc in zip(examples, encoded, strict=True)]
         selection = select_examples(examples, lengths, self.selection_options())
+        selection = refine_selection(selection, self.config, self.settings)  # issue 11: relevance, diversity
         self.report = selection.report
         write_report(selection.report, self.run_dir, {"data_files": self._files(), "method": self.method})
         if not selection.train:

@@ -6,6 +6,6 @@ Contract: `training.methods` imports it at its end, so `MethodRunner.create` kno
 
 from __future__ import annotations
 
-from training import kto, reward
+from training import classification, grpo, kto, reward, sweep
 
-__all__ = ["kto", "reward"]
+__all__ = ["classification", "grpo", "kto", "reward", "sweep"]

@@ -128,7 +128,8 @@ class JobWorker:
         outcome = run_training(self.settings, request, callbacks=[ProgressCallback(self, job_id)])
         assert outcome.adapter is not None
         identity = f"{outcome.adapter.name}@v{outcome.adapter.version}"
-        gate = self._gate(outcome.adapter, heldout) if params.get("gate", True) else None
+        gated = params.get("gate", True) and outcome.adapter.kind == "lm"  # a reward model is not a chat adapter
+        gate = self._gate(outcome.adapter, heldout) if gated else None
         return {**_scalars(outcome.metrics), "adapter": identity, "adapter_id": outcome.adapter.id, "gate": gate}
 
     def _params(self, job_id: str) -> dict[str, Any]:
@@ -145,6 +146,12 @@ class JobWorker:
             if not files:
                 raise UnprocessableError(f"the uploaded training file {data.get('file_id')} is gone")
             return files[0], []
+        if data.get("source") in ("feedback", "chats"):  # issue 11: thumbs (kto) and served prompts (grpo)
+            from training.data.feedback import write_source
+
+            path = job_dir / f"{data['source']}.jsonl"
+            write_source(self.db, params["method"], data["source"], data.get("since"), path)
+            return path, []
         pairs = self._stored_pairs(data)
         if not pairs:
             raise UnprocessableError("no stored preference pairs match this job's data selection", code="empty_dataset")

@@ -35,6 +35,7 @@ def adapter_dict(row: Adapter) -> dict[str, Any]:
         "version": row.version,
         "status": row.status,
         "method": row.method,
+        "kind": row.kind,
         "base_model": row.base_model,
         "parent_id": row.parent_id,
         "job_id": row.job_id,

@@ -31,6 +31,7 @@ from assistant.errors import ConflictError, NotFoundError, UnprocessableError
 from assistant.settings import Settings
 from assistant.storage import Adapter, Database, Job, PreferencePair
 from assistant.storage.queries import preference_filters
+from training.data.feedback import JOB_SOURCES, check_stored_source
 
 log = logging.getLogger(__name__)
 FINAL_STATES = ("succeeded", "failed", "cancelled")
@@ -40,14 +41,17 @@ MAX_UNIX_TIME = 4_102_444_800  # 2100-01-01: bounds `since` so datetime conversi
 class JobData(BaseModel):
     """What a job trains on: stored preference pairs (since a point) or an uploaded dataset file."""
 
-    source: Literal["preferences", "file"] = "preferences"
+    source: Literal["preferences", "file", "feedback", "chats"] = Field(
+        "preferences", description="preferences (dpo, reward), feedback = thumbs (kto) or rated prompts (grpo), "
+        "chats = served prompts (grpo), file = an upload."
+    )
     provenance: Literal["feedback", "imported"] | None = Field(None, description="Only pairs of this provenance.")
     since: int | None = Field(None, ge=0, le=MAX_UNIX_TIME, description="Unix time: only pairs created at or after it.")
     file_id: str | None = Field(None, description="For source=file: the id returned by POST /v1/training/files.")
 
 
 class JobSpec(BaseModel):
-    method: Literal["sft", "dpo", "psft"]
+    method: Literal["sft", "dpo", "psft", "kto", "reward", "grpo", "classify", "sweep"]
     name: str = Field("assistant", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Adapter name.")
     data: JobData = Field(default_factory=JobData)  # type: ignore[arg-type]
     base_adapter: str | None = Field(None, description="Continue from this adapter (NAME or NAME@vN).")
@@ -117,11 +121,15 @@ class JobService:
 
     def _check_data(self, spec: JobSpec) -> None:
         data = spec.data
+        if spec.method in JOB_SOURCES and data.source not in ("file", "preferences"):
+            return check_stored_source(self.db, spec.method, data.source, data.since)
+        if data.source in ("feedback", "chats"):
+            raise UnprocessableError(f"`{spec.method}` jobs do not read data.source={data.source}", param="data.source")
         if data.source == "file":
             if not data.file_id or not self.upload_path(data.file_id):
                 raise NotFoundError(f"no uploaded training file {data.file_id!r}", param="data.file_id")
             return
-        if spec.method != "dpo":
+        if spec.method not in ("dpo", "reward"):
             raise UnprocessableError(
                 "stored preference pairs train DPO jobs; for sft/psft upload a dataset "
                 "(POST /v1/training/files) and use data.source=file",
