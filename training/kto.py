@@ -158,9 +158,17 @@ class KTORunner(MethodRunner):
         train, val = super().prepare_data()
         up, down = class_weights(train["label"], self.config.desirable_weight, self.config.undesirable_weight)
         self.config.desirable_weight, self.config.undesirable_weight = up, down
+        n_up = sum(train["label"])
+        self.weights = {"desirable": up, "undesirable": down,
+                        "counts": {"desirable": n_up, "undesirable": len(train) - n_up}}  # fmt: skip
         log.info("KTO: %d desirable, %d undesirable; weights %.3f / %.3f", sum(train["label"]),
                  len(train) - sum(train["label"]), up, down)  # fmt: skip
         return train, val
+
+    def run(self) -> dict[str, Any]:
+        metrics = super().run()
+        metrics["kto_weights"] = self.weights
+        return metrics
 
     def build_model(self) -> Any:
         """As DPO: a fresh LoRA is left to KTOTrainer, whose reference is then the base with the adapter disabled."""

@@ -42,8 +42,9 @@ class JobData(BaseModel):
     """What a job trains on: stored preference pairs (since a point) or an uploaded dataset file."""
 
     source: Literal["preferences", "file", "feedback", "chats"] = Field(
-        "preferences", description="preferences (dpo, reward), feedback = thumbs (kto) or rated prompts (grpo), "
-        "chats = served prompts (grpo), file = an upload."
+        "preferences",
+        description="preferences (dpo, reward), feedback = thumbs (kto) or rated prompts (grpo), "
+        "chats = served prompts (grpo), file = an upload.",
     )
     provenance: Literal["feedback", "imported"] | None = Field(None, description="Only pairs of this provenance.")
     since: int | None = Field(None, ge=0, le=MAX_UNIX_TIME, description="Unix time: only pairs created at or after it.")
