@@ -97,20 +97,42 @@ def length_reward(tokens: int, target: int, longest: int) -> float:
     return max(0.0, 1.0 - abs(tokens - target) / max(target, longest))
 
 
-def rule_reward_functions(names: Sequence[str], target: int, longest: int) -> list[Callable[..., list[float]]]:
-    """TRL reward functions (`prompts`, `completions`, `completion_ids` keywords) for the named rules."""
+def _cites_source_reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+    return [cites_source(p, c) for p, c in zip(prompts, completions, strict=True)]
 
-    def cites_source_reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
-        return [cites_source(p, c) for p, c in zip(prompts, completions, strict=True)]
 
-    def grounded_reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
-        return [grounded(p, c) for p, c in zip(prompts, completions, strict=True)]
+def _grounded_reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+    return [grounded(p, c) for p, c in zip(prompts, completions, strict=True)]
 
-    def length_rule_reward(completion_ids: list[list[int]], **_: Any) -> list[float]:
+
+def _length_factory(target: int, longest: int) -> Callable[..., list[float]]:
+    def length_reward_rule(completion_ids: list[list[int]], **_: Any) -> list[float]:
         return [length_reward(len(ids), target, longest) for ids in completion_ids]
 
-    table = {"cites_source": cites_source_reward, "grounded": grounded_reward, "length": length_rule_reward}
-    return [table[name] for name in names]
+    return length_reward_rule
+
+
+# name -> factory(target_length, max_completion_length) -> a TRL reward function. `register_rule_reward` adds one.
+RULE_FACTORIES: dict[str, Callable[[int, int], Callable[..., list[float]]]] = {
+    "cites_source": lambda target, longest: _cites_source_reward,
+    "grounded": lambda target, longest: _grounded_reward,
+    "length": _length_factory,
+}
+
+
+def register_rule_reward(name: str, function: Callable[..., list[float]]) -> None:
+    """Make `function` (TRL reward signature: prompts, completions, completion_ids keywords) a named rule."""
+    RULE_FACTORIES[name] = lambda target, longest: function
+
+
+def rule_reward_functions(names: Sequence[str], target: int, longest: int) -> list[Callable[..., list[float]]]:
+    """TRL reward functions for the named rules; unknown names fail (before any training step)."""
+    from training.config import TrainingConfigError
+
+    unknown = sorted(set(names) - set(RULE_FACTORIES))
+    if unknown:
+        raise TrainingConfigError("rule_rewards", f"has unknown rules {unknown} (known: {sorted(RULE_FACTORIES)})")
+    return [RULE_FACTORIES[name](target, longest) for name in names]
 
 
 def reward_model_function(scorer: Any) -> Callable[..., list[float]]:

@@ -1,0 +1,69 @@
+"""GRPO on the tiny model through the real GRPOTrainer: the mean reward of sampled answers rises on a toy reward;
+the rule rewards score as documented."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assistant.settings import Settings
+from tests.training.conftest import FAST_OPTIONS, TOPICS
+from training.runner import TrainingRequest, run_training
+
+
+def test_rule_rewards() -> None:
+    from training.grpo import cites_source, grounded, length_reward
+
+    prompt = "Sources:\n[1] Manual\nThe warranty lasts two years.\n\n[2] FAQ\nReset the router.\n\nQuestion: warranty?"
+    assert cites_source(prompt, "Two years [1].") == 1.0
+    assert cites_source(prompt, "Two years [3].") == 0.0  # cites a source the prompt does not have
+    assert cites_source("Question: warranty?", "Two years [1].") == 0.0
+    assert grounded(prompt, "warranty lasts forever") == pytest.approx(2 / 3)
+    assert length_reward(10, 10, 64) == 1.0 and length_reward(42, 10, 64) == pytest.approx(0.5)
+
+
+def most_common_token(model_dir: Path, prompts: list[str]) -> int:
+    """The token the base model samples most often: the toy reward pays for it (dense, so GRPO has a signal)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from training.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    torch.manual_seed(0)
+    counts: Counter[int] = Counter()
+    for prompt in prompts:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)["input_ids"]  # fmt: skip
+        out = model.generate(ids, do_sample=True, max_new_tokens=12, top_k=0, pad_token_id=tokenizer.pad_token_id)
+        counts.update(out[0, ids.shape[1] :].tolist())
+    return counts.most_common(1)[0][0]
+
+
+@pytest.mark.slow
+def test_grpo_raises_mean_reward_on_toy_reward(settings: Settings, tmp_path: Path) -> None:
+    from training.grpo import register_rule_reward
+
+    questions = [q for q, _ in TOPICS]
+    token = most_common_token(Path(settings.models.lm), questions)
+
+    def toy_share(completion_ids: list[list[int]], **_: Any) -> list[float]:
+        return [sum(t == token for t in ids) / max(len(ids), 1) for ids in completion_ids]
+
+    register_rule_reward("toy_share", toy_share)
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions * 2))
+    options = {k: v for k, v in FAST_OPTIONS.items() if k != "max_length"}
+    options.update(rule_rewards=["toy_share"], max_completion_length=12, max_steps=8, learning_rate=1e-2,
+                   per_device_train_batch_size=8, num_generations=4, lora_dropout=0.0, eval_split=0.25,
+                   near_duplicate_threshold=1.0, grpo_eval_prompts=4)  # fmt: skip
+    outcome = run_training(settings, TrainingRequest("grpo", [data], name="rl", options=options))
+    before, after = outcome.metrics["before"], outcome.metrics["after"]
+    assert before["samples"] == after["samples"] == 16
+    assert after["mean_reward"] > before["mean_reward"] + 0.05, (before, after)
+    assert outcome.adapter is not None and outcome.adapter.method == "grpo"
