@@ -26,11 +26,14 @@ def test_rule_rewards() -> None:
     assert length_reward(10, 10, 64) == 1.0 and length_reward(42, 10, 64) == pytest.approx(0.5)
 
 
-def most_common_token(model_dir: Path, prompts: list[str]) -> int:
-    """The token the base model samples most often: the toy reward pays for it (dense, so GRPO has a signal)."""
+def common_tokens(model_dir: Path, prompts: list[str], top: int = 10) -> set[int]:
+    """The tokens the base model samples most often for these prompts rendered as served: the toy reward pays for
+    them (a dense reward, so GRPO has a signal from the first step)."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    from training.data.records import ChatExample
+    from training.data.render import prompt_messages, render_prompt
     from training.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
@@ -38,11 +41,13 @@ def most_common_token(model_dir: Path, prompts: list[str]) -> int:
     torch.manual_seed(0)
     counts: Counter[int] = Counter()
     for prompt in prompts:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)["input_ids"]  # fmt: skip
-        out = model.generate(ids, do_sample=True, max_new_tokens=12, top_k=0, pad_token_id=tokenizer.pad_token_id)
-        counts.update(out[0, ids.shape[1] :].tolist())
-    return counts.most_common(1)[0][0]
+        turn = ({"role": "user", "content": prompt},)
+        text = render_prompt(tokenizer, prompt_messages(turn, ChatExample(turn)))
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        out = model.generate(ids, do_sample=True, max_new_tokens=8, top_k=0, num_return_sequences=4,
+                             pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        counts.update(out[:, ids.shape[1] :].flatten().tolist())
+    return {token for token, _ in counts.most_common(top)}
 
 
 @pytest.mark.slow
@@ -50,20 +55,20 @@ def test_grpo_raises_mean_reward_on_toy_reward(settings: Settings, tmp_path: Pat
     from training.grpo import register_rule_reward
 
     questions = [q for q, _ in TOPICS]
-    token = most_common_token(Path(settings.models.lm), questions)
+    tokens = common_tokens(Path(settings.models.lm), questions)
 
     def toy_share(completion_ids: list[list[int]], **_: Any) -> list[float]:
-        return [sum(t == token for t in ids) / max(len(ids), 1) for ids in completion_ids]
+        return [sum(t in tokens for t in ids) / max(len(ids), 1) for ids in completion_ids]
 
     register_rule_reward("toy_share", toy_share)
     data = tmp_path / "prompts.jsonl"
     data.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions * 2))
     options = {k: v for k, v in FAST_OPTIONS.items() if k != "max_length"}
-    options.update(rule_rewards=["toy_share"], max_completion_length=12, max_steps=8, learning_rate=1e-2,
+    options.update(rule_rewards=["toy_share"], max_completion_length=8, max_steps=8, learning_rate=1e-2,
                    per_device_train_batch_size=8, num_generations=4, lora_dropout=0.0, eval_split=0.25,
                    near_duplicate_threshold=1.0, grpo_eval_prompts=4)  # fmt: skip
     outcome = run_training(settings, TrainingRequest("grpo", [data], name="rl", options=options))
     before, after = outcome.metrics["before"], outcome.metrics["after"]
-    assert before["samples"] == after["samples"] == 16
+    assert before["samples"] == after["samples"] == 8  # 2 held-out prompts x 4 samples
     assert after["mean_reward"] > before["mean_reward"] + 0.05, (before, after)
     assert outcome.adapter is not None and outcome.adapter.method == "grpo"
