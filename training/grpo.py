@@ -203,7 +203,7 @@ class GRPORunner(MethodRunner):
         self.eval_prompts = [] if val is None else list(val["prompt"][:limit])
         return GRPOTrainer(
             model=model,
-            reward_funcs=self.reward_functions(),
+            reward_funcs=list(self.reward_functions()),  # type: ignore[arg-type]
             args=self.config,
             train_dataset=train,
             processing_class=self.tokenizer,
