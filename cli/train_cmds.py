@@ -49,7 +49,7 @@ EpsHighOpt = Annotated[float | None, typer.Option(help="PSFT upper clip epsilon 
 RefreshOpt = Annotated[int | None, typer.Option(help="PSFT optimizer steps between old-policy snapshots (default 8).")]
 
 
-def _train(method: str, common: dict[str, Any], flags: dict[str, Any]) -> None:
+def _train(method: str, common: dict[str, Any], flags: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
     """Build settings and the request, run, print the adapter as JSON."""
     with user_errors():
         settings = build_settings(common.pop("config"), common.pop("data_dir"))
@@ -59,6 +59,7 @@ def _train(method: str, common: dict[str, Any], flags: dict[str, Any]) -> None:
         options = options_from_flags(
             method, flags, common.pop("set") or [], common.pop("target_modules"), common.pop("load_in_4bit")
         )
+        options.update({k: v for k, v in (extra or {}).items() if v})
         request = TrainingRequest(method=method, data_files=common.pop("data"), options=options, **common)
         outcome = run_training(settings, request)
     summary = outcome.summary()
@@ -87,9 +88,9 @@ def _common(**values: Any) -> dict[str, Any]:
 
 
 def _flags(**values: Any) -> dict[str, Any]:
-    from training.options import FLAGS
+    from training.options import FLAGS, TOOLBOX_FLAGS
 
-    return {flag.name: values.get(flag.name) for flag in FLAGS}
+    return {flag.name: values.get(flag.name) for flag in (*FLAGS, *TOOLBOX_FLAGS)}
 
 
 def sft(
@@ -193,9 +194,12 @@ def dpo(
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
-    """Add the `train sft|dpo|psft` commands to the root app."""
+    """Add the `train sft|dpo|psft|kto|reward|grpo|classify|sweep` commands to the root app."""
+    from cli.toolbox_cmds import register_toolbox
+
     train_app = typer.Typer(help="Train LoRA adapters (SFT, DPO, PSFT) and register them.", no_args_is_help=True)
     train_app.command("sft")(sft)
     train_app.command("dpo")(dpo)
     train_app.command("psft")(psft)
+    register_toolbox(train_app)
     app.add_typer(train_app, name="train")

@@ -45,6 +45,7 @@ from serving.routes import (
     metrics,
     models,
     retrieve,
+    rewards,
 )
 from serving.services.adapters import AdapterService
 from serving.services.chat import ChatService
@@ -172,7 +173,20 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     install_guards(app, settings)
     # Each router (or route) declares who may call it (serving/access.py); a route without a declaration refuses to
     # start the app rather than being served open.
-    for module in (health, models, chat, chats, documents, retrieve, feedback, adapters, jobs, metrics, evaluations):
+    for module in (
+        health,
+        models,
+        chat,
+        chats,
+        documents,
+        retrieve,
+        feedback,
+        adapters,
+        jobs,
+        metrics,
+        evaluations,
+        rewards,
+    ):
         app.include_router(module.router)
     install_web(app)  # the console at / (assets under /static)
     check_declared(app)

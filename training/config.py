@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trl import DPOConfig, SFTConfig
+from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, SFTConfig
 
 from assistant.errors import UnprocessableError
 
@@ -31,7 +31,8 @@ LORA_TARGETS: dict[str, list[str]] = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
 }
-METHODS = ("sft", "dpo", "psft")
+TOOLBOX_METHODS = ("kto", "reward", "grpo", "classify", "sweep")  # issue 11: see the classes at the end
+METHODS = ("sft", "dpo", "psft", *TOOLBOX_METHODS)
 
 
 class TrainingConfigError(UnprocessableError):
@@ -86,6 +87,18 @@ class RunFields:
             "step end past it, evaluates that state, and the best checkpoint by validation loss is kept and registered."
         ),
     )
+    relevance_threshold: float | None = field(
+        default=None, metadata=_help("Keep examples whose cosine similarity to the indexed documents is >= this.")
+    )
+    relevance_top_fraction: float | None = field(
+        default=None, metadata=_help("Keep this top share of examples by similarity to the indexed documents.")
+    )
+    diversity_target: int | None = field(
+        default=None, metadata=_help("Keep at most this many examples, chosen for diversity over embeddings.")
+    )
+    diversity_method: str = field(
+        default="kcenter", metadata=_help("Diversity sampling: 'kcenter' (greedy k-center) or 'clusters' (k-means).")
+    )
 
     def check_run_fields(self) -> None:
         checks = [
@@ -102,6 +115,7 @@ class RunFields:
         for flag, ok, problem in checks:
             if not ok:
                 raise TrainingConfigError(flag, f"{problem} (got {getattr(self, flag)!r})")
+        check_selection_fields(self)
         max_length = getattr(self, "max_length", None)
         if max_length is not None and max_length <= self.min_tokens:
             raise TrainingConfigError("max_length", f"must be larger than --min-tokens ({self.min_tokens})")
@@ -161,7 +175,7 @@ class DPORunConfig(RunFields, DPOConfig):
             raise TrainingConfigError("beta", f"must be > 0 (got {self.beta})")
 
 
-CONFIG_CLASSES: dict[str, type[SFTRunConfig] | type[DPORunConfig]] = {
+CONFIG_CLASSES: dict[str, Any] = {
     "sft": SFTRunConfig,
     "psft": PSFTRunConfig,
     "dpo": DPORunConfig,
@@ -201,7 +215,8 @@ def build_run_config(method: str, output_dir: Path, overrides: dict[str, Any] | 
     """The method's config with project defaults, then `overrides` (unknown keys are refused by name)."""
     if method not in CONFIG_CLASSES:
         raise TrainingConfigError("method", f"must be one of {METHODS} (got {method!r})")
-    values = {**PROJECT_DEFAULTS, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    defaults = {k: v for k, v in PROJECT_DEFAULTS.items() if k in config_fields(method)}  # GRPO has no max_length
+    values = {**defaults, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     unknown = sorted(set(values) - config_fields(method))
     if unknown:
         raise TrainingConfigError(unknown[0], f"is not an option of `train {method}`")
@@ -214,3 +229,151 @@ def build_run_config(method: str, output_dir: Path, overrides: dict[str, Any] | 
         if isinstance(exc, TrainingConfigError):
             raise
         raise TrainingConfigError("config", f"is invalid: {exc}") from exc
+
+
+# --- issue 11: the rest of the toolbox (KTO, reward model, GRPO, classification SFT, sweep) ----------------------
+
+
+def check_selection_fields(run: Any) -> None:
+    """Relevance and diversity selection options (all optional)."""
+    if run.relevance_threshold is not None and not -1 <= run.relevance_threshold <= 1:
+        raise TrainingConfigError("relevance_threshold", f"must be a cosine in [-1, 1] (got {run.relevance_threshold})")
+    if run.relevance_top_fraction is not None and not 0 < run.relevance_top_fraction <= 1:
+        raise TrainingConfigError("relevance_top_fraction", f"must be in (0, 1] (got {run.relevance_top_fraction})")
+    if run.diversity_target is not None and run.diversity_target < 2:
+        raise TrainingConfigError("diversity_target", f"must be >= 2 (got {run.diversity_target})")
+    if run.diversity_method not in ("kcenter", "clusters"):
+        raise TrainingConfigError("diversity_method", f"must be 'kcenter' or 'clusters' (got {run.diversity_method!r})")
+
+
+@dataclass
+class KTORunConfig(RunFields, KTOConfig):
+    """KTO with LoRA on unpaired thumbs up/down; class weights default to balancing the two classes."""
+
+    desirable_weight: float | None = field(  # type: ignore[assignment]
+        default=None, metadata=_help("Weight of desirable examples (default: from the data, classes balanced).")
+    )
+    undesirable_weight: float | None = field(  # type: ignore[assignment]
+        default=None, metadata=_help("Weight of undesirable examples (default: from the data, classes balanced).")
+    )
+
+    def __post_init__(self) -> None:
+        KTOConfig.__post_init__(self)
+        self.check_run_fields()
+        if self.beta <= 0:
+            raise TrainingConfigError("beta", f"must be > 0 (got {self.beta})")
+        for flag in ("desirable_weight", "undesirable_weight"):
+            value = getattr(self, flag)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise TrainingConfigError(flag, f"must be a positive number (got {value})")
+        if self.per_device_train_batch_size < 2:
+            raise TrainingConfigError("per_device_train_batch_size", "must be >= 2 for KTO (its KL term needs it)")
+
+
+@dataclass
+class RewardRunConfig(RunFields, RewardConfig):
+    """A reward model: LoRA on a sequence-classification head (the score head trained in full) on preference pairs."""
+
+    def __post_init__(self) -> None:
+        RewardConfig.__post_init__(self)
+        self.check_run_fields()
+
+
+RULE_REWARDS = ("cites_source", "length", "grounded")
+
+
+@dataclass
+class GRPORunConfig(RunFields, GRPOConfig):
+    """GRPO with LoRA: rewards from a registered reward model and/or rule rewards."""
+
+    num_generations: int | None = field(default=4, metadata=_help("Answers sampled per prompt (a GRPO group)."))
+    max_completion_length: int | None = field(default=64, metadata=_help("Longest sampled answer in tokens."))
+    reward_model: str | None = field(
+        default=None, metadata=_help("Registered reward model (name[:vN] or id) scoring the sampled answers.")
+    )
+    rule_rewards: list[str] = field(
+        default_factory=list, metadata=_help(f"Rule rewards to add: {RULE_REWARDS} or a registered one.")
+    )
+    target_length: int = field(default=64, metadata=_help("The 'length' rule: best answer length in tokens."))
+    grpo_eval_prompts: int = field(
+        default=8, metadata=_help("Held-out prompts whose mean reward is measured before and after training.")
+    )
+
+    def __post_init__(self) -> None:
+        GRPOConfig.__post_init__(self)
+        self.check_run_fields()
+        if not isinstance(self.rule_rewards, list) or not all(isinstance(r, str) for r in self.rule_rewards):
+            raise TrainingConfigError("rule_rewards", f"must be a list of rule names (got {self.rule_rewards!r})")
+        if not self.rule_rewards and not self.reward_model:
+            raise TrainingConfigError("reward_model", "or --set rule_rewards=[...] is needed: GRPO needs a reward")
+        if self.target_length < 1:
+            raise TrainingConfigError("target_length", f"must be >= 1 (got {self.target_length})")
+        if self.grpo_eval_prompts < 0:
+            raise TrainingConfigError("grpo_eval_prompts", f"must be >= 0 (got {self.grpo_eval_prompts})")
+
+
+@dataclass
+class ClassifyRunConfig(SFTRunConfig):
+    """Classification data (`text,label`) trained as SFT; evaluated by label accuracy and macro-F1."""
+
+    classify_eval_limit: int | None = field(
+        default=None, metadata=_help("Score at most this many validation examples before and after training.")
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.classify_eval_limit is not None and self.classify_eval_limit < 1:
+            raise TrainingConfigError("classify_eval_limit", f"must be >= 1 (got {self.classify_eval_limit})")
+
+
+SWEEP_METHODS = ("sft", "classify")
+
+
+@dataclass
+class SweepRunConfig(ClassifyRunConfig):
+    """A grid search over learning rate, batch size, epochs and LoRA rank, chosen by validation loss."""
+
+    sweep_method: str = field(default="sft", metadata=_help(f"Method of each trial, one of {SWEEP_METHODS}."))
+    sweep_learning_rates: list[float] = field(default_factory=lambda: [1e-4, 3e-4], metadata=_help("Grid: LRs."))
+    sweep_batch_sizes: list[int] = field(
+        default_factory=list, metadata=_help("Grid: batch sizes (default: --batch-size).")
+    )
+    sweep_epochs: list[float] = field(default_factory=list, metadata=_help("Grid: epochs (default: --epochs)."))
+    sweep_lora_ranks: list[int] = field(default_factory=list, metadata=_help("Grid: LoRA ranks (default: --lora-r)."))
+    sweep_max_trials: int = field(default=16, metadata=_help("Refuse grids larger than this many trials."))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sweep_method not in SWEEP_METHODS:
+            raise TrainingConfigError("sweep_method", f"must be one of {SWEEP_METHODS} (got {self.sweep_method!r})")
+        grids = {
+            "sweep_learning_rates": (self.sweep_learning_rates, lambda v: 0 < v < 1),
+            "sweep_batch_sizes": (self.sweep_batch_sizes, lambda v: v >= 1 and float(v).is_integer()),
+            "sweep_epochs": (self.sweep_epochs, lambda v: v > 0),
+            "sweep_lora_ranks": (self.sweep_lora_ranks, lambda v: v >= 1 and float(v).is_integer()),
+        }
+        for flag, (values, ok) in grids.items():
+            if not isinstance(values, list) or not all(isinstance(v, int | float) and ok(v) for v in values):
+                raise TrainingConfigError(flag, f"must be a list of valid values (got {values!r})")
+        if self.trial_count() > self.sweep_max_trials:
+            raise TrainingConfigError(
+                "sweep_max_trials", f"is {self.sweep_max_trials}: the grid has {self.trial_count()}"
+            )
+        if self.trial_count() < 1 or not self.sweep_learning_rates:
+            raise TrainingConfigError("sweep_learning_rates", "must list at least one learning rate")
+
+    def trial_count(self) -> int:
+        sizes = [len(v) or 1 for v in (self.sweep_learning_rates, self.sweep_batch_sizes, self.sweep_epochs,
+                                       self.sweep_lora_ranks)]  # fmt: skip
+        return math.prod(sizes)
+
+
+CONFIG_CLASSES.update(
+    {
+        "kto": KTORunConfig,
+        "reward": RewardRunConfig,
+        "grpo": GRPORunConfig,
+        "classify": ClassifyRunConfig,
+        "sweep": SweepRunConfig,
+    }
+)

@@ -20,6 +20,7 @@ from typing import Any
 from assistant.errors import UnprocessableError
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
+_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Bound:
         """Why `value` is not acceptable, or None."""
         if self.kind is list:
             return self._list_problem(value)
+        if self.kind is str and not self.choices:  # a name (e.g. a registry reference)
+            ok = isinstance(value, str) and _REFERENCE.fullmatch(value)
+            return None if ok else "must be a name of letters, digits and '._@:-' (at most 200 characters)"
         if self.kind is str:
             return None if value in self.choices else f"must be one of {list(self.choices)}"
         if self.kind is bool:
@@ -85,6 +89,12 @@ COMMON_OPTIONS: dict[str, Bound] = {
     "max_minutes": Bound(float, 0.1, 10_000),  # wall-clock budget; the best checkpoint so far is registered
 }
 _RAFT = {"gold_probability": Bound(float, 0, 1)}
+_SELECTION = {  # relevance / diversity selection (training/data/relevance.py), any method
+    "relevance_threshold": Bound(float, -1, 1),
+    "relevance_top_fraction": Bound(float, 0.001, 1),
+    "diversity_target": Bound(int, 2, 1_000_000),
+    "diversity_method": Bound(str, choices=("kcenter", "clusters")),
+}
 
 METHOD_OPTIONS: dict[str, dict[str, Bound]] = {
     "sft": {**_RAFT},
@@ -96,7 +106,32 @@ METHOD_OPTIONS: dict[str, dict[str, Bound]] = {
         "psft_refresh_steps": Bound(int, 1, 100_000),
     },
     "dpo": {"beta": Bound(float, 0.001, 10)},
+    "kto": {
+        "beta": Bound(float, 0.001, 10),
+        "desirable_weight": Bound(float, 0.01, 100),
+        "undesirable_weight": Bound(float, 0.01, 100),
+        "loss_type": Bound(str, choices=("kto", "apo_zero_unpaired")),
+    },
+    "reward": {"center_rewards_coefficient": Bound(float, 0, 1)},
+    "grpo": {
+        "beta": Bound(float, 0, 10),
+        "reward_model": Bound(str),
+        "rule_rewards": Bound(list, max_items=3),
+        "target_length": Bound(int, 1, 4096),
+        "num_generations": Bound(int, 2, 64),
+        "max_completion_length": Bound(int, 1, 4096),
+        "temperature": Bound(float, 0.01, 2),
+        "grpo_eval_prompts": Bound(int, 0, 256),
+    },
+    "classify": {"classify_eval_limit": Bound(int, 1, 100_000)},
+    "sweep": {
+        "sweep_method": Bound(str, choices=("sft", "classify")),
+        "sweep_max_trials": Bound(int, 1, 16),
+        "classify_eval_limit": Bound(int, 1, 100_000),
+    },
 }
+for _method in METHOD_OPTIONS:
+    METHOD_OPTIONS[_method].update(_SELECTION)
 
 
 def allowed_options(method: str) -> dict[str, Bound]:

@@ -36,6 +36,7 @@ from training.data.rag import (
     read_questions,
 )
 from training.data.records import ChatExample, EmptyDatasetError, PreferenceExample
+from training.data.relevance import refine_selection
 from training.data.render import (
     preference_length,
     prompt_messages,
@@ -129,6 +130,7 @@ class MethodRunner:
         by_id = {id(e): enc for e, enc in zip(examples, encoded, strict=True)}
         lengths = [self.length(e, enc) for e, enc in zip(examples, encoded, strict=True)]
         selection = select_examples(examples, lengths, self.selection_options())
+        selection = refine_selection(selection, self.config, self.settings)  # issue 11: relevance, diversity
         self.report = selection.report
         self.validation_examples = list(selection.validation)
         extra = {"data_files": self._files(), "method": self.method, **self.data_stats}
@@ -460,3 +462,6 @@ class DPORunner(MethodRunner):
             metrics.get("rewards/margins", 0.0),
         )
         return metrics
+
+
+import training.toolbox  # noqa: E402, F401 - registers the issue-11 runners (KTO, reward, GRPO, classify, sweep)

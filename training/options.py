@@ -38,13 +38,27 @@ FLAGS: tuple[Flag, ...] = (
     Flag("lora_r", "lora_r", int, "LoRA rank (default 16)."),
     Flag("lora_alpha", "lora_alpha", float, "LoRA alpha (default 32)."),
     Flag("lora_dropout", "lora_dropout", float, "LoRA dropout (default 0.05)."),
-    Flag("beta", "beta", float, "DPO only: KL strength beta (default 0.1)."),
+    Flag("beta", "beta", float, "DPO/KTO/GRPO: KL strength beta (default 0.1; GRPO 0)."),
     Flag("eps_low", "eps_low", float, "PSFT only: lower clip epsilon (default 0.2)."),
     Flag("eps_high", "eps_high", float, "PSFT only: upper clip epsilon (default 0.28)."),
     Flag("refresh_steps", "psft_refresh_steps", int, "PSFT only: steps between old-policy snapshots (default 8)."),
 )
 PSFT_ONLY = {"eps_low", "eps_high", "psft_refresh_steps"}
 DPO_ONLY = {"beta"}
+BETA_METHODS = ("dpo", "kto", "grpo")  # issue 11: KTO and GRPO have a KL beta too
+TOOLBOX_FLAGS: tuple[Flag, ...] = (  # issue 11 (given with `--set` on `python -m training.run`)
+    Flag("relevance_threshold", "relevance_threshold", float, "Keep examples with cosine >= this to the documents."),
+    Flag("relevance_top", "relevance_top_fraction", float, "Keep this top share of examples by document relevance."),
+    Flag("diversity_target", "diversity_target", int, "Keep at most this many examples, chosen for diversity."),
+    Flag("diversity_method", "diversity_method", str, "Diversity sampling: kcenter (default) or clusters."),
+    Flag("desirable_weight", "desirable_weight", float, "KTO: weight of thumbs-up examples (default: balanced)."),
+    Flag("undesirable_weight", "undesirable_weight", float, "KTO: weight of thumbs-down examples (default: balanced)."),
+    Flag("reward_model", "reward_model", str, "GRPO: registered reward model (name[:vN]) scoring sampled answers."),
+    Flag("num_generations", "num_generations", int, "GRPO: answers sampled per prompt (default 4)."),
+    Flag("max_completion_length", "max_completion_length", int, "GRPO: longest sampled answer (default 64)."),
+    Flag("target_length", "target_length", int, "GRPO 'length' rule: best answer length in tokens (default 64)."),
+    Flag("trial_method", "sweep_method", str, "Sweep: method of each trial, sft (default) or classify."),
+)
 
 
 def parse_set(pairs: Iterable[str]) -> dict[str, Any]:
@@ -67,11 +81,11 @@ def options_from_flags(
 ) -> dict[str, Any]:
     """Config field values from the flags actually given; method-specific flags are refused on other methods."""
     options: dict[str, Any] = {}
-    for flag in FLAGS:
+    for flag in (*FLAGS, *TOOLBOX_FLAGS):
         value = values.get(flag.name)
         if value is None:
             continue
-        if (flag.field in PSFT_ONLY and method != "psft") or (flag.field in DPO_ONLY and method != "dpo"):
+        if (flag.field in PSFT_ONLY and method != "psft") or (flag.field in DPO_ONLY and method not in BETA_METHODS):
             raise TrainingConfigError(flag.name, f"does not apply to `train {method}`")
         options[flag.field] = flag.type(value)
     if target_modules:

@@ -43,6 +43,7 @@ class AdapterRecord:
     lineage: dict[str, Any]
     metrics: dict[str, Any]
     status: str
+    kind: str = "lm"  # 'reward' for reward models (issue 11): scored, never served as a chat adapter
 
     @classmethod
     def from_row(cls, row: Adapter) -> AdapterRecord:
@@ -57,6 +58,7 @@ class AdapterRecord:
             dict(row.lineage or {}),
             dict(row.metrics or {}),
             row.status,
+            row.kind or "lm",
         )
 
 
@@ -112,6 +114,7 @@ class AdapterRegistry:
         metrics: dict[str, Any],
         parent_id: str | None = None,
         job_id: str | None = None,
+        kind: str = "lm",
     ) -> AdapterRecord:
         """Copy `source_dir` into the next version directory atomically, then insert the row."""
         check_name(name)
@@ -131,6 +134,7 @@ class AdapterRegistry:
                     lineage=lineage,
                     metrics=metrics,
                     job_id=job_id,
+                    kind=kind,
                 )
                 session.add(row)
                 session.flush()

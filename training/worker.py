@@ -133,7 +133,8 @@ class JobWorker:
         outcome = run_training(self.settings, request, callbacks=[ProgressCallback(self, job_id)])
         assert outcome.adapter is not None
         identity = f"{outcome.adapter.name}@v{outcome.adapter.version}"
-        gate = self._gate(outcome.adapter, heldout, outcome.run_dir) if params.get("gate", True) else None
+        gated = params.get("gate", True) and outcome.adapter.kind == "lm"  # a reward model is not a chat adapter
+        gate = self._gate(outcome.adapter, heldout, outcome.run_dir) if gated else None
         logged = outcome.run_dir / "log_history.json"
         history = _history(json.loads(logged.read_text())) if logged.is_file() else []
         return {
@@ -154,6 +155,12 @@ class JobWorker:
         data = params.get("data") or {}
         if data.get("source") == "file":
             return resolve_upload(self.settings, str(data.get("file_id"))), []
+        if data.get("source") in ("feedback", "chats"):  # issue 11: thumbs (kto) and served prompts (grpo)
+            from training.data.feedback import write_source
+
+            path = job_dir / f"{data['source']}.jsonl"
+            write_source(self.db, params["method"], data["source"], data.get("since"), path)
+            return path, []
         pairs = self._stored_pairs(data)
         if not pairs:
             raise UnprocessableError("no stored preference pairs match this job's data selection", code="empty_dataset")

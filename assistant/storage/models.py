@@ -159,6 +159,7 @@ class Adapter(Base):
     path: Mapped[str] = mapped_column(String(2000))
     base_model: Mapped[str] = mapped_column(String(1000))
     method: Mapped[str] = mapped_column(String(20), default="")
+    kind: Mapped[str] = mapped_column(String(20), default="lm", server_default="lm", doc="lm | reward")
     parent_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -35,6 +35,7 @@ def adapter_dict(row: Adapter) -> dict[str, Any]:
         "version": row.version,
         "status": row.status,
         "method": row.method,
+        "kind": row.kind,
         "base_model": row.base_model,
         "parent_id": row.parent_id,
         "job_id": row.job_id,
@@ -64,6 +65,8 @@ class AdapterService:
             raise ConflictError("another activation is in progress; retry when it has finished", code="busy")
         async with self._lock:
             row = self._find(name, version)
+            if row.kind != "lm":  # a reward model scores answers (POST /v1/rewards/score); it is never served
+                raise UnprocessableError(f"{engine_identity(row)} is a {row.kind} model, not a chat adapter")
             self._check_gate(row, force)
             ref = self.catalog.resolve(engine_identity(row))
             assert ref is not None

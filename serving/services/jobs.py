@@ -33,6 +33,7 @@ from assistant.errors import ConflictError, NotFoundError, UnprocessableError
 from assistant.settings import Settings
 from assistant.storage import Adapter, Database, Document, Job, PreferencePair
 from assistant.storage.queries import preference_filters
+from training.data.feedback import JOB_SOURCES, check_stored_source
 from training.job_options import check_job_options
 from training.uploads import FILE_ID, new_file_id, resolve_upload, uploads_dir
 
@@ -46,7 +47,11 @@ MAX_UNIX_TIME = 4_102_444_800  # 2100-01-01: bounds `since` so datetime conversi
 class JobData(BaseModel):
     """What a job trains on: stored preference pairs (since a point) or an uploaded dataset file."""
 
-    source: Literal["preferences", "file"] = "preferences"
+    source: Literal["preferences", "file", "feedback", "chats"] = Field(
+        "preferences",
+        description="preferences (dpo, reward), feedback = thumbs (kto) or rated prompts (grpo), "
+        "chats = served prompts (grpo), file = an upload.",
+    )
     provenance: Literal["feedback", "imported"] | None = Field(None, description="Only pairs of this provenance.")
     since: int | None = Field(None, ge=0, le=MAX_UNIX_TIME, description="Unix time: only pairs created at or after it.")
     file_id: str | None = Field(
@@ -62,7 +67,7 @@ class JobData(BaseModel):
 
 
 class JobSpec(BaseModel):
-    method: Literal["sft", "dpo", "psft"]
+    method: Literal["sft", "dpo", "psft", "kto", "reward", "grpo", "classify", "sweep"]
     name: str = Field("assistant", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Adapter name.")
     data: JobData = Field(default_factory=JobData)  # type: ignore[arg-type]
     base_adapter: str | None = Field(None, description="Continue from this adapter (NAME or NAME@vN).")
@@ -135,6 +140,10 @@ class JobService:
 
     def _check_data(self, spec: JobSpec) -> None:
         data = spec.data
+        if spec.method in JOB_SOURCES and data.source not in ("file", "preferences"):
+            return check_stored_source(self.db, spec.method, data.source, data.since)
+        if data.source in ("feedback", "chats"):
+            raise UnprocessableError(f"`{spec.method}` jobs do not read data.source={data.source}", param="data.source")
         if data.source == "file":
             if not data.file_id:
                 raise UnprocessableError("data.source=file needs data.file_id", param="data.file_id")
@@ -142,6 +151,12 @@ class JobService:
             if data.collection is not None and not self._has_collection(data.collection):
                 raise NotFoundError(f"no documents in collection {data.collection!r}", param="data.collection")
             return
+        if spec.method not in ("dpo", "reward", "sft", "psft"):
+            raise UnprocessableError(
+                f"stored preference pairs train dpo, reward, sft and psft jobs (sft/psft on the corrections), not "
+                f"{spec.method}: upload a dataset (POST /v1/training/files) and use data.source=file",
+                param="data.source",
+            )
         if self.count_pairs(data) == 0:  # sft/psft train on the preferred side (the corrections) of the pairs
             raise UnprocessableError(
                 f"no stored preference pairs match (provenance={data.provenance}, since={data.since}): collect "

@@ -51,6 +51,7 @@ class SelectionReport:
     validation: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     dropped_examples: dict[str, list[str]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # per-step facts (relevance scores, diversity clusters)
 
     def drop(self, reason: str, origin: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1

@@ -1,0 +1,90 @@
+"""Scoring answers with a registered reward model: the service behind `POST /v1/rewards/score`.
+
+Contract: `RewardService(settings, db).score(model, items)` resolves `model` (a reward adapter's name, name@vN /
+name:vN or id; None = the newest adapter of kind `reward`), loads it once (`training.reward.RewardScorer`, cached
+per adapter id, on this process's CPU/GPU) and returns one score per item, in order. An item's prompt is given as
+`rendered_prompt` (used verbatim: the text the server built), `messages` (a conversation ending with a user turn) or
+`prompt` (one user question); the last two are rendered like served chats without retrieval (serving template,
+chat template with the generation prompt). 404 when no such reward model exists; 422 for an adapter that is not a
+reward model or an item without a prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from assistant.errors import NotFoundError, UnprocessableError
+from assistant.settings import Settings
+from assistant.storage import Adapter, Database
+
+
+class RewardService:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self._scorers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _record(self, model: str | None) -> Any:
+        from training.registry import AdapterRegistry
+
+        registry = AdapterRegistry(self.db, self.settings.adapters_dir)
+        if model is None:
+            with self.db.session() as session:
+                row = session.scalars(
+                    select(Adapter).where(Adapter.kind == "reward").order_by(Adapter.created_at.desc())
+                ).first()
+                if row is None:
+                    raise NotFoundError("no reward model is registered: train one (method: reward)", param="model")
+                model = row.id
+        try:
+            record = registry.resolve(model.replace("@v", ":v"))
+        except NotFoundError as exc:
+            raise NotFoundError(f"no reward model {model!r} in the registry", param="model") from exc
+        if record.kind != "reward":
+            raise UnprocessableError(f"{model!r} is a {record.kind} adapter, not a reward model", param="model")
+        return record
+
+    def _scorer(self, record: Any) -> Any:
+        with self._lock:
+            if record.id not in self._scorers:
+                from assistant.models import resolve_lm
+                from training.reward import RewardScorer
+
+                self._scorers[record.id] = RewardScorer(resolve_lm(self.settings), record.path)
+            return self._scorers[record.id]
+
+    def render(self, scorer: Any, item: dict[str, Any], index: int) -> str:
+        if item.get("rendered_prompt"):
+            return str(item["rendered_prompt"])
+        if item.get("messages"):
+            history = list(item["messages"])
+        elif item.get("prompt"):
+            history = [{"role": "user", "content": item["prompt"]}]
+        else:
+            raise UnprocessableError(f"items[{index}] needs rendered_prompt, messages or prompt", param="items")
+        if history[-1]["role"] != "user":
+            raise UnprocessableError(f"items[{index}].messages must end with a user turn", param="items")
+        from assistant.prompts import build_rag_messages
+
+        messages = build_rag_messages(history, None)
+        return str(scorer.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    def score_sync(self, model: str | None, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        record = self._record(model)
+        scorer = self._scorer(record)
+        prompts = [self.render(scorer, item, i) for i, item in enumerate(items)]
+        scores = scorer.score(prompts, [str(item["answer"]) for item in items])
+        return {
+            "object": "list",
+            "model": f"{record.name}@v{record.version}",
+            "data": [{"object": "reward", "index": i, "score": s} for i, s in enumerate(scores)],
+        }
+
+    async def score(self, model: str | None, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return await asyncio.to_thread(self.score_sync, model, items)
