@@ -134,8 +134,13 @@ for _method in METHOD_OPTIONS:
     METHOD_OPTIONS[_method].update(_SELECTION)
 
 
+# Common options a method has no field for (GRPO bounds prompts and completions separately).
+NOT_FOR: dict[str, frozenset[str]] = {"grpo": frozenset({"max_length"})}
+
+
 def allowed_options(method: str) -> dict[str, Bound]:
-    return {**COMMON_OPTIONS, **METHOD_OPTIONS.get(method, {})}
+    options = {**COMMON_OPTIONS, **METHOD_OPTIONS.get(method, {})}
+    return {key: bound for key, bound in options.items() if key not in NOT_FOR.get(method, frozenset())}
 
 
 def check_job_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
