@@ -114,6 +114,16 @@ def timed_queries(retriever: Retriever, corpus: SquadCorpus, mode: str) -> list[
 # ---------------------------------------------------------------- baseline
 
 
+def naive_model(settings: Any) -> Any:
+    """The naive pipeline's embedder: the same MiniLM through plain sentence-transformers (torch), as people run it."""
+    from sentence_transformers import SentenceTransformer
+
+    from assistant.embedding import model_directory
+    from assistant.models import resolve_embedder
+
+    return SentenceTransformer(str(model_directory(resolve_embedder(settings))), device="cpu")
+
+
 class Baseline:
     """The common pipeline: LangChain character splitter + the same embedder + IndexFlatIP."""
 
@@ -319,7 +329,7 @@ def main() -> int:
         embedder = TimedEmbedder(make_embedder(settings))
         embedder.embed(["warm up the model"])
         service, ours_ingest = ingest_ours(settings, embedder, base / "corpus")
-        baseline = Baseline(embedder.inner.model)  # type: ignore[attr-defined]
+        baseline = Baseline(naive_model(settings))
         base_ingest = baseline.ingest(base / "corpus")
         retriever = Retriever(settings, service.db, service.index, embedder)
         ours = evaluate(retriever, corpus)
