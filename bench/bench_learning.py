@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from server_process import wait_ready  # bench/ is on sys.path when a bench script runs
+from server_process import run_job, wait_ready  # bench/ is on sys.path when a bench script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -115,26 +115,6 @@ def wait_documents_ready(base: str, count: int, timeout: float = 3600) -> None:
 
 
 # ---------------------------------------------------------------- jobs
-
-
-def run_job(base: str, spec: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    started = time.perf_counter()
-    created = httpx.post(f"{base}/v1/training/jobs", json=spec, timeout=60)
-    if created.status_code >= 400:
-        raise RuntimeError(f"job refused: {created.status_code} {created.text}")
-    job_id = created.json()["id"]
-    last = -1.0
-    while True:
-        job = httpx.get(f"{base}/v1/training/jobs/{job_id}", timeout=60).json()
-        if job["progress"] - last >= 0.1:
-            print(f"  {spec['method']} job {job['state']} {job['progress']:.0%}", flush=True)
-            last = job["progress"]
-        if job["state"] in {"succeeded", "failed", "cancelled"}:
-            break
-        time.sleep(3)
-    if job["state"] != "succeeded":
-        raise RuntimeError(f"job {job_id} {job['state']}: {job['error']}\n" + "\n".join(job.get("log_tail", [])))
-    return job, time.perf_counter() - started
 
 
 def train(base: str, method: str, file_id: str, args: argparse.Namespace) -> dict[str, Any]:

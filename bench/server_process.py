@@ -1,9 +1,11 @@
-"""Shared by the benchmarks that start a real server: wait until its `/health` says ready."""
+"""Shared by the benchmarks that start a real server: wait until its `/health` says ready; run a training job
+through the REST API and wait for it to end."""
 
 from __future__ import annotations
 
 import subprocess
 import time
+from typing import Any
 
 import httpx
 
@@ -21,3 +23,24 @@ def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 90
             pass
         time.sleep(0.25)
     raise TimeoutError("server not ready")
+
+
+def run_job(base: str, spec: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """Submit a training job, print its progress, and return (the finished job, seconds); raises unless it succeeded."""
+    started = time.perf_counter()
+    created = httpx.post(f"{base}/v1/training/jobs", json=spec, timeout=60)
+    if created.status_code >= 400:
+        raise RuntimeError(f"job refused: {created.status_code} {created.text}")
+    job_id = created.json()["id"]
+    last = -1.0
+    while True:
+        job = httpx.get(f"{base}/v1/training/jobs/{job_id}", timeout=60).json()
+        if job["progress"] - last >= 0.1:
+            print(f"  {spec['method']} job {job['state']} {job['progress']:.0%}", flush=True)
+            last = job["progress"]
+        if job["state"] in {"succeeded", "failed", "cancelled"}:
+            break
+        time.sleep(2)
+    if job["state"] != "succeeded":
+        raise RuntimeError(f"job {job_id} {job['state']}: {job['error']}\n" + "\n".join(job.get("log_tail", [])))
+    return job, time.perf_counter() - started
