@@ -27,6 +27,7 @@ import numpy as np
 from assistant.errors import ConfigError
 from assistant.models import export_onnx_embedder, resolve_embedder
 from assistant.settings import Settings
+from assistant.startup import default_device
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,6 @@ def model_directory(path: Path) -> Path:
     if not (path / "modules.json").is_file() and (path / "model" / "modules.json").is_file():
         return path / "model"
     return path
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class TokenCounting:

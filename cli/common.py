@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +11,7 @@ import typer
 
 from assistant.errors import AssistantError
 from assistant.settings import Settings, load_settings
+from assistant.startup import start_up
 
 T = TypeVar("T")
 
@@ -33,19 +31,12 @@ DataDirOption = Annotated[
 
 
 def build_settings(config: Path | None = None, data_dir: Path | None = None, **overrides: Any) -> Settings:
-    """Settings for a command: YAML file, then environment, then the command's explicit flags; logging configured."""
+    """Settings for a command: YAML file, then environment, then the command's explicit flags; then `start_up`."""
     if data_dir is not None:
         overrides["data_dir"] = data_dir
     settings = load_settings(config, **overrides)
-    configure_logging(settings.log_level)
-    if settings.offline:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    start_up(settings)
     return settings
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 @contextmanager

@@ -51,22 +51,22 @@ async def _evaluate(settings, items, model, collection, name) -> dict[str, Any]:
     import threading
 
     from assistant.models import resolve_lm, served_model_name
-    from assistant.storage import Database
-    from serving.app import build_store
+    from assistant.parts import Parts
+    from serving.app import build_retrieval
     from serving.catalog import ModelCatalog
     from serving.engines import make_engine
     from serving.metrics import Metrics
     from serving.services.chat import ChatService
     from serving.services.evaluation import AnswerEvaluator, build_report
 
-    db = Database(settings.resolved_database_url)
-    db.migrate()
+    parts = Parts(settings)
+    db = parts.db
     catalog = ModelCatalog(served_model_name(settings), db)
     engine = make_engine(settings.engine, resolve_lm(settings), catalog.base_name)
     await engine.start()
     try:
         metrics = Metrics()
-        retrieval = build_store(settings, db, threading.RLock(), metrics)[1]
+        retrieval = build_retrieval(parts, threading.RLock(), metrics)
         chat = ChatService(settings, engine, catalog, db, metrics, retrieval)
         model = model or catalog.base_name
         chat.catalog.resolve(model)
@@ -83,6 +83,7 @@ async def _evaluate(settings, items, model, collection, name) -> dict[str, Any]:
         return build_report(results, params)
     finally:
         await engine.shutdown()
+        parts.close()
 
 
 def _anonymous() -> Any:

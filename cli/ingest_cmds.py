@@ -9,18 +9,11 @@ modules inside the function, reports project errors as one line with exit code 1
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from assistant.settings import Settings
 from cli.common import ConfigOption, DataDirOption, build_settings, echo, user_errors
-
-if TYPE_CHECKING:
-    from assistant.embedding import Embedder
-    from assistant.index import FaissIndex
-    from assistant.retrieval import Retriever
-    from assistant.storage.db import Database
 
 CollectionOption = Annotated[str, typer.Option("--collection", help="Collection the documents belong to.")]
 SHARED_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1-dev-part1.json"
@@ -35,9 +28,10 @@ def ingest(
     """Ingest documents (PDF, DOCX, HTML, Markdown, TXT, CSV, JSON/JSONL) into the index."""
     settings = build_settings(config, data_dir)
     with user_errors():
+        from assistant.parts import Parts
         from ingest.service import IngestService
 
-        report = IngestService.open(settings).ingest_paths(paths, collection)
+        report = IngestService.of(Parts(settings)).ingest_paths(paths, collection)
     for result in report.files:
         detail = f"error {result.status_code}: {result.error}" if result.error else f"{result.chunks} chunks"
         echo(f"{result.status:<10} {result.source}  ({detail})")
@@ -63,7 +57,9 @@ def search(
     """Show the chunks a query retrieves, with scores and citation data."""
     settings = build_settings(config, data_dir)
     with user_errors():
-        hits = _open_retriever(settings).search(query, k=k, collections=collection or None, mode=mode)
+        from assistant.parts import Parts
+
+        hits = Parts(settings).retriever.search(query, k=k, collections=collection or None, mode=mode)
     for rank, hit in enumerate(hits, start=1):
         where = ", ".join(part for part in (f"p. {hit.page}" if hit.page else "", hit.section or "") if part)
         echo(
@@ -75,28 +71,22 @@ def search(
         echo("no hits")
 
 
-def _open_retriever(settings: Settings) -> Retriever:
-    from assistant.retrieval import Retriever
-    from assistant.retrieval.rerank import make_reranker
-
-    db, index, embedder = _open_parts(settings)
-    return Retriever(settings, db, index, embedder, make_reranker(settings))
-
-
 def index_rebuild(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Rebuild the vector index from the chunk rows (exact or HNSW by size; compacts deletions)."""
     settings = build_settings(config, data_dir)
     with user_errors():
-        from assistant.embedding import EmbedderMismatchError, make_embedder, record_embedder_space
+        from assistant.embedding import EmbedderMismatchError, record_embedder_space
+        from assistant.parts import Parts
         from ingest.service import IngestService
 
+        parts, reembed = Parts(settings), False
         try:
-            embedder, reembed = make_embedder(settings), False
+            _ = parts.embedder  # refused when the index holds vectors of another embedder
         except EmbedderMismatchError as exc:  # a new embedder: re-embed every chunk, then record its space
             echo(f"{exc.message.split(': mixing')[0]}: re-embedding every chunk")
-            embedder, reembed = make_embedder(settings, check_space=False), True
-        report = IngestService.open(settings, embedder).rebuild_index(reembed=reembed)
-        record_embedder_space(settings, embedder.dim)
+            parts, reembed = Parts(settings, check_embedder_space=False), True
+        report = IngestService.of(parts).rebuild_index(reembed=reembed)
+        record_embedder_space(settings, parts.embedder.dim)
     echo(report.summary())
 
 
@@ -104,24 +94,14 @@ def index_check(config: ConfigOption = None, data_dir: DataDirOption = None) -> 
     """Check that the vector index and the chunk rows agree (exit code 1 when they do not)."""
     settings = build_settings(config, data_dir)
     with user_errors():
+        from assistant.parts import Parts
         from ingest.service import IngestService
 
-        service = IngestService(settings, *_open_parts(settings), read_only=True)  # works beside a running writer
+        service = IngestService.of(Parts(settings), read_only=True)  # works beside a running writer
         report = service.check_index()
     echo(report.summary())
     if not report.ok:
         raise typer.Exit(code=1)
-
-
-def _open_parts(settings: Settings) -> tuple[Database, FaissIndex, Embedder]:
-    from assistant.embedding import make_embedder
-    from assistant.index import open_index
-    from assistant.storage.db import Database
-
-    db = Database(settings.resolved_database_url)
-    db.migrate()
-    embedder = make_embedder(settings)
-    return db, open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after), embedder
 
 
 def eval_retrieval(

@@ -20,11 +20,9 @@ adapters_app = typer.Typer(help="The adapter registry: list, activate, roll back
 
 
 def _db(settings: Any) -> Any:
-    from assistant.storage import Database
+    from assistant.parts import Parts
 
-    db = Database(settings.resolved_database_url)
-    db.migrate()
-    return db
+    return Parts(settings).db
 
 
 def _print(body: Any) -> None:

@@ -68,16 +68,16 @@ async def _chat_once(settings, message, model, system, options) -> None:  # type
     import threading
 
     from assistant.models import resolve_lm, served_model_name
-    from assistant.storage import Database
-    from serving.app import build_store
+    from assistant.parts import Parts
+    from serving.app import build_retrieval
     from serving.catalog import ModelCatalog
     from serving.engines import make_engine
     from serving.metrics import Metrics
     from serving.schemas import ChatCompletionRequest
     from serving.services.chat import ChatService
 
-    db = Database(settings.resolved_database_url)
-    db.migrate()
+    parts = Parts(settings)
+    db = parts.db
     catalog = ModelCatalog(served_model_name(settings), db)
     engine = make_engine(settings.engine, resolve_lm(settings), catalog.base_name)
     await engine.start()
@@ -87,7 +87,7 @@ async def _chat_once(settings, message, model, system, options) -> None:  # type
             {"model": model or catalog.base_name, "messages": messages, **options}
         )
         metrics = Metrics()
-        retrieval = build_store(settings, db, threading.RLock(), metrics)[1] if options["use_retrieval"] else None
+        retrieval = build_retrieval(parts, threading.RLock(), metrics) if options["use_retrieval"] else None
         service = ChatService(settings, engine, catalog, db, metrics, retrieval)
         prepared = await service.prepare(request)
         async for event in service.stream(prepared):
@@ -104,6 +104,7 @@ async def _chat_once(settings, message, model, system, options) -> None:  # type
             sys.stdout.write(f"[{citation['index']}] {citation['title'] or citation['source']} {where}\n")
     finally:
         await engine.shutdown()
+        parts.close()
 
 
 @models_app.command("list")

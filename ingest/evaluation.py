@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from assistant.embedding import Embedder
+from assistant.parts import Parts
 from assistant.retrieval import Retriever
 from assistant.retrieval.metrics import RankingScores, score_rankings
 from assistant.settings import Settings
@@ -100,11 +101,10 @@ def run_squad_evaluation(
     corpus = load_squad(squad_file, questions)
     with tempfile.TemporaryDirectory(prefix="squad-eval-") as tmp:
         work = settings.model_copy(update={"data_dir": Path(tmp) / "data", "database_url": None})
-        service = IngestService.open(work, embedder)
+        parts = Parts(work, embedder=embedder)
         write_corpus(corpus, Path(tmp) / "corpus")
-        report = service.ingest_paths([Path(tmp) / "corpus"], collection="squad")
+        report = IngestService.of(parts).ingest_paths([Path(tmp) / "corpus"], collection="squad")
         log.info("ingested %d chunks in %.1f s", report.chunks, report.seconds)
-        retriever = Retriever(work, service.db, service.index, service.embedder)
-        scores = evaluate(retriever, corpus)
-        service.db.dispose()
+        scores = evaluate(parts.retriever, corpus)
+        parts.close()
     return scores

@@ -1,8 +1,8 @@
 """The ingest service: files in, chunk rows + vectors out, kept consistent across crashes.
 
 Contract (the CLI and the REST layer call these, nothing else):
-- `IngestService.open(settings, embedder=None)` opens (and migrates) the database, the vector index under
-  `settings.index_dir` and the embedder, then runs `recover()`.
+- `IngestService.of(parts)` is the service over the parts of `assistant.parts.Parts` (database, vector index,
+  embedder), built once per `Parts`; it runs `recover()` first. `open(settings, embedder=None)` = `of(Parts(...))`.
 - `ingest_paths(paths, collection) -> IngestReport`: files, folders (recursive, hidden files skipped) and globs.
 - `ingest_file(name, data, collection) -> FileResult`: one uploaded file. Errors are per file (`FileResult.failure`
   with the `assistant.errors` type and HTTP status); a failing file never changes stored data.
@@ -55,9 +55,10 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from assistant.embedding import Embedder, make_embedder
+from assistant.embedding import Embedder
 from assistant.errors import AssistantError, NotFoundError, PayloadTooLargeError, UnprocessableError
-from assistant.index import VectorIndex, open_index
+from assistant.index import VectorIndex
+from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage.db import Database
 from assistant.storage.models import Chunk, Document, new_id
@@ -153,17 +154,25 @@ class IngestService:
             self.writer = None
 
     @classmethod
-    def open(cls, settings: Settings, embedder: Embedder | None = None) -> IngestService:
-        """Database (migrated), index and embedder from the settings; recovers from an interrupted run."""
-        early = WriterLock.acquire(settings.data_dir)  # fail fast, before loading a model, when another writer runs
+    def of(cls, parts: Parts, *, read_only: bool = False) -> IngestService:
+        """The ingest service over `parts` (database, index, embedder), built once per `Parts`; it recovers from an
+        interrupted run unless `read_only` (an index check beside a running writer)."""
+        return parts.attach("ingest-read-only" if read_only else "ingest", lambda p: cls._build(p, read_only))
+
+    @classmethod
+    def _build(cls, parts: Parts, read_only: bool) -> IngestService:
+        if read_only:
+            return cls(parts.settings, parts.db, parts.index, parts.embedder, read_only=True)
+        early = WriterLock.acquire(parts.settings.data_dir)  # fail fast, before loading a model, when another writes
         try:
-            db = Database(settings.resolved_database_url)
-            db.migrate()
-            embedder = embedder or make_embedder(settings)
-            index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
-            return cls(settings, db, index, embedder)
+            return cls(parts.settings, parts.db, parts.index, parts.embedder)
         finally:
             early.release()
+
+    @classmethod
+    def open(cls, settings: Settings, embedder: Embedder | None = None) -> IngestService:
+        """`of(Parts(settings, embedder=embedder))`: a service over its own parts (scripts and tests)."""
+        return cls.of(Parts(settings, embedder=embedder))
 
     # ------------------------------------------------------------ public API
 

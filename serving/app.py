@@ -23,7 +23,9 @@ from fastapi import FastAPI
 from assistant.engine import GenerationEngine
 from assistant.errors import AssistantError
 from assistant.models import resolve_lm, served_model_name
+from assistant.parts import Parts
 from assistant.settings import Settings
+from assistant.startup import start_up
 from assistant.storage import Database
 from serving.access import check_declared
 from serving.admission import Admission
@@ -61,29 +63,30 @@ from training.uploads import prune_expired
 log = logging.getLogger(__name__)
 
 
-def build_store(
-    settings: Settings, db: Database, lock: threading.RLock, metrics: Metrics
-) -> tuple[DocumentsService, RetrievalService]:
-    """Embedder, vector index, ingest service (with crash recovery) and retriever over one data directory."""
-    from assistant.embedding import make_embedder
-    from assistant.index import open_index
-    from assistant.retrieval import Retriever
-    from assistant.retrieval.rerank import make_reranker
+def build_retrieval(parts: Parts, lock: threading.RLock, metrics: Metrics) -> RetrievalService:
+    """The retrieval service over the parts' retriever (searches take `lock`, which index writes hold)."""
+    return RetrievalService(parts.retriever, parts.db, lock, metrics)
+
+
+def build_documents(parts: Parts, lock: threading.RLock) -> DocumentsService:
+    """The documents service over the parts' ingest service (recovers an interrupted ingest under `lock`)."""
     from ingest.service import IngestService
 
-    embedder = make_embedder(settings)
-    index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
     with lock:
-        ingest = IngestService(settings, db, index, embedder)
-    retriever = Retriever(settings, db, index, embedder, make_reranker(settings))
-    sync_limit = int(settings.server.sync_upload_mb * 1024 * 1024)
-    return DocumentsService(ingest, db, lock, sync_limit), RetrievalService(retriever, db, lock, metrics)
+        ingest = IngestService.of(parts)
+    sync_limit = int(parts.settings.server.sync_upload_mb * 1024 * 1024)
+    return DocumentsService(ingest, parts.db, lock, sync_limit)
+
+
+def build_store(parts: Parts, lock: threading.RLock, metrics: Metrics) -> tuple[DocumentsService, RetrievalService]:
+    """Documents and retrieval services over one data directory (the embedder and index are shared)."""
+    return build_documents(parts, lock), build_retrieval(parts, lock, metrics)
 
 
 async def _load(state: AppState, engine: GenerationEngine | None) -> None:
     """Open the document store, start the engine, and mark the app ready (or record why it failed)."""
     try:
-        store = asyncio.to_thread(build_store, state.settings, state.db, state.index_lock, state.metrics)
+        store = asyncio.to_thread(build_store, state.parts, state.index_lock, state.metrics)
         if engine is None:
             model_dir = await asyncio.to_thread(resolve_lm, state.settings)
             engine = make_engine(state.settings.engine, model_dir, state.catalog.base_name)
@@ -128,10 +131,11 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_declared(app)  # again: routes or mounts added after create_app returned
-        db = Database(settings.resolved_database_url)
-        await asyncio.to_thread(db.migrate)
+        start_up(settings)
+        parts = Parts(settings)
+        db = await asyncio.to_thread(lambda: parts.db)  # migrated
         catalog = ModelCatalog(served_model_name(settings), db)
-        state = AppState(settings=settings, db=db, catalog=catalog, metrics=app_metrics)
+        state = AppState(settings=settings, parts=parts, db=db, catalog=catalog, metrics=app_metrics)
         server = settings.server
         state.admission = Admission(server.max_concurrent_generations, server.max_queued_requests, app_metrics)
         state.started_at = time.time()
@@ -160,7 +164,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
             await asyncio.to_thread(supervisor.stop)
             if state.engine is not None:
                 await state.engine.shutdown()
-            db.dispose()
+            parts.close()
 
     app = FastAPI(
         title="Assistant platform",

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from assistant.engine import GenerationEngine
 from assistant.errors import ServiceUnavailableError
+from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import Database
 from serving.admission import Admission
@@ -31,6 +32,7 @@ from serving.services.retrieval import RetrievalService
 @dataclass
 class AppState:
     settings: Settings
+    parts: Parts
     db: Database
     catalog: ModelCatalog
     metrics: Metrics

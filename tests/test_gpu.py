@@ -25,14 +25,15 @@ def _needs_cuda() -> None:
 
 
 def test_dtype_auto_is_bfloat16_on_gpu() -> None:
-    from serving.engines.base import resolve_dtype
+    from assistant.startup import resolve_dtype
 
     assert resolve_dtype("auto", on_gpu=True) == "bfloat16"
 
 
 def test_embedder_runs_on_cuda() -> None:
-    from assistant.embedding import default_device, make_embedder
+    from assistant.embedding import make_embedder
     from assistant.settings import Settings
+    from assistant.startup import default_device
 
     assert default_device() == "cuda"
     vectors = make_embedder(Settings()).embed(["hello", "world"])

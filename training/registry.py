@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from assistant.errors import InvalidRequestError, NotFoundError
+from assistant.parts import Parts
 from assistant.storage.db import Database
 from assistant.storage.models import Adapter
 
@@ -82,6 +83,11 @@ class AdapterRegistry:
     def __init__(self, db: Database, adapters_dir: Path) -> None:
         self.db = db
         self.adapters_dir = Path(adapters_dir)
+
+    @classmethod
+    def of(cls, parts: Parts) -> AdapterRegistry:
+        """The registry over `parts.db` and `adapters_dir`, built once per `Parts`."""
+        return parts.attach("registry", lambda p: cls(p.db, p.settings.adapters_dir))
 
     def next_version(self, name: str) -> int:
         with self.db.session() as session:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from assistant.errors import AssistantError
 from assistant.settings import load_settings
+from assistant.startup import start_up
 from training.config import METHODS
 from training.options import FLAGS, options_from_flags
 
@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {"data_dir": args.data_dir} if args.data_dir else {}
     try:
         settings = load_settings(args.config, **overrides)
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        if settings.offline:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        start_up(settings)
         from training.runner import run_training
 
         outcome = run_training(settings, request_from_args(args))

@@ -183,11 +183,10 @@ def run_training(
 
 
 def default_registry(settings: Settings) -> AdapterRegistry:
-    from assistant.storage.db import Database
+    """The registry of a process that has no `Parts` yet (a training subprocess, an export)."""
+    from assistant.parts import Parts
 
-    db = Database(settings.resolved_database_url)
-    db.migrate()
-    return AdapterRegistry(db, settings.adapters_dir)
+    return AdapterRegistry.of(Parts(settings))
 
 
 def build_lineage(settings: Settings, request: TrainingRequest, runner: Any, config: Any, started: float) -> dict:

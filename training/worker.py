@@ -30,7 +30,9 @@ from typing import Any
 from sqlalchemy import select, update
 
 from assistant.errors import AssistantError, UnprocessableError
+from assistant.parts import Parts
 from assistant.settings import Settings, load_settings
+from assistant.startup import start_up
 from assistant.storage import Adapter, Database, Job, PreferencePair
 from assistant.storage.queries import preference_filters
 from training.gate import HeldOut, HeldOutPair, load_squad_qa, run_gate, split_pairs_by_prompt
@@ -310,11 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {"data_dir": args.data_dir} if args.data_dir else {}
     settings = load_settings(args.config, **overrides)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    db = Database(settings.resolved_database_url)
-    db.migrate()
-    worker = JobWorker(settings, db)
+    start_up(settings)
+    worker = JobWorker(settings, Parts(settings).db)
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if args.once:

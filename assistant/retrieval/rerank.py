@@ -23,7 +23,7 @@ class CrossEncoderReranker:
     def __init__(self, model: str | Path, device: str | None = None, batch_size: int = 32) -> None:
         from sentence_transformers import CrossEncoder
 
-        from assistant.embedding import default_device
+        from assistant.startup import default_device
 
         self.batch_size = batch_size
         try:

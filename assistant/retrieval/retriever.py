@@ -25,7 +25,7 @@ from assistant.errors import InvalidRequestError
 from assistant.index.base import VectorIndex
 from assistant.retrieval.fusion import order, reciprocal_rank_fusion, weighted_fusion
 from assistant.retrieval.hits import Hit
-from assistant.retrieval.keyword import make_keyword_search
+from assistant.retrieval.keyword import KeywordSearch, make_keyword_search
 from assistant.retrieval.rerank import CrossEncoderReranker
 from assistant.settings import Settings
 from assistant.storage.db import Database
@@ -47,13 +47,14 @@ class Retriever:
         index: VectorIndex,
         embedder: Embedder,
         reranker: CrossEncoderReranker | None = None,
+        keyword: KeywordSearch | None = None,
     ) -> None:
         self.options = settings.retrieval
         self.db = db
         self.index = index
         self.embedder = embedder
         self.reranker = reranker
-        self.keyword = make_keyword_search(db)  # FTS5 BM25 on SQLite, full-text search on PostgreSQL
+        self.keyword = keyword or make_keyword_search(db)  # FTS5 BM25 on SQLite, full-text search on PostgreSQL
         # Keyword search (database) and the query embedding (torch) both release the GIL: hybrid runs them side by side.
         self._sparse_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
 

@@ -30,10 +30,3 @@ class TokenizerMixin:
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
-
-
-def resolve_dtype(dtype: str, on_gpu: bool) -> str:
-    """'auto' = float32 on CPU (faster than bf16 there and matches PEFT exactly), bfloat16 on GPU."""
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if on_gpu else "float32"

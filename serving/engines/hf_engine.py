@@ -16,7 +16,8 @@ from typing import Any
 
 from assistant.engine import AdapterRef, EngineStats, GenerationChunk, SamplingOptions
 from assistant.settings import EngineSettings
-from serving.engines.base import TokenizerMixin, resolve_dtype
+from assistant.startup import resolve_device, resolve_dtype
+from serving.engines.base import TokenizerMixin
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,7 @@ class TransformersEngine(TokenizerMixin):
         log.info("transformers engine loaded %s on %s (%s)", self.model_dir, device, dtype)
 
     def _device(self) -> str:
-        import torch
-
-        if self.settings.device != "auto":
-            return self.settings.device
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.settings.device)
 
     async def add_adapter(self, adapter: AdapterRef) -> None:
         if adapter.name not in self._adapters:

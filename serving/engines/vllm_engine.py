@@ -17,7 +17,8 @@ from typing import Any
 
 from assistant.engine import AdapterRef, EngineStats, GenerationChunk, SamplingOptions
 from assistant.settings import EngineSettings
-from serving.engines.base import TokenizerMixin, resolve_dtype
+from assistant.startup import resolve_dtype
+from serving.engines.base import TokenizerMixin
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ class RewardRequest(BaseModel):
 def reward_service(state: Any) -> RewardService:
     service = state.extras.get("rewards")
     if service is None:
-        service = state.extras.setdefault("rewards", RewardService(state.settings, state.db))
+        service = state.extras.setdefault("rewards", RewardService(state.parts))
     return service  # type: ignore[no-any-return]
 
 

@@ -1,6 +1,6 @@
 """Scoring answers with a registered reward model: the service behind `POST /v1/rewards/score`.
 
-Contract: `RewardService(settings, db).score(model, items)` resolves `model` (a reward adapter's name, name@vN /
+Contract: `RewardService(parts).score(model, items)` resolves `model` (a reward adapter's name, name@vN /
 name:vN or id; None = the newest adapter of kind `reward`), loads it once (`training.reward.RewardScorer`, cached
 per adapter id, on this process's CPU/GPU) and returns one score per item, in order. An item's prompt is given as
 `rendered_prompt` (used verbatim: the text the server built), `messages` (a conversation ending with a user turn) or
@@ -19,21 +19,22 @@ from typing import Any
 from sqlalchemy import select
 
 from assistant.errors import NotFoundError, UnprocessableError
-from assistant.settings import Settings
-from assistant.storage import Adapter, Database
+from assistant.parts import Parts
+from assistant.storage import Adapter
 
 
 class RewardService:
-    def __init__(self, settings: Settings, db: Database) -> None:
-        self.settings = settings
-        self.db = db
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.settings = parts.settings
+        self.db = parts.db
         self._scorers: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def _record(self, model: str | None) -> Any:
         from training.registry import AdapterRegistry
 
-        registry = AdapterRegistry(self.db, self.settings.adapters_dir)
+        registry = AdapterRegistry.of(self.parts)
         if model is None:
             with self.db.session() as session:
                 row = session.scalars(

@@ -13,7 +13,7 @@ from cli.main import app
 
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch, embedder: Embedder) -> CliRunner:
-    monkeypatch.setattr("assistant.embedding.make_embedder", lambda settings: embedder)
+    monkeypatch.setattr("assistant.embedding.make_embedder", lambda settings, **_: embedder)
     monkeypatch.delenv("ASSISTANT_CONFIG", raising=False)
     return CliRunner()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from assistant.answer_metrics import contains_answer
+from assistant.parts import Parts
 from assistant.prompts import NO_SOURCES_ANSWER, Source, prompt_sources
 from assistant.settings import Settings
 from training.data.records import ChatExample, DataValidationError
@@ -188,19 +189,10 @@ def load_squad_examples(
 class ServingSources:
     """The sources the server would put into the prompt for a question, over `collections` of the data directory."""
 
-    def __init__(self, settings: Settings, collections: Sequence[str] | None) -> None:
-        from assistant.embedding import make_embedder
-        from assistant.index import open_index
-        from assistant.retrieval import Retriever
-        from assistant.retrieval.rerank import make_reranker
-        from assistant.storage import Database
-
+    def __init__(self, settings: Settings, collections: Sequence[str] | None, parts: Parts | None = None) -> None:
         self.settings = settings
         self.collections = list(collections) if collections else None
-        embedder = make_embedder(settings)
-        index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
-        db = Database(settings.resolved_database_url)
-        self.retriever = Retriever(settings, db, index, embedder, make_reranker(settings))
+        self.retriever = (parts or Parts(settings, migrate=False)).retriever
 
     def hits(self, question: str, k: int | None = None) -> list[Any]:
         return self.retriever.search(question, k=k, collections=self.collections)

@@ -4,7 +4,7 @@ Contract: `refine_selection(selection, run_config, settings)` runs after dedup/q
 training split (the validation split is left as it is, so before/after evaluations stay comparable) and does nothing
 unless one of the run options is set:
 - relevance (`relevance_threshold` and/or `relevance_top_fraction`): every example is embedded with the platform's
-  embedder (`assistant.embedding.make_embedder`) and scored by its best cosine similarity to a chunk of the FAISS
+  embedder (`assistant.parts.Parts`) and scored by its best cosine similarity to a chunk of the FAISS
   index of ingested documents; examples below the threshold, or outside the top fraction, are dropped as
   `irrelevant`. An empty index is an error (nothing to be relevant to), raised before any training.
 - diversity (`diversity_target`): when more examples remain than the target, `kcenter` keeps the greedy k-center
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from assistant.errors import UnprocessableError
+from assistant.parts import Parts
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,9 @@ def embedding_text(example: Any) -> str:
     return "\n".join([*parts, extra] if extra else parts)
 
 
-def document_similarity(settings: Any, embedder: Any, vectors: np.ndarray) -> np.ndarray:
+def document_similarity(parts: Parts, vectors: np.ndarray) -> np.ndarray:
     """Best cosine similarity of each vector to an indexed chunk."""
-    from assistant.index.faiss_index import open_index
-
-    index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
+    settings, index = parts.settings, parts.index
     if len(index) == 0:
         raise UnprocessableError(
             f"relevance selection needs indexed documents, and the index in {settings.index_dir} is empty: "
@@ -104,13 +103,11 @@ def refine_selection(selection: Any, run_config: Any, settings: Any) -> Any:
     relevance = threshold is not None or top_fraction is not None
     if not (relevance or (target is not None and len(selection.train) > target)) or not selection.train:
         return selection
-    from assistant.embedding import make_embedder
-
-    embedder = make_embedder(settings)
-    vectors = embedder.embed([embedding_text(e) for e in selection.train])
+    parts = Parts(settings, migrate=False)
+    vectors = parts.embedder.embed([embedding_text(e) for e in selection.train])
     indices = list(range(len(selection.train)))
     if relevance:
-        scores = document_similarity(settings, embedder, vectors)
+        scores = document_similarity(parts, vectors)
         keep = relevance_keep(scores, threshold, top_fraction)
         selection.report.details["relevance"] = _relevance_details(scores, keep, threshold, top_fraction)
         _drop(selection, [i for i in indices if not keep[i]], "irrelevant")
