@@ -2,27 +2,26 @@
 
 Contract: `ModelCatalog.resolve(name)` maps a request's `model` field to `None` (the base model) or an `AdapterRef`;
 an adapter is named either by its alias `NAME` (follows the active version, else the newest) or exactly as
-`NAME@vN`. Each version gets its own engine identity (`NAME@vN`) and integer id, so no cached state of another version
-is reused. Unknown names raise `NotFoundError` (404, code `model_not_found`).
+`NAME@vN` (`assistant.adapters.parse_adapter_ref` also reads `NAME@N`, `NAME:vN`). Each version gets its own engine
+identity (`NAME@vN`) and integer id, so no cached state of another version is reused.
+Unknown names raise `NotFoundError` (404, code `model_not_found`).
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 import time
 
 from sqlalchemy import select
 
+from assistant.adapters import AdapterStatus, parse_adapter_ref, versioned_name
 from assistant.engine import AdapterRef
 from assistant.errors import NotFoundError
 from assistant.storage import Adapter, Database
 
-_EXACT = re.compile(r"^(?P<name>.+)@v(?P<version>\d+)$")
-
 
 def engine_identity(row: Adapter) -> str:
-    return f"{row.name}@v{row.version}"
+    return versioned_name(row.name, row.version)
 
 
 class ModelCatalog:
@@ -48,17 +47,17 @@ class ModelCatalog:
         return self._ref(row)
 
     def _lookup(self, model: str) -> Adapter | None:
-        exact = _EXACT.match(model)
+        ref = parse_adapter_ref(model)
+        if ref is None:
+            return None
         with self.db.session() as session:
-            if exact:
-                query = select(Adapter).where(Adapter.name == exact["name"], Adapter.version == int(exact["version"]))
+            if ref.version is not None:
+                query = select(Adapter).where(Adapter.name == ref.name, Adapter.version == ref.version)
                 return session.scalars(query).first()
             rows = session.scalars(
-                select(Adapter)
-                .where(Adapter.name == model, Adapter.status != "retired")
-                .order_by(Adapter.version.desc())
+                select(Adapter).where(Adapter.name == ref.name).order_by(Adapter.version.desc())
             ).all()
-        active = [row for row in rows if row.status == "active"]
+        active = [row for row in rows if row.status == AdapterStatus.ACTIVE]
         return (active or list(rows) or [None])[0]
 
     def _ref(self, row: Adapter) -> AdapterRef:

@@ -4,7 +4,7 @@ Contract: `AdapterRegistry(db, adapters_dir).register(name, source_dir, ...)` co
 (adapter_config.json + adapter_model.safetensors, the files vLLM loads) into a temporary sibling directory, renames it
 to `<adapters_dir>/<name>/v<N>` (N = next version of that name) and only then inserts the `Adapter` row; if the
 insert fails the directory is removed, so a failure leaves neither a row nor a partial directory. `resolve(ref)`
-finds an adapter by `name` (newest version), `name:vN` / `name@N`, id, or a PEFT directory path.
+finds an adapter by `name` (newest version), a versioned reference (`assistant.adapters`), id, or a PEFT directory path.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from assistant.adapters import parse_adapter_ref
 from assistant.errors import InvalidRequestError, NotFoundError
 from assistant.parts import Parts
 from assistant.storage.db import Database
@@ -27,7 +28,6 @@ from assistant.storage.models import Adapter
 log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_REF = re.compile(r"^(?P<name>[^:@]+)(?:[:@]v?(?P<version>\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -96,14 +96,14 @@ class AdapterRegistry:
         return max([current or 0, *on_disk]) + 1
 
     def resolve(self, ref: str) -> AdapterRecord:
-        """By id, `name`, `name:vN`/`name@N`; NotFoundError when absent."""
-        match = _REF.match(ref)
+        """By id, or a reference `assistant.adapters.parse_adapter_ref` reads; NotFoundError when absent."""
+        parsed = parse_adapter_ref(ref)
         with self.db.session() as session:
             row = session.get(Adapter, ref)
-            if row is None and match:
-                query = select(Adapter).where(Adapter.name == match["name"])
-                if match["version"]:
-                    query = query.where(Adapter.version == int(match["version"]))
+            if row is None and parsed is not None:
+                query = select(Adapter).where(Adapter.name == parsed.name)
+                if parsed.version is not None:
+                    query = query.where(Adapter.version == parsed.version)
                 row = session.scalars(query.order_by(Adapter.version.desc())).first()
             if row is None:
                 raise NotFoundError(f"no adapter {ref!r} in the registry", param="base_adapter")

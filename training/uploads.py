@@ -22,12 +22,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from assistant.errors import NotFoundError, UnprocessableError
+from assistant.jobs import UNFINISHED
 from assistant.settings import Settings
 from assistant.storage import Database, Job
 
 log = logging.getLogger(__name__)
 FILE_ID = re.compile(r"^file-[0-9a-f]{20}$")
-ACTIVE_STATES = ("queued", "running", "cancelling")
 _KEEP_IN_RUNS = {"jobs", "worker.log", "worker-settings.yaml"}
 
 
@@ -72,7 +72,7 @@ def _remove(path: Path) -> None:
 def _in_use(db: Database) -> tuple[set[str], set[str]]:
     """(file ids, job ids) of queued and running jobs."""
     with db.session() as session:
-        rows = session.execute(select(Job.id, Job.params).where(Job.state.in_(ACTIVE_STATES))).all()
+        rows = session.execute(select(Job.id, Job.params).where(Job.state.in_(UNFINISHED))).all()
     files = {str((params or {}).get("data", {}).get("file_id")) for _, params in rows}
     return files, {job_id for job_id, _ in rows}
 

@@ -29,7 +29,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from assistant.adapters import AdapterStatus, versioned_name
 from assistant.errors import AssistantError, UnprocessableError
+from assistant.jobs import WORKER_WRITABLE, JobState, job_log_path
 from assistant.parts import Parts
 from assistant.settings import Settings, load_settings
 from assistant.startup import start_up
@@ -40,7 +42,6 @@ from training.uploads import resolve_upload
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
-ACTIVE_STATES = ("running", "cancelling")  # the states a worker may still write; the others are final
 
 
 class JobCancelled(Exception):
@@ -65,14 +66,16 @@ class JobWorker:
 
     def claim(self) -> str | None:
         with self.db.session() as session:
-            oldest = select(Job.id).where(Job.state == "queued").order_by(Job.created_at).limit(1)
+            oldest = select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.created_at).limit(1)
             job_id = session.scalar(oldest.with_for_update(skip_locked=True))  # no FOR UPDATE on SQLite: ignored
             if job_id is None:
                 return None
             taken = session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.state == "queued")
-                .values(state="running", worker=self.worker_id, started_at=_now(), heartbeat_at=_now(), progress=0.0)
+                .where(Job.id == job_id, Job.state == JobState.QUEUED)
+                .values(
+                    state=JobState.RUNNING, worker=self.worker_id, started_at=_now(), heartbeat_at=_now(), progress=0.0
+                )
             )
         return job_id if taken.rowcount == 1 else None  # type: ignore[attr-defined]
 
@@ -98,18 +101,18 @@ class JobWorker:
         threading.Thread(target=self._heartbeat, args=(job_id, beat), daemon=True).start()
         try:
             result = self._run(job_id)
-            self._finish(job_id, "succeeded", metrics=result)
+            self._finish(job_id, JobState.SUCCEEDED, metrics=result)
         except JobCancelled:
-            self._finish(job_id, "cancelled", error="cancelled while training; nothing was registered")
+            self._finish(job_id, JobState.CANCELLED, error="cancelled while training; nothing was registered")
         except WorkerStopped:
-            self._finish(job_id, "failed", error="interrupted: the worker was stopped; nothing was registered")
+            self._finish(job_id, JobState.FAILED, error="interrupted: the worker was stopped; nothing was registered")
             raise
         except AssistantError as exc:
             log.error("job %s failed: %s", job_id, exc.message)
-            self._finish(job_id, "failed", error=exc.message)
+            self._finish(job_id, JobState.FAILED, error=exc.message)
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            self._finish(job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            self._finish(job_id, JobState.FAILED, error=f"{type(exc).__name__}: {exc}")
         finally:
             beat.set()
             logging.getLogger().removeHandler(handler)
@@ -213,8 +216,10 @@ class JobWorker:
 
     def _active_version(self, name: str) -> tuple[str, str] | None:
         with self.db.session() as session:
-            row = session.scalars(select(Adapter).where(Adapter.name == name, Adapter.status == "active")).first()
-            return (f"{row.name}@v{row.version}", row.path) if row else None
+            row = session.scalars(
+                select(Adapter).where(Adapter.name == name, Adapter.status == AdapterStatus.ACTIVE)
+            ).first()
+            return (versioned_name(row.name, row.version), row.path) if row else None
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -228,23 +233,25 @@ class JobWorker:
         with self.db.session() as session:
             session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES), Job.worker == self.worker_id)
+                .where(Job.id == job_id, Job.state.in_(WORKER_WRITABLE), Job.worker == self.worker_id)
                 .values(**values)
             )
             state = session.scalar(select(Job.state).where(Job.id == job_id))
         return str(state)
 
-    def _finish(self, job_id: str, state: str, metrics: dict[str, Any] | None = None, error: str | None = None) -> None:
+    def _finish(
+        self, job_id: str, state: JobState, metrics: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
         """Final state, compare-and-set: a job marked failed by the monitor stays failed if this worker finishes."""
         values: dict[str, Any] = {"state": state, "finished_at": _now(), "error": error}
-        if state == "succeeded":
+        if state == JobState.SUCCEEDED:
             values["progress"] = 1.0
         if metrics is not None:
             values["metrics"] = metrics
         with self.db.session() as session:
             changed = session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES), Job.worker == self.worker_id)
+                .where(Job.id == job_id, Job.state.in_(WORKER_WRITABLE), Job.worker == self.worker_id)
                 .values(**values)
             )
             current = session.scalar(select(Job.state).where(Job.id == job_id))
@@ -261,7 +268,7 @@ class JobWorker:
                 log.warning("heartbeat for job %s failed", job_id, exc_info=True)
 
     def _job_log(self, job_id: str) -> logging.Handler:
-        path = self.settings.runs_dir / "jobs" / f"{job_id}.log"
+        path = job_log_path(self.settings.runs_dir, job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -293,7 +300,7 @@ class ProgressCallback:
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
                 progress = state.global_step / state.max_steps if state.max_steps else 0.0
-                if worker.update(job_id, progress=min(progress, 0.99)) != "running":
+                if worker.update(job_id, progress=min(progress, 0.99)) != JobState.RUNNING:
                     raise JobCancelled(job_id)  # cancelled, or failed by the monitor: stop, register nothing
 
         return _Progress()

@@ -134,7 +134,9 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
     kind: Mapped[str] = mapped_column(String(20), doc="sft | dpo | psft")
     state: Mapped[str] = mapped_column(
-        String(20), default="queued", doc="queued | running | succeeded | failed | cancelled"
+        String(20),
+        default="queued",
+        doc="assistant.jobs.JobState",
     )
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
@@ -164,7 +166,7 @@ class Adapter(Base):
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    status: Mapped[str] = mapped_column(String(20), default="candidate", doc="candidate | active | retired")
+    status: Mapped[str] = mapped_column(String(20), default="candidate", doc="assistant.adapters.AdapterStatus")
     job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from assistant.adapters import AdapterStatus
 from assistant.engine import GenerationEngine
 from assistant.errors import ConflictError, NotFoundError, UnprocessableError
 from assistant.storage import Adapter, Database
@@ -57,7 +58,7 @@ class AdapterService:
 
     def list(self) -> dict[str, Any]:
         rows = self.catalog.adapters()
-        active = {row.name: engine_identity(row) for row in rows if row.status == "active"}
+        active = {row.name: engine_identity(row) for row in rows if row.status == AdapterStatus.ACTIVE}
         return {"object": "list", "active": active, "data": [adapter_dict(row) for row in rows]}
 
     async def activate(self, name: str, version: int | None = None, force: bool = False) -> dict[str, Any]:
@@ -81,7 +82,7 @@ class AdapterService:
         rows = [row for row in self.catalog.adapters() if row.name == name]
         if not rows:
             raise NotFoundError(f"no adapter named {name!r}", param="name")
-        current = next((row for row in rows if row.status == "active"), None)
+        current = next((row for row in rows if row.status == AdapterStatus.ACTIVE), None)
         earlier = sorted(
             (row for row in rows if row.activated_at is not None and row is not current),
             key=lambda row: row.activated_at or datetime.min.replace(tzinfo=UTC),
@@ -95,7 +96,7 @@ class AdapterService:
         if version is not None:
             query = query.where(Adapter.version == version)
         else:
-            query = query.where(Adapter.status == "candidate")
+            query = query.where(Adapter.status == AdapterStatus.CANDIDATE)
         with self.db.session() as session:
             row = session.scalars(query.order_by(Adapter.version.desc())).first()
         if row is None:
@@ -117,9 +118,11 @@ class AdapterService:
         with self.db.session() as session:
             row = session.get(Adapter, adapter_id)
             assert row is not None
-            for other in session.scalars(select(Adapter).where(Adapter.name == row.name, Adapter.status == "active")):
-                other.status = "inactive"
-            row.status = "active"
+            for other in session.scalars(
+                select(Adapter).where(Adapter.name == row.name, Adapter.status == AdapterStatus.ACTIVE)
+            ):
+                other.status = AdapterStatus.INACTIVE
+            row.status = AdapterStatus.ACTIVE
             row.activated_at = datetime.now(UTC)
             session.flush()
             return adapter_dict(row)

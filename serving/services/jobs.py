@@ -29,7 +29,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 
+from assistant.adapters import AdapterStatus, parse_adapter_ref
 from assistant.errors import ConflictError, NotFoundError, UnprocessableError
+from assistant.jobs import FINAL, WORKER_WRITABLE, JobState, job_log_path
 from assistant.settings import Settings
 from assistant.storage import Adapter, Database, Document, Job, PreferencePair
 from assistant.storage.queries import preference_filters
@@ -38,7 +40,6 @@ from training.job_options import check_job_options
 from training.uploads import FILE_ID, new_file_id, resolve_upload, uploads_dir
 
 log = logging.getLogger(__name__)
-FINAL_STATES = ("succeeded", "failed", "cancelled")
 WATCH_INTERVAL_S = 0.5  # how often the supervisor looks at its worker process
 STABLE_AFTER_S = 60.0  # a worker that ran this long before dying restarts after the base backoff again
 MAX_UNIX_TIME = 4_102_444_800  # 2100-01-01: bounds `since` so datetime conversion cannot overflow
@@ -102,10 +103,6 @@ def job_dict(job: Job, log_tail: list[str] | None = None) -> dict[str, Any]:
 
 def _ts(value: datetime | None) -> int | None:
     return int(value.replace(tzinfo=value.tzinfo or UTC).timestamp()) if value else None
-
-
-def job_log_path(settings: Settings, job_id: str) -> Path:
-    return settings.runs_dir / "jobs" / f"{job_id}.log"
 
 
 class JobService:
@@ -175,10 +172,12 @@ class JobService:
             return int(session.scalar(query) or 0)
 
     def _check_adapter(self, ref: str) -> None:
-        name, _, version = ref.partition("@v")
-        query = select(Adapter.id).where(Adapter.name == name)
-        if version.isdigit():
-            query = query.where(Adapter.version == int(version))
+        parsed = parse_adapter_ref(ref)
+        if parsed is None:
+            raise NotFoundError(f"no adapter {ref!r} to continue from", param="base_adapter")
+        query = select(Adapter.id).where(Adapter.name == parsed.name)
+        if parsed.version is not None:
+            query = query.where(Adapter.version == parsed.version)
         with self.db.session() as session:
             if session.scalar(query) is None:
                 raise NotFoundError(f"no adapter {ref!r} to continue from", param="base_adapter")
@@ -191,7 +190,7 @@ class JobService:
             return job_dict(job, self._log_tail(job_id, tail))
 
     def _log_tail(self, job_id: str, lines: int) -> list[str]:
-        path = job_log_path(self.settings, job_id)
+        path = job_log_path(self.settings.runs_dir, job_id)
         return path.read_text(errors="replace").splitlines()[-lines:] if path.is_file() else []
 
     def list(self, limit: int = 50) -> dict[str, Any]:
@@ -204,13 +203,13 @@ class JobService:
             job = session.get(Job, job_id)
             if job is None:
                 raise NotFoundError(f"no training job {job_id}", param="job_id")
-            if job.state in FINAL_STATES:
+            if job.state in FINAL:
                 raise ConflictError(f"job {job_id} is already {job.state}")
-            if job.state == "queued":
-                values: dict[str, Any] = {"state": "cancelled", "finished_at": datetime.now(UTC)}
+            if job.state == JobState.QUEUED:
+                values: dict[str, Any] = {"state": JobState.CANCELLED, "finished_at": datetime.now(UTC)}
                 values["error"] = "cancelled before it started"
             else:
-                values = {"state": "cancelling"}
+                values = {"state": JobState.CANCELLING}
             # compare-and-set: a worker that claimed or finished the job meanwhile is not overwritten
             changed = session.execute(update(Job).where(Job.id == job_id, Job.state == job.state).values(**values))
             if getattr(changed, "rowcount", 0) != 1:
@@ -266,7 +265,7 @@ class JobMonitor:
         with self.db.session() as session:
             rows = session.execute(
                 select(Job.id, Job.state, Job.worker, Job.heartbeat_at, Job.progress).where(
-                    Job.state.in_(("running", "cancelling"))
+                    Job.state.in_(WORKER_WRITABLE)
                 )
             ).all()
         failed = []
@@ -290,7 +289,7 @@ class JobMonitor:
             changed = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.state == state, beat)
-                .values(state="failed", finished_at=datetime.now(UTC), error=error)
+                .values(state=JobState.FAILED, finished_at=datetime.now(UTC), error=error)
             )
         return bool(getattr(changed, "rowcount", 0) == 1)
 
@@ -301,7 +300,7 @@ class JobMonitor:
             rows = session.execute(
                 select(Job.id, Adapter.name, Adapter.version, Adapter.gate)
                 .join(Adapter, Adapter.job_id == Job.id)
-                .where(Job.state == "succeeded", Adapter.status == "candidate")
+                .where(Job.state == JobState.SUCCEEDED, Adapter.status == AdapterStatus.CANDIDATE)
             ).all()
         for job_id, name, version, gate in rows:
             if job_id in self._seen_finished:

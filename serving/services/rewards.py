@@ -44,7 +44,7 @@ class RewardService:
                     raise NotFoundError("no reward model is registered: train one (method: reward)", param="model")
                 model = row.id
         try:
-            record = registry.resolve(model.replace("@v", ":v"))
+            record = registry.resolve(model)
         except NotFoundError as exc:
             raise NotFoundError(f"no reward model {model!r} in the registry", param="model") from exc
         if record.kind != "reward":
