@@ -1,8 +1,12 @@
 """Question sets with gold answers, for answer evaluation: SQuAD v1.1/v2.0 JSON files and question/answer JSONL.
 
 Contract: `parse_qa_file(name, data)` / `load_qa_file(path)` return `QAItem`s in file order.
-- SQuAD (a JSON object with `data[].paragraphs[].qas[]`): every question with its gold answer texts; a v2.0 question
-  with `is_impossible: true` (or no answers) is unanswerable. The paragraph it was written on is its `context`.
+- SQuAD (a JSON object with `data[].paragraphs[].qas[]`): every question with its gold answer texts (distinct,
+  non-blank, in file order: the first is the training target); a v2.0 question with `is_impossible: true` (or no
+  answers) is unanswerable. The paragraph it was written on is its `context`. This is the platform's one SQuAD
+  reader: `load_squad(path)` / `squad_paragraphs(name, squad)` return the `SquadParagraph`s (key `AAA-PPP` = article
+  and paragraph position, the article title, the context and its questions) that the retrieval evaluation, the gate
+  and the RAG training data are made from.
 - JSONL, one object a line: `question`, the gold answers as `answers` (a list of strings, or SQuAD-style objects
   with `text`) or a single `answer`, optional `id`, `collection` (what to search for this question) and
   `unanswerable`; an item with no gold answer is unanswerable.
@@ -51,26 +55,50 @@ def parse_qa_file(name: str, data: bytes) -> list[QAItem]:
     return items
 
 
-def _squad_items(name: str, squad: dict[str, Any]) -> list[QAItem]:
-    items = []
+@dataclass(frozen=True)
+class SquadParagraph:
+    """One paragraph of a SQuAD file with the questions asked on it."""
+
+    key: str  # "AAA-PPP": the article's and the paragraph's position in the file
+    title: str  # the article's title
+    context: str
+    items: tuple[QAItem, ...]
+
+
+def load_squad(path: Path) -> list[SquadParagraph]:
+    """The paragraphs of a SQuAD v1.1/v2.0 file, in file order."""
     try:
-        for article in squad["data"]:
-            for paragraph in article["paragraphs"]:
-                for qa in paragraph["qas"]:
-                    answers = tuple(dict.fromkeys(a["text"] for a in qa.get("answers", []) if a["text"].strip()))
-                    impossible = bool(qa.get("is_impossible")) or not answers
-                    items.append(
-                        QAItem(
-                            str(qa["id"]),
-                            qa["question"],
-                            () if impossible else answers,
-                            impossible,
-                            context=paragraph["context"],
-                        )
-                    )
-    except (KeyError, TypeError) as exc:
+        squad = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UnprocessableError(f"{Path(path).name}: not a SQuAD file ({exc})", param="file") from exc
+    return squad_paragraphs(Path(path).name, squad)
+
+
+def squad_paragraphs(name: str, squad: Any) -> list[SquadParagraph]:
+    """The paragraphs of a parsed SQuAD document; `UnprocessableError` naming `name` when it is not one."""
+    try:
+        return [
+            _paragraph(f"{a:03d}-{p:03d}", str(article.get("title", "")), paragraph)
+            for a, article in enumerate(squad["data"])
+            for p, paragraph in enumerate(article["paragraphs"])
+        ]
+    except (KeyError, TypeError, AttributeError) as exc:
         raise UnprocessableError(f"{name}: not a SQuAD file ({type(exc).__name__}: {exc})", param="file") from exc
-    return items
+
+
+def _paragraph(key: str, title: str, paragraph: dict[str, Any]) -> SquadParagraph:
+    context = paragraph["context"]
+    items = []
+    for q, qa in enumerate(paragraph["qas"]):
+        answers = tuple(dict.fromkeys(a["text"] for a in qa.get("answers", []) if a["text"].strip()))
+        impossible = bool(qa.get("is_impossible")) or not answers
+        qid = str(qa.get("id", f"{key}-{q}"))
+        items.append(QAItem(qid, qa["question"], () if impossible else answers, impossible, context=context))
+    return SquadParagraph(key, title, context, tuple(items))
+
+
+def _squad_items(name: str, squad: dict[str, Any]) -> list[QAItem]:
+    return [item for paragraph in squad_paragraphs(name, squad) for item in paragraph.items]
 
 
 def _jsonl_items(name: str, text: str) -> list[QAItem]:

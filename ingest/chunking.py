@@ -19,9 +19,9 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable
 
+from assistant.dedup import content_hash
 from assistant.embedding import Embedder
 from ingest.documents import ChunkDraft, CleanDocument, Section
-from ingest.selection import content_hash
 
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ": ", ", ", " ", ""]
 _APPROXIMATE_TOKEN = re.compile(r"\w+|[^\w\s]")  # linear: no nested quantifiers

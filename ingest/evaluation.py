@@ -10,7 +10,6 @@ never touching the configured one.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import tempfile
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
+from assistant import qa_sets
 from assistant.embedding import Embedder
 from assistant.parts import Parts
 from assistant.retrieval import Retriever
@@ -49,15 +49,10 @@ class SquadCorpus:
 
 
 def load_squad(path: Path, questions: int | None = None) -> SquadCorpus:
-    """Paragraphs and (a seeded, even sample of) questions of a SQuAD v1.1 file."""
-    data = json.loads(path.read_text(encoding="utf-8"))["data"]
-    passages: list[Passage] = []
-    asked: list[Question] = []
-    for a, article in enumerate(data):
-        for p, paragraph in enumerate(article["paragraphs"]):
-            key = f"{a:03d}-{p:03d}"
-            passages.append(Passage(key, article.get("title", ""), paragraph["context"]))
-            asked.extend(Question(qa["question"], key) for qa in paragraph["qas"])
+    """Paragraphs and (a seeded, even sample of) questions of a SQuAD v1.1 file (`assistant.qa_sets.load_squad`)."""
+    paragraphs = qa_sets.load_squad(path)
+    passages = [Passage(p.key, p.title, p.context) for p in paragraphs]
+    asked = [Question(item.question, p.key) for p in paragraphs for item in p.items]
     if questions is not None and questions < len(asked):
         picked = sorted(random.Random(SAMPLE_SEED).sample(range(len(asked)), questions))
         asked = [asked[i] for i in picked]

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from assistant.dedup import is_garbage
 from assistant.errors import AssistantError, PayloadTooLargeError, UnprocessableError, UnsupportedMediaError
 from assistant.settings import IngestSettings
-from ingest.cleaning import is_garbage
 from ingest.documents import Block, ParsedDocument
 
 log = logging.getLogger(__name__)

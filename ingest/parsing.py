@@ -19,11 +19,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from assistant import errors
+from assistant.dedup import SelectionReport
 from assistant.errors import AssistantError, UnprocessableError
 from ingest.cleaning import clean_document
 from ingest.documents import CleanDocument
 from ingest.loaders import LoaderOptions, load_document
-from ingest.selection import SelectionReport
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from assistant.dedup import SelectionReport
 from assistant.errors import AssistantError
-from ingest.selection import SelectionReport
 
 
 @dataclass

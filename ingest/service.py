@@ -55,6 +55,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from assistant.dedup import NearDuplicateIndex, SelectionReport, content_hash
 from assistant.embedding import Embedder
 from assistant.errors import AssistantError, NotFoundError, PayloadTooLargeError, UnprocessableError
 from assistant.index import VectorIndex
@@ -67,7 +68,6 @@ from ingest.documents import ChunkDraft
 from ingest.loaders import LoaderOptions
 from ingest.parsing import parse_file
 from ingest.results import ConsistencyReport, FileResult, IngestReport
-from ingest.selection import NearDuplicateIndex, SelectionReport, content_hash
 from ingest.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)

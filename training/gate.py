@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from assistant.answer_metrics import best_exact_match, best_f1
+from assistant.chat_template import encode, render_prompt
 from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,8 @@ def completion_logprob_and_count(model: Any, tokenizer: Any, prompt: str, comple
     """Sum of log p(completion tokens + EOS | prompt) and the number of those tokens."""
     import torch
 
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = [*tokenizer(completion, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    prompt_ids = encode(tokenizer, prompt)
+    answer_ids = [*encode(tokenizer, completion), tokenizer.eos_token_id]
     ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
@@ -200,7 +201,7 @@ class GateModels:
     def generate(self, prompt: str, max_new_tokens: int = 48) -> str:
         import torch
 
-        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = torch.tensor([encode(self.tokenizer, prompt)])
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids,
@@ -227,8 +228,7 @@ def rag_answerer(settings: Settings, models: GateModels, collections: Sequence[s
 
             return NO_SOURCES_ANSWER
         messages = build_rag_messages([{"role": "user", "content": question}], sources)
-        prompt = models.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return models.generate(str(prompt))
+        return models.generate(render_prompt(models.tokenizer, messages))
 
     return answer
 
@@ -306,16 +306,14 @@ def run_gate(
 
 
 def load_squad_qa(path: Path, limit: int) -> list[QAItem]:
-    """The first `limit` questions (evenly over the articles) of a SQuAD-format file."""
-    import json
+    """The first `limit` answerable questions (evenly over the articles) of a SQuAD-format file."""
+    from assistant.qa_sets import load_squad
 
-    data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
     items = [
-        QAItem(qa["question"], tuple(a["text"] for a in qa["answers"]), str(article.get("title", "")))
-        for article in data
-        for paragraph in article["paragraphs"]
-        for qa in paragraph["qas"]
-        if qa["answers"]
+        QAItem(item.question, item.answers, paragraph.title)
+        for paragraph in load_squad(path)
+        for item in paragraph.items
+        if not item.unanswerable
     ]
     step = max(1, len(items) // limit)
     return items[::step][:limit]

@@ -1,7 +1,8 @@
 """Pieces shared by the engine implementations: tokenizer-based chat rendering and token counting.
 
 Contract: both engines tokenize with the model directory's own Hugging Face tokenizer and render chats with its chat
-template, so the prompt text and token counts are identical whichever backend serves.
+template through `assistant.chat_template` (the function training and the gate use too), so the prompt text and
+token counts are identical whichever backend serves.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from assistant.chat_template import encode, render_prompt
 
 
 class TokenizerMixin:
@@ -22,11 +25,10 @@ class TokenizerMixin:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
-        return str(self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+        return render_prompt(self.tokenizer, messages)
 
     def encode(self, text: str) -> list[int]:
-        # The chat template already wrote any BOS/special tokens into the text.
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return encode(self.tokenizer, text)
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))

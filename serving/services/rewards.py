@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from assistant.chat_template import render_prompt
 from assistant.errors import NotFoundError, UnprocessableError
 from assistant.parts import Parts
 from assistant.storage import Adapter
@@ -74,7 +75,7 @@ class RewardService:
         from assistant.prompts import build_rag_messages
 
         messages = build_rag_messages(history, None)
-        return str(scorer.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return render_prompt(scorer.tokenizer, messages)
 
     def score_sync(self, model: str | None, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         record = self._record(model)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from assistant.dedup import NearDuplicateIndex, SelectionReport
 from assistant.embedding import Embedder
 from ingest.chunking import Chunker
 from ingest.cleaning import clean_document
 from ingest.documents import Block, ParsedDocument
-from ingest.selection import NearDuplicateIndex, SelectionReport
 
 SENTENCE = "The quarterly report describes revenue, costs and the outlook for the next year in detail. "
 

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from assistant.answer_metrics import contains_answer
+from assistant.errors import UnprocessableError
 from assistant.parts import Parts
 from assistant.prompts import NO_SOURCES_ANSWER, Source, prompt_sources
+from assistant.qa_sets import load_squad
 from assistant.settings import Settings
 from training.data.records import ChatExample, DataValidationError
 
@@ -90,14 +92,17 @@ def is_squad_file(path: Path) -> bool:
 def read_squad(path: Path) -> list[SquadQuestion]:
     """Every answerable question of a SQuAD v1.1 file with its gold paragraph (titled by the article)."""
     try:
-        articles = json.loads(path.read_text(encoding="utf-8"))["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataValidationError(str(path), "data", "is not a SQuAD v1.1 file") from exc
+        paragraphs = load_squad(path)
+    except UnprocessableError as exc:
+        raise DataValidationError(str(path), "data", f"is not a SQuAD v1.1 file ({exc.message})") from exc
     out: list[SquadQuestion] = []
-    for a, article in enumerate(articles):
-        for p, paragraph in enumerate(article.get("paragraphs", [])):
-            gold = Source(text=paragraph.get("context", ""), title=str(article.get("title", "")).replace("_", " "))
-            out.extend(_questions(paragraph, gold, f"{path}#data[{a}].paragraphs[{p}]"))
+    for paragraph in paragraphs:
+        gold = Source(text=paragraph.context, title=paragraph.title.replace("_", " "))
+        out.extend(
+            SquadQuestion(item.question, item.answers[0], gold, item.id, item.answers, gold.title)
+            for item in paragraph.items
+            if not item.unanswerable
+        )
     return out
 
 
@@ -140,18 +145,6 @@ def read_qa_file(path: Path) -> list[SquadQuestion]:
 def read_questions(path: Path) -> list[SquadQuestion]:
     """Questions of a SQuAD-format or question/answer JSONL file."""
     return read_squad(path) if is_squad_file(path) else read_qa_file(path)
-
-
-def _questions(paragraph: dict[str, Any], gold: Source, origin: str) -> list[SquadQuestion]:
-    out = []
-    for q, qa in enumerate(paragraph.get("qas", [])):
-        answers = qa.get("answers") or []
-        if "question" not in qa:
-            raise DataValidationError(f"{origin}.qas[{q}]", "question", "is missing")
-        if answers:
-            texts = tuple(str(a.get("text", "")) for a in answers)
-            out.append(SquadQuestion(qa["question"], texts[0], gold, str(qa.get("id", q)), texts, gold.title))
-    return out
 
 
 def rag_example(item: SquadQuestion, retriever: DistractorRetriever, k: int, rng: random.Random) -> ChatExample:

@@ -1,9 +1,10 @@
 """Serving-aware rendering and tokenization: training sees exactly the prompt text the server builds.
 
 Contract: every example goes through `assistant.prompts.build_rag_messages` (sources or not, like the server with
-retrieval on or off), then the tokenizer's chat template with `add_generation_prompt=True`; the completion is the
-answer text followed by the EOS token. Text is encoded with `add_special_tokens=False`, as the server encodes its
-prompts. `tokenize_chat` returns `input_ids` and `labels` (-100 outside assistant turns): every assistant turn is a
+retrieval on or off), then `assistant.chat_template.render_prompt` (the server's and the gate's renderer); the
+completion is the answer text followed by the EOS token. Text is encoded with `assistant.chat_template.encode`
+(`add_special_tokens=False`), as the server encodes its prompts.
+`tokenize_chat` returns `input_ids` and `labels` (-100 outside assistant turns): every assistant turn is a
 target when the template renders turn by turn consistently, otherwise only the last one (the history is prompt).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from assistant.chat_template import encode, render_prompt
 from assistant.prompts import build_rag_messages
 from training.data.records import ChatExample, Message, PreferenceExample
 
@@ -22,14 +24,6 @@ def prompt_messages(history: Sequence[Message], example: ChatExample | Preferenc
     """The server's message list for a history ending with a user turn."""
     sources = list(example.sources) if example.sources is not None else None
     return build_rag_messages([dict(m) for m in history], sources)
-
-
-def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
-    return str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
-
-
-def encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def chat_messages(example: ChatExample) -> list[Message]:

@@ -1,7 +1,8 @@
 """Data selection before training: dedup, quality and length filters, a seeded train/validation split, a report.
 
 Contract: `select_examples(examples, token_lengths, options)` keeps examples in input order, drops exact duplicates
-(sha256 of the normalised text), near duplicates (datasketch MinHash LSH on word 3-shingles, Jaccard >= threshold),
+(sha256 of the normalised text) and near duplicates (MinHash LSH on word 3-shingles, Jaccard >= threshold; both from
+`assistant.dedup`, the home ingest uses too),
 empty or garbled ones and those outside the token-length bounds, then splits the rest with a seeded shuffle. The
 `SelectionReport` counts what was kept and why the rest was dropped; `write_report` logs it and writes it as JSON.
 Token lengths are measured by the caller with the model's tokenizer on the exact rendered sequence.
@@ -9,11 +10,9 @@ Token lengths are measured by the caller with the model's tokenizer on the exact
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
-import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -21,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from assistant.dedup import NearDuplicateIndex, content_hash, normalised
 from training.data.records import ChatExample, Example, PreferenceExample
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", ChatExample, PreferenceExample)
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -74,12 +73,8 @@ class Selection(Generic[E]):
     report: SelectionReport
 
 
-def normalised(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
-
-
-def content_hash(example: Example) -> str:
-    return hashlib.sha256(normalised(example.text()).encode("utf-8")).hexdigest()
+def example_hash(example: Example) -> str:
+    return content_hash(normalised(example.text()))
 
 
 def quality_problem(example: Example, min_alnum_ratio: float) -> str | None:
@@ -99,34 +94,6 @@ def _all_turns(example: Example) -> Sequence[dict[str, str]]:
     return example.messages if isinstance(example, ChatExample) else example.prompt
 
 
-class NearDuplicateFilter:
-    """Streaming MinHash LSH: `seen(text)` is True when a kept text is at least `threshold` similar."""
-
-    def __init__(self, threshold: float, num_perm: int) -> None:
-        from datasketch import MinHashLSH
-
-        self.num_perm = num_perm
-        self.threshold = threshold
-        # LSH only proposes candidates (it cannot band a threshold near 1); each is verified by its Jaccard estimate.
-        self.lsh = MinHashLSH(threshold=min(threshold, 0.9) * 0.9, num_perm=num_perm)
-        self.kept: dict[str, Any] = {}
-
-    def seen(self, text: str) -> bool:
-        from datasketch import MinHash
-
-        words = _WORD.findall(normalised(text))
-        shingles = {" ".join(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
-        minhash = MinHash(num_perm=self.num_perm)
-        for shingle in shingles:
-            minhash.update(shingle.encode("utf-8"))
-        if any(self.kept[key].jaccard(minhash) >= self.threshold for key in self.lsh.query(minhash)):
-            return True
-        key = str(len(self.kept))
-        self.lsh.insert(key, minhash)
-        self.kept[key] = minhash
-        return False
-
-
 def drop_reason(example: Example, length: int, options: SelectionOptions) -> str | None:
     problem = quality_problem(example, options.min_alnum_ratio)
     if problem:
@@ -142,14 +109,14 @@ def select_examples(examples: Sequence[E], token_lengths: Sequence[int], options
     """Filter and split; see the module docstring for the order of the checks."""
     report = SelectionReport(total=len(examples))
     hashes: set[str] = set()
-    near = NearDuplicateFilter(options.near_duplicate_threshold, options.num_perm)
+    near = NearDuplicateIndex(options.near_duplicate_threshold, options.num_perm, verify=True)
     kept: list[E] = []
     for example, length in zip(examples, token_lengths, strict=True):
         reason = drop_reason(example, length, options)
-        digest = content_hash(example) if reason is None else ""
+        digest = example_hash(example) if reason is None else ""
         if reason is None and digest in hashes:
             reason = "exact_duplicate"
-        if reason is None and near.seen(example.text()):
+        if reason is None and near.check_and_add(len(kept), example.text()):
             reason = "near_duplicate"
         if reason:
             report.drop(reason, example.origin)
