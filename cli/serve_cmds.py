@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated
 
@@ -90,12 +89,10 @@ async def _chat_once(settings, message, model, system, options) -> None:  # type
         retrieval = build_retrieval(parts, threading.RLock(), metrics) if options["use_retrieval"] else None
         service = ChatService(settings, engine, catalog, db, metrics, retrieval)
         prepared = await service.prepare(request)
-        async for event in service.stream(prepared):
-            payload = event.removeprefix("data: ").strip()
-            if payload != "[DONE]":
-                for choice in json.loads(payload)["choices"]:
-                    sys.stdout.write(choice["delta"].get("content", ""))
-                    sys.stdout.flush()
+        async for piece in service.answer_stream(prepared):  # text pieces, then the finished Answer
+            if isinstance(piece, str):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
         sys.stdout.write(f"\n[response id: {prepared.id}]\n")
         for citation in prepared.citations():
             where = ", ".join(

@@ -58,7 +58,7 @@ class ModelCatalog:
                 select(Adapter).where(Adapter.name == ref.name).order_by(Adapter.version.desc())
             ).all()
         active = [row for row in rows if row.status == AdapterStatus.ACTIVE]
-        return (active or list(rows) or [None])[0]
+        return next(iter(active or rows), None)
 
     def _ref(self, row: Adapter) -> AdapterRef:
         identity = engine_identity(row)

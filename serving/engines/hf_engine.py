@@ -47,7 +47,8 @@ class TransformersEngine(TokenizerMixin):
         self._load_tokenizer(self.model_dir)
         device = self._device()
         dtype = getattr(torch, resolve_dtype(self.settings.dtype, device == "cuda"))
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(device).eval()
+        model: Any = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype)
+        self.model = model.to(device).eval()
         log.info("transformers engine loaded %s on %s (%s)", self.model_dir, device, dtype)
 
     def _device(self) -> str:

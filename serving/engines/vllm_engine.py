@@ -58,7 +58,8 @@ class VLLMEngine(TokenizerMixin):
         self.model_name = served_name
         self.max_model_len = settings.max_model_len
         self._llm: Any = None
-        self._stats = type("_Stats", (_SchedulerStatsLogger,), {})  # per-engine class attributes
+        # per-engine class attributes
+        self._stats: Any = type("_Stats", (_SchedulerStatsLogger,), {})
 
     async def start(self) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.kv_cache_gib))

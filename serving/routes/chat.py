@@ -1,4 +1,4 @@
-"""`POST /v1/chat/completions`: OpenAI chat completions, JSON or SSE stream."""
+"""`POST /v1/chat/completions`: OpenAI chat completions, JSON or SSE stream (`serving.openai_format`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 from serving.access import Access, allow
 from serving.admission import Lease
 from serving.auth import PrincipalDep
+from serving.openai_format import completion_body, sse_events
 from serving.schemas import ChatCompletionRequest
 from serving.state import ChatDep, StateDep
 
@@ -28,14 +29,15 @@ async def chat_completions(
     lease = await admission.acquire() if admission is not None else None
     if not request.stream:
         try:
-            return await chat.complete(prepared)
+            return completion_body(prepared, await chat.answer(prepared))
         finally:
             if lease is not None:
                 lease.release()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    events = sse_events(prepared, chat.answer_stream(prepared))
     if lease is None:
-        return StreamingResponse(chat.stream(prepared), media_type="text/event-stream", headers=headers)
-    return _LeasedStream(lease, lease.guard(chat.stream(prepared)), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    return _LeasedStream(lease, lease.guard(events), media_type="text/event-stream", headers=headers)
 
 
 class _LeasedStream(StreamingResponse):

@@ -1,4 +1,4 @@
-"""Chat completions: retrieve, build the RAG prompt, fit it into the context, generate, store, format OpenAI output.
+"""Chat completions: retrieve, build the RAG prompt, fit it into the context, generate, store.
 
 Contract:
 - `ChatService.prepare(request, principal)` does everything that can fail before generation (unknown model or
@@ -15,8 +15,10 @@ Contract:
   at all, or the request sets `use_retrieval: false`, it is a plain chat.
 - Context rule: the prompt plus `max_tokens` must fit `engine.max_model_len`. Oldest history turns go first (the
   system message and the last user turn stay), then the lowest-ranked sources; if it still cannot fit, 400.
-- `complete()` returns a `chat.completion` dict with `citations` (document, page/section, chunk id, score) and
-  `sources` (the chunks used); `stream()` yields SSE lines, the citations arriving in the final chunk, then `[DONE]`.
+- `answer(chat)` returns the finished `Answer` (text, finish reason, completion tokens); `answer_stream(chat)` yields
+  the text pieces as they are generated, then the `Answer`. The prepared chat carries the citations (document,
+  page/section, chunk id, score) and the sources (the chunks used). The OpenAI JSON and SSE events are made at the
+  edge (`serving.openai_format`), never here.
 - Every finished response is stored as a `ChatRecord` (messages, exact prompt, retrieved chunk ids, adapter,
   sampling, answer). A stream whose consumer goes away aborts its engine request.
 """
@@ -24,7 +26,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -52,6 +53,15 @@ class Retrieval(Protocol):
     def scope(self, requested: list[str] | None, principal: Principal) -> list[str] | None: ...
     def collections(self) -> set[str]: ...
     async def search(self, query: str, k: int | None, collections: list[str] | None, mode: str = ...) -> list[Hit]: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A finished, stored answer: the domain value the routes and the CLI turn into their own formats."""
+
+    text: str
+    finish_reason: str | None
+    completion_tokens: int
 
 
 @dataclass
@@ -303,62 +313,26 @@ class ChatService:
         if self.metrics is not None and last is not None and ttft is not None:
             self.metrics.observe_generation(chat.model, ttft, last.completion_tokens, time.perf_counter() - started)
 
-    async def complete(self, chat: PreparedChat) -> dict[str, Any]:
-        text, last = "", None
-        async for chunk in self._generate(chat):
-            text += chunk.text
-            last = chunk
-        finish = last.finish_reason if last else "stop"
-        completion_tokens = last.completion_tokens if last else 0
-        await self._store(chat, text, finish, completion_tokens)
-        message = {"role": "assistant", "content": text}
-        return {
-            "id": chat.id,
-            "object": "chat.completion",
-            "created": chat.created,
-            "model": chat.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-            "usage": _usage(chat.prompt_tokens, completion_tokens),
-            **self._grounding(chat),
-        }
+    async def answer(self, chat: PreparedChat) -> Answer:
+        """The whole answer, stored."""
+        async for item in self.answer_stream(chat):
+            if isinstance(item, Answer):
+                return item
+        raise AssertionError("answer_stream ends with the Answer")  # pragma: no cover
 
-    async def stream(self, chat: PreparedChat) -> AsyncIterator[str]:
-        yield _sse(self._chunk(chat, {"role": "assistant", "content": ""}))
+    async def answer_stream(self, chat: PreparedChat) -> AsyncIterator[str | Answer]:
+        """The answer's text pieces as they are generated, then the finished `Answer` (stored before it comes)."""
         text, last = "", None
         async for piece in self._generate(chat):
             text += piece.text
             last = piece
             if piece.text:
-                yield _sse(self._chunk(chat, {"content": piece.text}))
-        final = self._final_chunk(chat, last)
-        yield _sse(final)
-        if chat.include_usage:
-            yield _sse({**self._chunk(chat, None), "choices": [], "usage": final["usage"]})
-        await self._store(chat, text, final["choices"][0]["finish_reason"], final["usage"]["completion_tokens"])
-        yield "data: [DONE]\n\n"
+                yield piece.text
+        answer = Answer(text, last.finish_reason if last else "stop", last.completion_tokens if last else 0)
+        await self._store(chat, answer)
+        yield answer
 
-    @staticmethod
-    def _grounding(chat: PreparedChat) -> dict[str, Any]:
-        return {"citations": chat.citations(), "sources": chat.sources(), "retrieval": chat.retrieval}
-
-    def _final_chunk(self, chat: PreparedChat, last: GenerationChunk | None) -> dict[str, Any]:
-        chunk = self._chunk(chat, {}, finish_reason=last.finish_reason if last else "stop")
-        chunk["usage"] = _usage(chat.prompt_tokens, last.completion_tokens if last else 0)
-        chunk.update(self._grounding(chat))
-        return chunk
-
-    @staticmethod
-    def _chunk(chat: PreparedChat, delta: dict[str, Any] | None, finish_reason: str | None = None) -> dict[str, Any]:
-        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
-        return {
-            "id": chat.id,
-            "object": "chat.completion.chunk",
-            "created": chat.created,
-            "model": chat.model,
-            "choices": choices,
-        }
-
-    async def _store(self, chat: PreparedChat, answer: str, finish: str | None, completion_tokens: int) -> None:
+    async def _store(self, chat: PreparedChat, answer: Answer) -> None:
         record = ChatRecord(
             id=chat.id,
             model=chat.model,
@@ -367,10 +341,10 @@ class ChatService:
             prompt=chat.prompt,
             retrieved_chunk_ids=[hit.chunk_id for hit, _ in chat.shown()],
             sampling=chat.options.as_dict(),
-            answer=answer,
-            finish_reason=finish,
+            answer=answer.text,
+            finish_reason=answer.finish_reason,
             prompt_tokens=chat.prompt_tokens,
-            completion_tokens=completion_tokens,
+            completion_tokens=answer.completion_tokens,
             owner=chat.owner,
             citations=chat.citations(),
         )
@@ -389,15 +363,3 @@ def _covering(costs: list[int], excess: int) -> int:
         if total >= excess:
             return count
     return max(1, len(costs))
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

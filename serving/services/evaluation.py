@@ -154,17 +154,16 @@ class AnswerEvaluator:
         )
         started = time.perf_counter()
         prepared = await self.chat.prepare(request, principal)
-        response = await self.chat.complete(prepared)
+        answer = await self.chat.answer(prepared)
         latency = time.perf_counter() - started
-        choice = response["choices"][0]
         return score_reply(
             item,
-            choice["message"]["content"],
-            [s["text"] for s in response["sources"]],
+            answer.text,
+            [s["text"] for s in prepared.sources()],
             latency,
-            response["retrieval"],
-            finish_reason=choice["finish_reason"],
-            completion_tokens=response["usage"]["completion_tokens"],
+            prepared.retrieval,
+            finish_reason=answer.finish_reason,
+            completion_tokens=answer.completion_tokens,
         )
 
     async def run(
