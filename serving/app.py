@@ -33,6 +33,7 @@ from serving.errors import install_error_handlers
 from serving.metrics import Metrics, install_metrics
 from serving.middleware import check_exposure, install_guards
 from serving.openapi_links import install_links
+from serving.replica_sync import run_replica_sync
 from serving.routes import (
     adapters,
     chat,
@@ -65,14 +66,17 @@ def build_store(
     settings: Settings, db: Database, lock: threading.RLock, metrics: Metrics
 ) -> tuple[DocumentsService, RetrievalService]:
     """Embedder, vector index, ingest service (with crash recovery) and retriever over one data directory."""
-    from assistant.embedding import make_embedder
+    from assistant.embedding import embedder_space, make_embedder
     from assistant.index import open_index
+    from assistant.index.replication import IndexFollower, space_key
     from assistant.retrieval import Retriever
     from assistant.retrieval.rerank import make_reranker
     from ingest.service import IngestService
 
     embedder = make_embedder(settings)
     index = open_index(settings.index_dir, embedder.dim, settings.ingest.approximate_after)
+    # Vectors other replicas stored in the shared database are read, not re-embedded by the recovery below.
+    IndexFollower(db, index, lock, space_key(embedder_space(settings, embedder.dim))).reconcile()
     with lock:
         ingest = IngestService(settings, db, index, embedder)
     retriever = Retriever(settings, db, index, embedder, make_reranker(settings))
@@ -147,6 +151,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
             asyncio.create_task(_load(state, engine)),
             asyncio.create_task(monitor.run()),
             asyncio.create_task(_retention(settings, db)),
+            asyncio.create_task(run_replica_sync(state)),  # other replicas' index changes and activations
         ]
         try:
             yield
