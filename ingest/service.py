@@ -32,6 +32,10 @@ vectors are always in the saved file, because step 2 precedes step 3; should one
 the new version's rows and vectors. Deletion commits the rows first and saves the index second, so its only crash
 residue is orphan vectors.
 
+Shared database (several replicas, `assistant.index.replication`): chunk ids are picked in the database under a lock,
+every vector is also stored there with a change-log entry, and recovery deletes only unfinished rows this data
+directory wrote (or ones untouched for ten minutes), never another replica's upload in progress.
+
 Locks: a writing service holds the data directory's writer lock (`ingest.writer_lock`: one writing process per
 data dir; a second one gets a 409 naming the holder); `read_only=True` (index check) takes none. Public methods are
 serialised by the service's own lock; the `write_lock` (the server's index lock, which
@@ -141,6 +145,7 @@ class IngestService:
         self.embedder = embedder
         # Vectors are also stored in the database with their space, so other replicas need not re-embed them.
         self.space = replication.space_key(embedder_space(settings, embedder.dim))
+        self.writer_id = replication.writer_identity(settings.data_dir)  # recovery drops only its own residue
         self.chunker = Chunker(embedder, self.options.chunk_tokens, self.options.chunk_overlap)
         self.loader_options = LoaderOptions.from_settings(self.options)
         self._near: dict[str, NearDuplicateIndex] = {}
@@ -276,7 +281,9 @@ class IngestService:
             return found
         log.warning("repairing after an interrupted run: %s", found.summary())
         with self.write_lock:
-            self._drop_documents(found.stuck_documents)
+            with self.db.session() as session:
+                stuck = replication.abandoned_documents(session, found.stuck_documents, self.writer_id)
+            self._drop_documents(stuck)
             after = self.check_index()
             self.index.remove(np.asarray(after.orphan_vectors, dtype=np.int64))
             self._reembed(after.missing_vectors)
@@ -516,7 +523,7 @@ class IngestService:
             status, meta = "staging", dict[str, Any](replaces=prepared.document_id)
         else:
             source, status, meta = prepared.source, "processing", dict[str, Any]()
-        meta |= {"chunks": len(prepared.drafts), "dropped_chunks": prepared.dropped_chunks}
+        meta |= {"chunks": len(prepared.drafts), "dropped_chunks": prepared.dropped_chunks, "writer": self.writer_id}
         return Document(
             id=prepared.row_id,
             collection=prepared.collection,

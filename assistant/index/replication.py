@@ -11,6 +11,9 @@ Contract:
   on PostgreSQL; SQLite serialises writers itself), so log sequence numbers are assigned in commit order and a reader
   that saw entry `seq` has seen every earlier one. The same lock makes chunk ids unique across writing processes:
   an id is above every chunk id stored or ever logged, never reused.
+- `abandoned_documents` tells the ingest recovery which unfinished ('processing'/'staging') documents are crash
+  residue it may delete: on a shared database, only its own (`writer_identity`, kept in the document's meta) or
+  ones untouched for `ABANDONED_AFTER_S`, never another replica's upload in progress.
 - `IndexFollower(db, index, lock, space)`: `reconcile()` brings the index to the rows (vectors of chunks it lacks are
   read from `chunk_embeddings`; vectors whose chunk row is gone are removed) and remembers the log head it started
   from; `catch_up()` applies the log entries after the last one applied (adds read their vectors from the database;
@@ -23,11 +26,13 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,11 +41,12 @@ from sqlalchemy.orm import Session
 
 from assistant.index.base import VectorIndex
 from assistant.storage.db import Database
-from assistant.storage.models import Chunk, ChunkEmbedding, IndexChange
+from assistant.storage.models import Chunk, ChunkEmbedding, Document, IndexChange
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x415353_4958  # arbitrary, constant: the advisory lock every index-log writer takes ("ASSIX")
+ABANDONED_AFTER_S = 600.0  # an unfinished document of another writer untouched this long is crash residue
 BATCH = 2000  # rows per statement (bound parameters stay far below PostgreSQL's and SQLite's limits)
 
 
@@ -84,6 +90,28 @@ def record_removed(session: Session, ids: Iterable[int]) -> None:
     lock_index_writes(session)
     now = datetime.now(UTC)
     session.execute(insert(IndexChange), [{"chunk_id": i, "op": "remove", "created_at": now} for i in ids])
+
+
+def writer_identity(data_dir: Path) -> str:
+    """Who writes a document: the machine and the data directory (one writer per data directory)."""
+    return f"{socket.gethostname()}:{data_dir.resolve()}"
+
+
+def abandoned_documents(
+    session: Session, document_ids: Sequence[str], writer: str, grace_s: float = ABANDONED_AFTER_S
+) -> list[str]:
+    """Of unfinished documents, those no other process may still be writing: on SQLite all of them (one writer per
+    database file); on a shared database those written by `writer` itself (its own crash residue) or left untouched
+    for `grace_s` seconds. Another replica's upload in progress is never taken for crash residue."""
+    if session.get_bind().dialect.name == "sqlite":
+        return list(document_ids)
+    cutoff = datetime.now(UTC) - timedelta(seconds=grace_s)
+    rows = session.scalars(select(Document).where(Document.id.in_(list(document_ids)))).all()
+    return [row.id for row in rows if row.meta.get("writer") in (writer, None) or _aware(row.updated_at) < cutoff]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _batches(items: Sequence[int]) -> Iterator[Sequence[int]]:

@@ -7,14 +7,15 @@ replica's index applies from the stored vectors and the change log, without an e
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from assistant.embedding import Embedder
-from assistant.index import open_index
+from assistant.index import open_index, replication
 from assistant.index.replication import IndexFollower
 from assistant.settings import Settings
 from assistant.storage import Chunk, ChunkEmbedding, Database, Document, IndexChange
@@ -117,3 +118,28 @@ def test_two_writers_on_one_postgres_never_share_a_chunk_id(
         follower.catch_up()
         assert set(writer.index.ids().tolist()) == expected
         writer.close()
+
+
+@pytest.mark.postgres
+def test_recovery_on_a_shared_database_leaves_another_replicas_upload_alone(
+    postgres_url: str, tmp_path: Path, embedder: Embedder
+) -> None:
+    db = Database(postgres_url)
+    db.migrate()
+    old = datetime.now(UTC) - timedelta(hours=1)
+    with db.session() as session:
+        for doc_id, writer, updated in (
+            ("doc-inflight", "other-host:/srv/replica-2", datetime.now(UTC)),  # another replica, mid-upload
+            ("doc-stale", "other-host:/srv/replica-2", old),  # crash residue of another replica, long ago
+            ("doc-mine", replication.writer_identity(tmp_path / "replica-a"), datetime.now(UTC)),  # own residue
+        ):
+            session.add(
+                Document(id=doc_id, source=doc_id, content_hash="x", status="processing", meta={"writer": writer})
+            )
+            session.flush()
+            session.execute(update(Document).where(Document.id == doc_id).values(updated_at=updated))
+    writer = _service(tmp_path, "replica-a", postgres_url, embedder)  # opening recovers
+    with db.session() as session:
+        assert set(session.scalars(select(Document.id))) == {"doc-inflight"}
+    writer.close()
+    db.dispose()
