@@ -354,6 +354,13 @@ class ServerSettings(Section):
         default_factory=list,
         description="Browser origins allowed by CORS (e.g. 'https://app.example.com'; empty = none).",
     )
+    replica_sync_s: float = Field(
+        2.0,
+        ge=0,
+        description="Every this many seconds the server applies the chunk additions and deletions other processes "
+        "(server replicas, CLI ingests) made in the shared database to its in-memory vector index (vectors read from "
+        "the database, not re-embedded) and loads newly activated adapters; bounds how stale a replica is. 0 = off.",
+    )
 
 
 class TrainingSettings(Section):
@@ -422,6 +429,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/assistant.db (a PostgreSQL URL works the same)."
     )
+    adapters_path: Path | None = Field(
+        None,
+        description="Where adapter versions are stored; default <data_dir>/adapters. Set every server replica and "
+        "worker to one shared path (a network file system mounted at the same place) so an adapter trained on one "
+        "machine is served by all.",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     offline: bool = Field(True, description="Never download models from a hub (sets HF_HUB_OFFLINE=1).")
     models: ModelSettings = Field(default_factory=ModelSettings, description="Which models to use.")  # type: ignore[arg-type]
@@ -466,7 +479,7 @@ class Settings(BaseSettings):
 
     @property
     def adapters_dir(self) -> Path:
-        return self.data_dir / "adapters"
+        return self.adapters_path or self.data_dir / "adapters"
 
     @property
     def runs_dir(self) -> Path:

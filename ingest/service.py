@@ -32,6 +32,10 @@ vectors are always in the saved file, because step 2 precedes step 3; should one
 the new version's rows and vectors. Deletion commits the rows first and saves the index second, so its only crash
 residue is orphan vectors.
 
+Shared database (several replicas, `assistant.index.replication`): chunk ids are picked in the database under a lock,
+every vector is also stored there with a change-log entry, and recovery deletes only unfinished rows this data
+directory wrote (or ones untouched for ten minutes), never another replica's upload in progress.
+
 Locks: a writing service holds the data directory's writer lock (`ingest.writer_lock`: one writing process per
 data dir; a second one gets a 409 naming the holder); `read_only=True` (index check) takes none. Public methods are
 serialised by the service's own lock; the `write_lock` (the server's index lock, which
@@ -56,9 +60,9 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from assistant.dedup import NearDuplicateIndex, SelectionReport, content_hash
-from assistant.embedding import Embedder
+from assistant.embedding import Embedder, embedder_space
 from assistant.errors import AssistantError, NotFoundError, PayloadTooLargeError, UnprocessableError
-from assistant.index import VectorIndex
+from assistant.index import VectorIndex, replication
 from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage.db import Database
@@ -140,6 +144,9 @@ class IngestService:
         self.db = db
         self.index = index
         self.embedder = embedder
+        # Vectors are also stored in the database with their space, so other replicas need not re-embed them.
+        self.space = replication.space_key(embedder_space(settings, embedder.dim))
+        self.writer_id = replication.writer_identity(settings.data_dir)  # recovery drops only its own residue
         self.chunker = Chunker(embedder, self.options.chunk_tokens, self.options.chunk_overlap)
         self.loader_options = LoaderOptions.from_settings(self.options)
         self._near: dict[str, NearDuplicateIndex] = {}
@@ -251,6 +258,7 @@ class IngestService:
             with self.db.session() as session:
                 session.execute(delete(Chunk).where(Chunk.document_id == document_id))
                 session.execute(delete(Document).where(Document.id == document_id))
+                replication.record_removed(session, ids)
             self.index.remove(np.asarray(ids, dtype=np.int64))
             self.index.save()
         if collection in self._near:
@@ -282,7 +290,9 @@ class IngestService:
             return found
         log.warning("repairing after an interrupted run: %s", found.summary())
         with self.write_lock:
-            self._drop_documents(found.stuck_documents)
+            with self.db.session() as session:
+                stuck = replication.abandoned_documents(session, found.stuck_documents, self.writer_id)
+            self._drop_documents(stuck)
             after = self.check_index()
             self.index.remove(np.asarray(after.orphan_vectors, dtype=np.int64))
             self._reembed(after.missing_vectors)
@@ -301,6 +311,7 @@ class IngestService:
         stored = {} if reembed else self.index.vectors(ids)
         missing = [(chunk_id, text) for chunk_id, text in rows if chunk_id not in stored]
         stored.update(zip([m[0] for m in missing], self.embedder.embed([m[1] for m in missing]), strict=True))
+        self._store_vectors([m[0] for m in missing], [stored[m[0]] for m in missing])
         vectors = np.stack([stored[int(i)] for i in ids]) if len(ids) else np.zeros((0, self.embedder.dim), "float32")
         with self.write_lock:
             self.index.rebuild(vectors, ids)
@@ -504,13 +515,15 @@ class IngestService:
         """
         prepared.row_id = new_id("doc") if prepared.replaces else prepared.document_id
         with self.write_lock:
-            first_id = self._next_chunk_id()
-            ids = np.arange(first_id, first_id + len(prepared.drafts), dtype=np.int64)
             with self.db.session() as session:
+                replication.lock_index_writes(session)  # chunk ids unique across processes sharing the database
+                first_id = replication.next_chunk_id(session, self.index.next_id)
+                ids = np.arange(first_id, first_id + len(prepared.drafts), dtype=np.int64)
                 session.add(self._version_row(prepared))
                 session.flush()
                 rows = [_chunk_row(prepared, draft, int(i)) for draft, i in zip(prepared.drafts, ids, strict=True)]
                 session.execute(insert(Chunk), rows)
+                replication.record_added(session, ids.tolist(), vectors, self.space)
             self.index.add(vectors, ids)
 
     def _version_row(self, prepared: _Prepared) -> Document:
@@ -519,7 +532,7 @@ class IngestService:
             status, meta = "staging", dict[str, Any](replaces=prepared.document_id)
         else:
             source, status, meta = prepared.source, "processing", dict[str, Any]()
-        meta |= {"chunks": len(prepared.drafts), "dropped_chunks": prepared.dropped_chunks}
+        meta |= {"chunks": len(prepared.drafts), "dropped_chunks": prepared.dropped_chunks, "writer": self.writer_id}
         return Document(
             id=prepared.row_id,
             collection=prepared.collection,
@@ -560,12 +573,8 @@ class IngestService:
                 document.status, document.error = "ready", None
                 session.flush()
                 session.delete(staging)
+            replication.record_removed(session, old_ids)
         return old_ids
-
-    def _next_chunk_id(self) -> int:
-        with self.db.session() as session:
-            highest = session.scalar(select(func.max(Chunk.id))) or 0
-        return max(int(highest) + 1, self.index.next_id)
 
     def _fail_all(self, staged: list[_Prepared], reason: str) -> list[FileResult]:
         failed = [self._fail(p, UnprocessableError(f"{p.source}: {reason}")) for p in staged]
@@ -593,6 +602,7 @@ class IngestService:
             ids = list(session.scalars(select(Chunk.id).where(Chunk.document_id.in_(document_ids))))
             session.execute(delete(Chunk).where(Chunk.document_id.in_(document_ids)))
             session.execute(delete(Document).where(Document.id.in_(document_ids)))
+            replication.record_removed(session, ids)
         self.index.remove(np.asarray(ids, dtype=np.int64))
 
     def _reembed(self, chunk_ids: list[int]) -> None:
@@ -600,7 +610,15 @@ class IngestService:
             return
         with self.db.session() as session:
             rows = session.execute(select(Chunk.id, Chunk.text).where(Chunk.id.in_(chunk_ids))).all()
-        self.index.add(self.embedder.embed([text for _id, text in rows]), np.asarray([r[0] for r in rows]))
+        vectors = self.embedder.embed([text for _id, text in rows])
+        self._store_vectors([r[0] for r in rows], vectors)
+        self.index.add(vectors, np.asarray([r[0] for r in rows]))
+
+    def _store_vectors(self, chunk_ids: Sequence[int], vectors: Sequence[np.ndarray] | np.ndarray) -> None:
+        """Keep re-embedded vectors in the database too (other replicas read them there)."""
+        if len(chunk_ids):
+            with self.db.session() as session:
+                replication.record_added(session, chunk_ids, np.asarray(vectors), self.space)
 
 
 def _no_checkpoint(step: str) -> None:

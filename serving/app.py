@@ -35,6 +35,7 @@ from serving.errors import install_error_handlers
 from serving.metrics import Metrics, install_metrics
 from serving.middleware import check_exposure, install_guards
 from serving.openapi_links import install_links
+from serving.replica_sync import run_replica_sync
 from serving.routes import (
     adapters,
     chat,
@@ -70,8 +71,13 @@ def build_retrieval(parts: Parts, lock: threading.RLock, metrics: Metrics) -> Re
 
 def build_documents(parts: Parts, lock: threading.RLock) -> DocumentsService:
     """The documents service over the parts' ingest service (recovers an interrupted ingest under `lock`)."""
+    from assistant.embedding import embedder_space
+    from assistant.index.replication import IndexFollower, space_key
     from ingest.service import IngestService
 
+    # Vectors other replicas stored in the shared database are read, not re-embedded by the recovery below.
+    space = space_key(embedder_space(parts.settings, parts.embedder.dim))
+    IndexFollower(parts.db, parts.index, lock, space).reconcile()
     with lock:
         ingest = IngestService.of(parts)
     sync_limit = int(parts.settings.server.sync_upload_mb * 1024 * 1024)
@@ -151,6 +157,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
             asyncio.create_task(_load(state, engine)),
             asyncio.create_task(monitor.run()),
             asyncio.create_task(_retention(settings, db)),
+            asyncio.create_task(run_replica_sync(state)),  # other replicas' index changes and activations
         ]
         try:
             yield

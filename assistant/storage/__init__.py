@@ -6,10 +6,24 @@ from assistant.storage.models import (
     Base,
     ChatRecord,
     Chunk,
+    ChunkEmbedding,
     Document,
     Feedback,
+    IndexChange,
     Job,
     PreferencePair,
 )
 
-__all__ = ["Adapter", "Base", "ChatRecord", "Chunk", "Database", "Document", "Feedback", "Job", "PreferencePair"]
+__all__ = [
+    "Adapter",
+    "Base",
+    "ChatRecord",
+    "Chunk",
+    "ChunkEmbedding",
+    "Database",
+    "Document",
+    "Feedback",
+    "IndexChange",
+    "Job",
+    "PreferencePair",
+]

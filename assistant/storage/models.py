@@ -11,7 +11,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -69,6 +80,33 @@ class Chunk(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     document: Mapped[Document] = relationship(back_populates="chunks")
+
+
+class ChunkEmbedding(Base):
+    """A chunk's vector (float32 bytes) in the embedder space `space` (JSON of `assistant.embedding.embedder_space`).
+
+    Stored so that every server replica can fill its own vector index from the database without re-embedding
+    (`assistant.index.replication`); deleted with its chunk.
+    """
+
+    __tablename__ = "chunk_embeddings"
+
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
+    space: Mapped[str] = mapped_column(String(400))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class IndexChange(Base):
+    """One entry of the vector index change log: chunk `chunk_id` was added or removed. `seq` only grows, in commit
+    order (writers serialise on a lock, see `assistant.index.replication`), so a replica that applied every entry up
+    to `seq` has caught up to that point."""
+
+    __tablename__ = "index_changes"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chunk_id: Mapped[int] = mapped_column(Integer, index=True)
+    op: Mapped[str] = mapped_column(String(8), doc="add | remove")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ChatRecord(Base):

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from serving.access import Access, allow
+from serving.replica_sync import ReplicaSync
 from serving.services.jobs import WorkerSupervisor
 from serving.state import StateDep
 
@@ -31,6 +32,9 @@ async def health(state: StateDep) -> JSONResponse:
     worker = state.extras.get("worker")
     if isinstance(worker, WorkerSupervisor):
         body["worker"] = worker.status()  # running, pid, restarts, last_exit_code
+    replica = state.extras.get("replica")
+    if isinstance(replica, ReplicaSync):
+        body["replica"] = replica.status()  # index log position, vectors, adapters loaded by the sync
     if state.ready and state.engine is not None:
         stats = state.engine.stats()
         body["engine"] = {"running": stats.running, "waiting": stats.waiting}
