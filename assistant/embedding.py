@@ -127,7 +127,9 @@ class SentenceTransformerEmbedder(TokenCounting):
 class OnnxEmbedder(TokenCounting):
     """The exported transformer run by onnxruntime, with the sentence-transformers pooling and normalisation."""
 
-    def __init__(self, export_dir: Path, batch_size: int = 16, threads: int | None = None) -> None:
+    def __init__(
+        self, export_dir: Path, batch_size: int = 16, threads: int | None = None, spinning: bool = True
+    ) -> None:
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
@@ -145,6 +147,8 @@ class OnnxEmbedder(TokenCounting):
             raise ConfigError(f"{export_dir}: only mean or CLS pooling run on ONNX; set models.embedder_backend=torch")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        if not spinning:  # idle intra-op threads sleep instead of busy-waiting (frees the core for other work)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self._dim = int(self.session.get_outputs()[0].shape[-1])

@@ -50,7 +50,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +71,7 @@ from ingest.chunking import Chunker
 from ingest.documents import ChunkDraft
 from ingest.loaders import LoaderOptions
 from ingest.parsing import parse_file
+from ingest.pipeline import pipelined
 from ingest.results import ConsistencyReport, FileResult, IngestReport
 from ingest.writer_lock import WriterLock
 
@@ -189,35 +190,46 @@ class IngestService:
 
         Files are prepared (parsed, cleaned, chunked, deduplicated) in groups of about
         `embed_batch_size * GROUP_BATCHES` chunks; a group is embedded in a background thread while the next one is
-        prepared, and written (in the crash-safe order) once its vectors are ready.
+        prepared, and written (in the crash-safe order) once its vectors are ready (`ingest.pipeline`).
         """
         started = time.perf_counter()
         report, state = IngestReport(), _BatchState()
         files, missing = expand_paths(paths)
         report.files.extend(FileResult.failure(m, collection, NotFoundError(f"{m}: no such file")) for m in missing)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as embedding:
-            pending: tuple[list[_Prepared], Future[np.ndarray]] | None = None
-            for batch in self._prepared_groups(files, collection, state, report):
-                submitted = (batch, embedding.submit(self._embed_batch, batch))
-                if pending is not None:
-                    report.files.extend(self._store_batch(*pending))
-                pending = submitted
-            if pending is not None:
-                report.files.extend(self._store_batch(*pending))
+        prepare = functools.partial(self._prepare_path, collection=collection, state=state, selection=report.selection)
+        groups = self._prepared_groups(files, prepare, report)
+        report.files.extend(pipelined(groups, self._embed_batch, self._store_batch))
         report.seconds = time.perf_counter() - started
         log.info(
             "ingested %d files into %r in %.1f s: %s", len(report.files), collection, report.seconds, report.counts()
         )
         return report
 
+    @_serialised
+    def ingest_files(self, files: Sequence[tuple[str, bytes]], collection: str = "default") -> list[FileResult]:
+        """Ingest several uploaded files (source name, bytes) like `ingest_paths`: pipelined, one index save per
+        group rather than per file. One `FileResult` per file, in the order given."""
+        names = [name for name, _data in files]
+        if len(set(names)) < len(names):  # a later same-named file replaces an earlier one: one at a time, in order
+            return [self.ingest_file(name, data, collection) for name, data in files]
+        report, state = IngestReport(), _BatchState()
+
+        def prepare(item: tuple[str, bytes]) -> _Prepared | FileResult:
+            return self._prepare(item[0], item[1], collection, state, report.selection)
+
+        report.files.extend(
+            pipelined(self._prepared_groups(list(files), prepare, report), self._embed_batch, self._store_batch)
+        )
+        return _in_order(report.files, names)
+
     def _prepared_groups(
-        self, files: list[Path], collection: str, state: _BatchState, report: IngestReport
+        self, items: Sequence[T], prepare: Callable[[T], _Prepared | FileResult], report: IngestReport
     ) -> Iterator[list[_Prepared]]:
         """Groups of prepared files; files that need no write (unchanged, failed) go straight to the report."""
         batch: list[_Prepared] = []
         target = self.options.embed_batch_size  # a small first group gets the embedder busy early
-        for path in files:
-            prepared = self._prepare_path(path, collection, state, report.selection)
+        for item in items:
+            prepared = prepare(item)
             if isinstance(prepared, FileResult):
                 report.files.append(prepared)
                 continue
@@ -322,7 +334,7 @@ class IngestService:
     # ------------------------------------------------------------ preparing (no writes)
 
     def _prepare_path(
-        self, path: Path, collection: str, state: _BatchState, selection: SelectionReport
+        self, path: Path, *, collection: str, state: _BatchState, selection: SelectionReport
     ) -> _Prepared | FileResult:
         source = str(path.resolve())
         try:
@@ -640,6 +652,12 @@ def _chunk_row(prepared: _Prepared, draft: ChunkDraft, chunk_id: int) -> dict[st
         "token_count": draft.token_count,
         "meta": {},
     }
+
+
+def _in_order(results: list[FileResult], sources: list[str]) -> list[FileResult]:
+    """`results` (one per source, in completion order) sorted back into the order of `sources` (distinct names)."""
+    by_source = {result.source: result for result in results}
+    return [by_source[source] for source in sources]
 
 
 def _stored_result(prepared: _Prepared) -> FileResult:

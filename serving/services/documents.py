@@ -31,6 +31,8 @@ from serving.principal import Principal
 
 log = logging.getLogger(__name__)
 
+UPLOAD_STEP_FILES = 50  # files per pipelined ingest call of a background upload (its progress granularity)
+
 
 @dataclass
 class UploadTask:
@@ -91,7 +93,7 @@ class DocumentsService:
         if all(refused):
             _raise_if_all_failed([r for r in refused if r is not None])
         if sum(len(data) for _, data in files) <= self.sync_limit_bytes:
-            results = [await asyncio.to_thread(self._ingest_one, name, data, collection) for name, data in files]
+            results = await asyncio.to_thread(self.ingest.ingest_files, files, collection)
             _raise_if_all_failed(results)
             return 200, {"object": "list", "collection": collection, "data": [r.to_dict() for r in results]}
         task = UploadTask(f"upload-{uuid.uuid4().hex[:20]}", collection, [name for name, _ in files])
@@ -126,15 +128,19 @@ class DocumentsService:
         return self.ingest.ingest_file(name, data, collection)  # takes the write lock only for its write steps
 
     async def _run_upload(self, task: UploadTask, files: list[tuple[str, bytes]]) -> None:
+        """Ingest `UPLOAD_STEP_FILES` files per pipelined call (one index save per group, not per file); the task's
+        progress advances step by step."""
         task.state = "running"
-        for name, data in files:
+        for start in range(0, len(files), UPLOAD_STEP_FILES):
+            step = files[start : start + UPLOAD_STEP_FILES]
             try:
-                task.results.append(await asyncio.to_thread(self._ingest_one, name, data, task.collection))
+                task.results.extend(await asyncio.to_thread(self.ingest.ingest_files, step, task.collection))
             except AssistantError as exc:
-                task.results.append(FileResult.failure(name, task.collection, exc))
-            except Exception as exc:  # one broken file must not stop the batch; it is reported, not hidden
-                log.exception("upload %s: %s failed", task.id, name)
-                task.results.append(FileResult(name, task.collection, "failed", error=f"{type(exc).__name__}: {exc}"))
+                task.results.extend(FileResult.failure(name, task.collection, exc) for name, _data in step)
+            except Exception as exc:  # one broken step must not stop the upload; it is reported, not hidden
+                log.exception("upload %s: files %d-%d failed", task.id, start, start + len(step) - 1)
+                error = f"{type(exc).__name__}: {exc}"
+                task.results.extend(FileResult(name, task.collection, "failed", error=error) for name, _data in step)
         task.state = "done"
 
     def upload_status(self, upload_id: str) -> dict[str, Any]:

@@ -102,3 +102,16 @@ def test_onnx_counting_and_embedding_in_parallel_threads(tmp_path: Path) -> None
         vectors = [pool.submit(onnx.embed, texts) for _ in range(6)]
         assert all(f.result() == 300 * 2000 for f in counts)
         assert all(np.allclose(v.result(), expected, atol=1e-5) for v in vectors)
+
+
+def test_length_sorted_batches_return_rows_in_input_order(tmp_path: Path) -> None:
+    """Batches are formed by length (less padding); each row must still be its own text's vector, equal to embedding
+    that text alone (no padding at all)."""
+    onnx = make_embedder(Settings(data_dir=tmp_path, models={"embedder_backend": "onnx"}))
+    assert isinstance(onnx, OnnxEmbedder)
+    onnx.batch_size = 2
+    texts = [TEXTS[1], "word " * 300, TEXTS[0] * 3, "", "short", TEXTS[0], "x y " * 40]
+    batched = onnx.embed(texts)
+    alone = np.stack([onnx.embed([text])[0] for text in texts])
+    assert np.abs(batched - alone).max() < 1e-4
+    assert np.max(np.triu(alone @ alone.T, 1)) < 0.999  # distinct texts, distinct rows: a mix-up would show

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from assistant.storage.models import Chunk, Document
 from ingest.service import IngestService
 from tests.fixtures.documents import HTML_PAGE, make_docx, make_encrypted_pdf, make_pdf
+from tests.fixtures.retrieval_env import make_settings, shared_embedder
 
 POLICY = "Backups run every night at two o'clock. Daily backups are kept for thirty days in the vault."
 TRAVEL = "Travel expenses are reimbursed within two weeks when the receipts are uploaded to the portal."
@@ -148,3 +149,31 @@ def test_rebuild_switches_to_hnsw_and_back(make_service: Callable[..., IngestSer
     assert service.check_index().ok and len(service.index) == 2
     reopened = make_service(approximate_after=2)
     assert reopened.index.kind == "hnsw" and reopened.check_index().ok
+
+
+def test_ingest_files_matches_ingest_paths_in_input_order(
+    make_service: Callable[..., IngestService], tmp_path: Path
+) -> None:
+    """Uploads go through the pipelined path: same chunks as a folder ingest, results in the order sent, and a
+    broken file among them fails alone."""
+    texts = {f"doc{n}.txt": f"{TRAVEL} Item {n}. {POLICY}" * (1 + n % 3) for n in range(6)}
+    files = [(name, text.encode()) for name, text in texts.items()]
+    files.insert(3, ("broken.pdf", b"%PDF-1.4 not really a pdf"))
+    service = make_service(embed_batch_size=2)  # several pipelined groups
+    uploaded = service.ingest_files(files, "up")
+    assert [r.source for r in uploaded] == [name for name, _data in files]
+    assert [r.status for r in uploaded] == ["ingested"] * 3 + ["failed"] + ["ingested"] * 3
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name, text in texts.items():
+        (folder / name).write_text(text)
+    reference = IngestService.open(make_settings(tmp_path / "reference"), shared_embedder())
+    reference.ingest_paths([folder], "up")
+    assert service.check_index().ok
+    assert _chunks_by_file(service) == _chunks_by_file(reference) and len(_chunks_by_file(service)) >= 6
+
+
+def _chunks_by_file(service: IngestService) -> list[tuple[str, int, str]]:
+    with service.db.session() as session:
+        rows = session.execute(select(Document.source, Chunk.ordinal, Chunk.text).join(Document)).all()
+    return sorted((Path(source).name, ordinal, text) for source, ordinal, text in rows)
