@@ -222,9 +222,7 @@ def test_continue_from_compatible_adapter(
     assert outcome.adapter is not None and outcome.adapter.lineage["parent"]["path"] == str(tiny_adapter_dir)
 
 
-def test_lora_layers_adapts_and_changes_only_the_top_layers(
-    settings: Settings, sft_file: Path, tmp_path: Path
-) -> None:
+def test_lora_layers_adapts_and_changes_only_the_top_layers(settings: Settings, sft_file: Path, tmp_path: Path) -> None:
     """`lora_layers=1` on the 2-layer model: LoRA sits on layer 1 only, only its weights move, and no gradient
     reaches layer 0 (the backward pass stops at the lowest adapted layer, which is what makes it cheaper)."""
     runner = make_runner(settings, "sft", sft_file, tmp_path / "run", max_steps=3, learning_rate=1e-2, lora_layers=1)
