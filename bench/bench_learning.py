@@ -200,10 +200,10 @@ def ask(base: str, model: str, question: str, max_tokens: int) -> tuple[dict[str
     return response.json(), time.perf_counter() - started
 
 
-def answer_scores(base: str, model: str, items: list[dict[str, Any]], max_tokens: int) -> dict[str, float]:
+def answer_scores(base: str, model: str, items: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
     from assistant.answer_metrics import best_contains, best_exact_match, best_f1, cites_answer
 
-    rows = []
+    rows, samples = [], []
     for item in items:
         reply, seconds = ask(base, model, item["question"], max_tokens)
         text = reply["choices"][0]["message"]["content"]
@@ -218,7 +218,8 @@ def answer_scores(base: str, model: str, items: list[dict[str, Any]], max_tokens
             "cited_any": float(bool(cited)),
             "seconds": seconds,
         })  # fmt: skip
-    return summarize(rows)
+        samples.append({"question": item["question"], "gold": item["answers"][0], "reply": text})
+    return {**summarize(rows), "samples": samples[:10]}
 
 
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
