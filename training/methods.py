@@ -437,7 +437,14 @@ class DPORunner(MethodRunner):
         return render_preference(self.tokenizer, example)
 
     def length(self, example: Any, encoded: dict[str, Any]) -> int:
-        return preference_length(self.tokenizer, example)
+        """The tokens the pair occupies after TRL's truncation (keep_start: the completions' tails are cut): a pair
+        longer than max_length is kept while its prompt leaves at least half of max_length to the completions."""
+        full = preference_length(self.tokenizer, example)
+        limit = self.config.max_length
+        if limit is None:
+            return full
+        prompt = len(self.tokenizer(encoded["prompt"], add_special_tokens=False)["input_ids"])
+        return min(full, prompt + limit // 2)
 
     def build_model(self) -> Any:
         """A fresh LoRA is left to DPOTrainer (`peft_config`): its reference is then the base with the adapter

@@ -278,3 +278,28 @@ def test_default_padding_free_loss_matches_per_example_computation(
             total -= float(logp[mask].gather(1, labels[mask][:, None]).sum())
             count += int(mask.sum())
     assert loss == pytest.approx(total / count, rel=1e-4)
+
+
+def test_dpo_keeps_long_pairs_whose_prompt_fits_and_drops_long_prompts(settings: Settings, tmp_path: Path) -> None:
+    """max_length truncates DPO completions (TRL keep_start) instead of dropping the pair; a pair whose prompt takes
+    more than half of max_length is dropped (its completions would be cut to nothing)."""
+    long_answer = " ".join(["The warranty covers parts and labour for two years."] * 12)
+    long_prompt = " ".join(["How long is the warranty on parts and labour?"] * 12)
+    records = [
+        {"prompt": q, "chosen": a, "rejected": long_answer}
+        for q, a in [
+            ("How long is the warranty?", "Two years."),
+            ("When are invoices due?", "In thirty days."),
+            ("Where is Paris?", "On the Seine."),
+        ]
+    ]
+    records.append({"prompt": long_prompt, "chosen": "Two years.", "rejected": "Ten."})
+    data = write_json(tmp_path / "pairs.json", records)
+    runner = make_runner(settings, "dpo", data, tmp_path / "run", max_length=96, eval_split=0.25)
+    encoded = [runner.encode(e) for e in runner.load_examples()]
+    from training.data.render import preference_length
+
+    full = [preference_length(runner.tokenizer, e) for e in runner.load_examples()]
+    lengths = [runner.length(e, enc) for e, enc in zip(runner.load_examples(), encoded, strict=True)]
+    assert all(f > 96 for f in full)  # every pair is longer than max_length
+    assert [n <= 96 for n in lengths] == [True, True, True, False]
