@@ -9,6 +9,9 @@ Contract:
   prediction: nothing ungrounded was said).
 - `cites_answer`: some cited source text contains a normalised gold answer; `cited_indices` reads the `[n]` markers of
   a reply and `strip_citations` removes them (an answer is scored without its citation markers).
+- `supporting_source`: the 1-based number of the source that best supports an answer (the first whose text contains
+  the normalised answer, else the one holding the largest share of its tokens; None when no source shares a token):
+  the server cites it when the model cited nothing.
 - `is_abstention`: the reply is the platform's fixed "don't know" answer or says it does not know;
   `abstention_scores` gives precision/recall of abstaining on unanswerable questions.
 - `percentile` (nearest-rank on sorted values) and `latency_summary` (p50/p95/mean) aggregate latencies.
@@ -79,6 +82,19 @@ def grounding(prediction: str, sources: Iterable[str]) -> float:
     for text in sources:
         vocabulary.update(normalize_answer(text).split())
     return sum(token in vocabulary for token in tokens) / len(tokens)
+
+
+def supporting_source(answer: str, sources: Sequence[str]) -> int | None:
+    """The number (1-based, prompt order) of the source that best supports `answer`, None when none shares a word."""
+    normalised = normalize_answer(answer)
+    if not normalised:
+        return None
+    for number, text in enumerate(sources, start=1):
+        if f" {normalised} " in f" {normalize_answer(text)} ":
+            return number
+    shares = [grounding(answer, [text]) for text in sources]
+    best = max(range(len(shares)), key=lambda i: (shares[i], -i), default=None)
+    return None if best is None or shares[best] == 0 else best + 1
 
 
 def cites_answer(cited_texts: Iterable[str], truths: Sequence[str]) -> float:

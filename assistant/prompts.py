@@ -31,10 +31,14 @@ NO_SOURCES_ANSWER = "I don't know: I found nothing about this in the documents I
 
 @dataclass(frozen=True)
 class PromptStyle:
-    """The wording of a grounded prompt: system instructions and a line put after the question."""
+    """The wording of a grounded prompt: system instructions, how the sources are introduced and labelled, and a line
+    put after the question. `headers` False labels each source with its number only ("[1] text"): with the file name
+    as a header, the small model copied file names ("French_and_Indian_War-020") into its answers."""
 
     system: str
     after_question: str = ""
+    heading: str = "Sources"
+    headers: bool = True
 
 
 PROMPT_STYLES: dict[str, PromptStyle] = {
@@ -57,8 +61,13 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
         "Answer the question from the sources. Short answer only, then the source number like [1]. "
         "If the sources do not contain the answer, say that you don't know."
     ),
+    # The naive peer's prompt word for word ("Context:", "Answer from the context. Short answer only."), with the
+    # sources numbered "[1]" and no file-name headers; the citation is added by the server when the reply has none
+    # (`answer.cite_when_missing`). Measured best (bench/bench_answers.py): replies of the other styles began "The
+    # answer is:", "The sources mentioned in the question are:" or copied file names.
+    "context": PromptStyle("Answer from the context. Short answer only.", heading="Context", headers=False),
 }
-DEFAULT_PROMPT_STYLE = "short"
+DEFAULT_PROMPT_STYLE = "context"
 RAG_SYSTEM_PROMPT = PROMPT_STYLES[DEFAULT_PROMPT_STYLE].system
 
 
@@ -142,15 +151,19 @@ def prompt_sources(question: str, hits: Sequence[Hit], settings: Settings) -> li
 # ---------------------------------------------------------------- messages
 
 
-def format_sources(sources: Sequence[Source]) -> str:
-    """Numbered sources, `[n] header` then the passage text, separated by blank lines."""
+def format_sources(sources: Sequence[Source], headers: bool = True) -> str:
+    """Numbered sources separated by blank lines: `[n] header` then the passage text, or `[n] text` without headers."""
+    if not headers:
+        return "\n\n".join(f"[{i}] {src.text.strip()}" for i, src in enumerate(sources, start=1))
     return "\n\n".join(f"[{i}] {src.header()}\n{src.text.strip()}" for i, src in enumerate(sources, start=1))
 
 
 def rag_user_turn(question: str, sources: Sequence[Source], style: str = DEFAULT_PROMPT_STYLE) -> str:
     """The last user turn with its sources: the form the model is trained and served on."""
-    after = PROMPT_STYLES[style].after_question
-    return f"Sources:\n{format_sources(sources)}\n\nQuestion: {question.strip()}" + (f"\n{after}" if after else "")
+    wording = PROMPT_STYLES[style]
+    after = wording.after_question
+    body = f"{wording.heading}:\n{format_sources(sources, wording.headers)}\n\nQuestion: {question.strip()}"
+    return body + (f"\n{after}" if after else "")
 
 
 def build_rag_messages(

@@ -153,8 +153,8 @@ class AnswerSettings(Section):
         description="Trim each source to the sentence sharing most words with the question plus this many sentences "
         "either side (None = the whole chunk).",
     )
-    prompt_style: Literal["short", "original", "plain"] = Field(
-        "short",
+    prompt_style: Literal["context", "short", "original", "plain"] = Field(
+        "context",
         description="Wording of the grounded prompt (assistant.prompts.PROMPT_STYLES). Training renders with the "
         "default: change it only to compare wordings.",
     )
@@ -170,6 +170,12 @@ class AnswerSettings(Section):
     )
     stop_at_newline: bool = Field(
         True, description="A grounded answer stops at its first line break when the request gives no stop strings."
+    )
+    cite_when_missing: bool = Field(
+        True,
+        description="A grounded answer that cites no source and is not an abstention gets ' [n]' appended, n the "
+        "source holding most of its words (answer_metrics.supporting_source): the small base model answers best "
+        "without being asked to cite, and every answer still carries its citation.",
     )
 
 

@@ -17,6 +17,7 @@ held-out F1, validation loss on shared alpaca records before/after, entropy).
 Goal (issue 10): adapter F1 >= 0.45 and >= 4x the base's, from a job of at most 15 minutes, latency p50 <= 3 s.
 
     .venv/bin/python bench/bench_learning.py [--train-questions 400 --eval-questions 60 --max-minutes 14] [--psft]
+        [--dpo]   (DPO on the shared sharegpt pairs through a job; its gate reports held-out preference accuracy)
 """
 
 from __future__ import annotations
@@ -62,7 +63,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gold-probability", type=float, default=0.8)
     parser.add_argument("--gate-questions", type=int, default=8, help="Held-out questions the job's gate asks.")
     parser.add_argument("--max-tokens", type=int, default=32, help="Answer length limit when asking.")
+    parser.add_argument("--lora-layers", type=int, default=8, help="LoRA on the top N decoder layers only.")
+    parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank.")
+    parser.add_argument("--padding-free", type=int, default=1, help="1: padding-free batches (default), 0: padded.")
+    parser.add_argument("--source-window", type=int, default=None, help="Server answer.source_window (default: its).")
     parser.add_argument("--psft", action="store_true", help="Also train PSFT on the same data, side by side.")
+    parser.add_argument("--psft-minutes", type=float, default=None, help="Budget of the SFT/PSFT comparison jobs.")
+    parser.add_argument("--dpo", action="store_true", help="Also run DPO on the shared sharegpt pairs (held out).")
+    parser.add_argument("--dpo-steps", type=int, default=40)
+    parser.add_argument("--dpo-max-length", type=int, default=320)
+    parser.add_argument("--dpo-lr", type=float, default=5e-4)
     parser.add_argument("--alpaca-records", type=int, default=40, help="Alpaca records for the retention check.")
     return parser.parse_args()
 
@@ -117,14 +127,14 @@ def wait_documents_ready(base: str, count: int, timeout: float = 3600) -> None:
 # ---------------------------------------------------------------- jobs
 
 
-def train(base: str, method: str, file_id: str, args: argparse.Namespace) -> dict[str, Any]:
+def train(base: str, method: str, file_id: str, args: argparse.Namespace, minutes: float) -> dict[str, Any]:
     spec = {
         "method": method,
         "name": f"bench-{method}",
         "data": {"source": "file", "file_id": file_id, "collection": "squad"},
         "hyperparameters": {
             "max_steps": args.max_steps,
-            "max_minutes": args.max_minutes,
+            "max_minutes": minutes,
             "learning_rate": args.lr,
             "squad_limit": args.train_questions,
             "gold_probability": args.gold_probability,
@@ -132,9 +142,12 @@ def train(base: str, method: str, file_id: str, args: argparse.Namespace) -> dic
             "per_device_eval_batch_size": args.batch_size,
             "max_length": args.max_length,
             "eval_steps": 20,
-            "save_steps": 20,
             "logging_steps": 5,
             "eval_split": 0.05,
+            "lora_layers": args.lora_layers,
+            "lora_r": args.lora_r,
+            "lora_alpha": 2.0 * args.lora_r,
+            "padding_free": bool(args.padding_free),
         },
         "gate": True,
     }
@@ -142,6 +155,32 @@ def train(base: str, method: str, file_id: str, args: argparse.Namespace) -> dic
     adapter = next(a for a in httpx.get(f"{base}/v1/adapters", timeout=60).json()["data"]
                    if a["id"] == job["metrics"]["adapter"])  # fmt: skip
     return {"job": job, "seconds": seconds, "adapter": adapter}
+
+
+def dpo(base: str, args: argparse.Namespace) -> dict[str, Any]:
+    """DPO on the shared sharegpt pairs; the job holds out 20% of the pairs by prompt and its gate scores the held-out
+    preference accuracy (log p(chosen) > log p(rejected)) of the base and of the adapter."""
+    upload = httpx.post(f"{base}/v1/training/files", timeout=120,
+                        files={"file": ("dpo.json", (DATA / "dpo-sharegpt-300.json").read_bytes())}).json()  # fmt: skip
+    spec = {
+        "method": "dpo",
+        "name": "bench-dpo",
+        "data": {"source": "file", "file_id": upload["id"]},
+        "hyperparameters": {
+            "max_steps": args.dpo_steps,
+            "learning_rate": args.dpo_lr,
+            "max_length": args.dpo_max_length,
+            "per_device_train_batch_size": 2,
+            "per_device_eval_batch_size": 4,
+            "eval_steps": 10**5,
+            "logging_steps": 5,
+            "lora_layers": args.lora_layers,
+        },
+        "gate": True,
+    }
+    job, seconds = run_job(base, spec)
+    gate = job["metrics"].get("gate") or {}
+    return {"job_s": seconds, "job_metrics": job["metrics"], "gate": gate}
 
 
 # ---------------------------------------------------------------- asking
@@ -161,10 +200,10 @@ def ask(base: str, model: str, question: str, max_tokens: int) -> tuple[dict[str
     return response.json(), time.perf_counter() - started
 
 
-def answer_scores(base: str, model: str, items: list[dict[str, Any]], max_tokens: int) -> dict[str, float]:
+def answer_scores(base: str, model: str, items: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
     from assistant.answer_metrics import best_contains, best_exact_match, best_f1, cites_answer
 
-    rows = []
+    rows, samples = [], []
     for item in items:
         reply, seconds = ask(base, model, item["question"], max_tokens)
         text = reply["choices"][0]["message"]["content"]
@@ -179,7 +218,8 @@ def answer_scores(base: str, model: str, items: list[dict[str, Any]], max_tokens
             "cited_any": float(bool(cited)),
             "seconds": seconds,
         })  # fmt: skip
-    return summarize(rows)
+        samples.append({"question": item["question"], "gold": item["answers"][0], "reply": text})
+    return {**summarize(rows), "samples": samples[:10]}
 
 
 def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -248,6 +288,7 @@ def main() -> None:
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
         "ASSISTANT_RETRIEVAL__TOP_K": str(args.top_k),
         "ASSISTANT_TRAINING__GATE_QA_LIMIT": str(args.gate_questions),
+        **({"ASSISTANT_ANSWER__SOURCE_WINDOW": str(args.source_window)} if args.source_window is not None else {}),
     }
     cmd = [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(data_dir), "--port", str(args.port)]
     with (data_dir / "server.log").open("wb") as log:
@@ -272,7 +313,7 @@ def main() -> None:
                             files={"file": ("squad-train.json", json.dumps(train_file).encode())}).json()  # fmt: skip
         methods = ["sft", "psft"] if args.psft else ["sft"]
         for method in methods:
-            trained = train(base, method, upload["id"], args)
+            trained = train(base, method, upload["id"], args, args.psft_minutes or args.max_minutes)
             name = trained["adapter"]["id"]
             results[method] = {
                 "job_s": trained["seconds"],
@@ -283,6 +324,10 @@ def main() -> None:
                 "adapter_path": trained["adapter"]["path"],
             }
             print(f"{method}: {results[method]['scores']}", flush=True)
+            save(data_dir, results)
+        if args.dpo:
+            results["dpo"] = dpo(base, args)
+            print(f"dpo: {results['dpo']}", flush=True)
             save(data_dir, results)
     finally:
         proc.terminate()
@@ -324,12 +369,24 @@ def report(results: dict[str, Any], args: argparse.Namespace, data_dir: Path) ->
         print(f"{method}: job wall {r['job_s'] / 60:.1f} min (training run {m.get('wall_s', 0) / 60:.1f} min, "
               f"{m.get('global_step')} steps, {m.get('train_examples')} examples), F1 x{ratio:.1f} the base's; "
               f"gate passed={gate.get('passed')} {gate.get('improvement')}")  # fmt: skip
+        print(f"      training {m.get('tokens_per_s')} tokens/s, worker peak RSS {m.get('peak_rss_mb')} MB "
+              f"(lora_layers {args.lora_layers}, r {args.lora_r}, padding_free {bool(args.padding_free)})")  # fmt: skip
         print(f"      data: {m.get('data')}; budget: {m.get('budget')}")
         goal = r["scores"]["f1"] >= 0.45 and ratio >= 4 and r["job_s"] <= 900 and r["scores"]["latency_p50"] <= 3
         print(f"      goal (F1 >= 0.45, >= 4x base, job <= 15 min, p50 <= 3 s): {'met' if goal else 'NOT met'}")
     if "retention" in results:
         for name, v in results["retention"].items():
             print(f"alpaca retention {name:5}: loss {v['loss']:.4f} entropy {v['entropy']:.4f}")
+    if "dpo" in results:
+        d = results["dpo"]
+        gate = d["gate"] or {}
+        before = (gate.get("baseline_metrics") or {}).get("pairs", {})
+        after = (gate.get("candidate") or {}).get("pairs", {})
+        m = d["job_metrics"]
+        print(f"dpo: held-out pairs {before.get('pairs')}, preference accuracy base {before.get('accuracy')} -> "
+              f"adapter {after.get('accuracy')} (margin {before.get('margin')} -> {after.get('margin')}); job wall "
+              f"{d['job_s'] / 60:.1f} min, {m.get('global_step')} steps, {m.get('train_examples')} pairs, "
+              f"{m.get('tokens_per_s')} tokens/s, peak RSS {m.get('peak_rss_mb')} MB")  # fmt: skip
     print(f"full results: {data_dir / 'bench-learning.json'}")
 
 

@@ -4,6 +4,8 @@ In one run, each phase in its own subprocess (so peak memory is per phase):
   1. `sft`   : LoRA SFT through `training.runner.run_training` on SQuAD-derived RAG examples (question + gold paragraph
                + distractors, rendered with the server's prompt); validation perplexity on the held-out split before
                and after (it must fall).
+  1b. `sft_today`: the same run with the former job configuration (padded batches, LoRA on every layer): tokens/s,
+               peak memory and validation loss side by side with the defaults.
   2. `plain` : a plain TRL `SFTTrainer` with default settings (full fine-tuning, loss on all tokens) on the same
                examples for the same number of steps, for tokens/s and peak memory side by side.
   3. `dpo`   : LoRA DPO on the sharegpt preference pairs; held-out reward accuracy and margin after training.
@@ -34,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="Platform data dir (model, registry).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "train", help="Run directories here.")
-    parser.add_argument("--phase", choices=["sft", "sft_pf", "plain", "dpo"], help="Run one phase only (internal).")
+    parser.add_argument("--phase", choices=["sft", "sft_today", "plain", "dpo"], help="Run one phase only (internal).")
+    parser.add_argument("--phases", default="sft,sft_today,plain,dpo", help="Phases to run, comma-separated.")
     parser.add_argument("--squad-limit", type=int, default=300, help="SQuAD questions to draw.")
     parser.add_argument("--distractors", type=int, default=1, help="Distractor passages per RAG example.")
     parser.add_argument("--max-length", type=int, default=384, help="Longest SFT sequence in tokens.")
@@ -81,12 +84,17 @@ def tokens_per_second(log_history: list[dict[str, Any]]) -> tuple[float, float]:
     return float(tokens), tokens / runtime
 
 
-def phase_sft_padding_free(args: argparse.Namespace) -> dict[str, Any]:
-    """The same LoRA SFT run with padding-free batches (one flattened sequence per batch, SDPA block mask)."""
-    return phase_sft(args, {"padding_free": True}, "sft_pf")
+# The job configuration before issue 10's speed work: padded batches, LoRA on every decoder layer.
+TODAY = {"padding_free": False, "lora_layers": 10**3}
+
+
+def phase_sft_today(args: argparse.Namespace) -> dict[str, Any]:
+    """The same LoRA SFT run with the former job configuration (padded batches, LoRA on every layer)."""
+    return phase_sft(args, TODAY, "sft_today")
 
 
 def phase_sft(args: argparse.Namespace, extra: dict[str, Any] | None = None, name: str = "sft") -> dict[str, Any]:
+    """LoRA SFT with the project defaults (padding-free batches, LoRA on the top layers)."""
     from training.runner import TrainingRequest, run_training
 
     squad = SHARED / "squad-v1.1-dev-part1.json"
@@ -178,7 +186,7 @@ def phase_dpo(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-PHASES = {"sft": phase_sft, "sft_pf": phase_sft_padding_free, "plain": phase_plain, "dpo": phase_dpo}
+PHASES = {"sft": phase_sft, "sft_today": phase_sft_today, "plain": phase_plain, "dpo": phase_dpo}
 
 
 def run_phase(args: argparse.Namespace) -> None:
@@ -203,7 +211,7 @@ def main() -> None:
 
     print(f"model: {resolve_lm(settings_for(args))}")
     results = {}
-    for phase in PHASES:
+    for phase in args.phases.split(","):
         cmd = [sys.executable, __file__, "--phase", phase, *sys.argv[1:]]
         subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
         results[phase] = json.loads((args.out / f"{phase}.json").read_text())
@@ -211,8 +219,8 @@ def main() -> None:
 
 
 def report(results: dict[str, Any], out: Path) -> None:
-    sft, plain, dpo = results["sft"], results["plain"], results["dpo"]
-    print("\n== SFT (LoRA, SQuAD RAG, held-out split) ==")
+    sft = results["sft"]
+    print("\n== SFT (LoRA, SQuAD RAG, held-out split; project defaults) ==")
     print(f"examples: {sft['examples']}")
     print(
         f"validation perplexity: before {sft['before']['perplexity']:.3f} -> after {sft['after']['perplexity']:.3f}"
@@ -220,21 +228,25 @@ def report(results: dict[str, Any], out: Path) -> None:
         f"entropy {sft['before']['entropy']:.3f} -> {sft['after']['entropy']:.3f})"
     )
     print("\n== throughput and memory (same data) ==")
-    print(f"{'run':<28}{'tokens/s':>10}{'peak MB':>10}{'tokens':>10}")
-    print(
-        f"{'ours: LoRA SFT':<28}{sft['tokens_per_s']:>10.1f}{sft['peak_memory_mb']:>10.0f}{sft['train_tokens']:>10.0f}"
-    )
-    pf = results["sft_pf"]
-    print(f"{'ours: LoRA SFT padding-free':<28}{pf['tokens_per_s']:>10.1f}{pf['peak_memory_mb']:>10.0f}"
-          f"{pf['train_tokens']:>10.0f}  (validation loss after {pf['after']['loss']:.4f})")  # fmt: skip
-    print(
-        f"{'TRL SFTTrainer defaults':<28}{plain['tokens_per_s']:>10.1f}{plain['peak_memory_mb']:>10.0f}"
-        f"{plain['train_tokens']:>10.0f}"
-    )
-    print("\n== DPO (LoRA, sharegpt pairs, held-out) ==")
-    print(
-        f"examples: {dpo['examples']}; reward accuracy {dpo['reward_accuracy']:.3f}, margin {dpo['reward_margin']:.4f}"
-    )
+    print(f"{'run':<44}{'tokens/s':>10}{'peak MB':>10}{'tokens':>10}{'wall s':>8}{'val loss':>10}")
+    rows = [("ours now: top-8-layer LoRA, padding-free", "sft"), ("ours before: all-layer LoRA, padded", "sft_today")]
+    for label, key in rows:
+        if key in results:
+            r = results[key]
+            print(f"{label:<44}{r['tokens_per_s']:>10.1f}{r['peak_memory_mb']:>10.0f}{r['train_tokens']:>10.0f}"
+                  f"{r['train_runtime_s']:>8.0f}{r['after']['loss']:>10.4f}")  # fmt: skip
+    if "sft_today" in results:
+        ratio = sft["tokens_per_s"] / results["sft_today"]["tokens_per_s"]
+        print(f"tokens/s now / before: {ratio:.2f}x (same examples, same steps)")
+    if "plain" in results:
+        plain = results["plain"]
+        print(f"{'TRL SFTTrainer defaults (full FT)':<44}{plain['tokens_per_s']:>10.1f}"
+              f"{plain['peak_memory_mb']:>10.0f}{plain['train_tokens']:>10.0f}")  # fmt: skip
+    if "dpo" in results:
+        dpo = results["dpo"]
+        print("\n== DPO (LoRA, sharegpt pairs, held-out) ==")
+        print(f"examples: {dpo['examples']}; reward accuracy {dpo['reward_accuracy']:.3f}, "
+              f"margin {dpo['reward_margin']:.4f}")  # fmt: skip
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     print(f"\nsummary: {out / 'summary.json'}")
 

@@ -4,8 +4,9 @@ Contract: `TimeBudgetCallback(max_minutes, started)` (a transformers `TrainerCal
 first optimizer step that ends at or past `started + max_minutes` (a `time.monotonic()` value: the run's start,
 data preparation included), then asks the trainer to stop after it has evaluated and saved that state, so the
 state reached competes with the earlier checkpoints. `enable_best_checkpoint(config)` turns on HF's
-`load_best_model_at_end` by validation loss when the run evaluates, so the model saved and registered after a stop is
-the best checkpoint so far, not merely the last. `stopped` tells whether the budget ended the run.
+`load_best_model_at_end` by validation loss when the run evaluates (checkpoints then follow the evaluations), so the
+model saved and registered after a stop is the best checkpoint so far, not merely the last. `stopped` tells whether
+the budget ended the run.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class TimeBudgetCallback(TrainerCallback):
 def enable_best_checkpoint(config: Any) -> bool:
     """Keep the best checkpoint by validation loss (HF `load_best_model_at_end`) when evaluation and saving allow it."""
     evaluates = config.eval_strategy == IntervalStrategy.STEPS and config.save_strategy == "steps"
-    if not evaluates or config.save_steps % config.eval_steps != 0:
+    if evaluates and config.save_steps % config.eval_steps != 0:
+        config.save_steps = config.eval_steps  # a checkpoint at every evaluation, so the best one can be kept
+    if not evaluates:
         log.warning("max_minutes: evaluation and checkpoints are not aligned; the last state is registered")
         return False
     config.load_best_model_at_end = True

@@ -37,7 +37,8 @@ def language_model_metrics(model: Any, dataset: Any, collator: Any, batch_size: 
     with torch.no_grad():
         for rows in _batches(dataset, batch_size):
             batch = collator([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
-            nll, ent, n = _batch_sums(model, {k: v.to(device) for k, v in batch.items()})
+            moved = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}  # padding-free: ints too
+            nll, ent, n = _batch_sums(model, moved)
             nll_sum, entropy_sum, tokens = nll_sum + nll, entropy_sum + ent, tokens + n
     model.train(was_training)
     loss = nll_sum / max(tokens, 1)

@@ -81,6 +81,7 @@ COMMON_OPTIONS: dict[str, Bound] = {
     "lora_alpha": Bound(float, 0.01, 4096),
     "lora_dropout": Bound(float, 0, 0.99),
     "lora_target_modules": Bound(list),
+    "lora_layers": Bound(int, 1, 1024),  # adapt only the top N decoder layers (faster steps)
     "eval_split": Bound(float, 0.01, 0.9),
     "min_tokens": Bound(int, 1, 4096),
     "near_duplicate_threshold": Bound(float, 0.01, 1),
@@ -96,10 +97,12 @@ _SELECTION = {  # relevance / diversity selection (training/data/relevance.py), 
     "diversity_method": Bound(str, choices=("kcenter", "clusters")),
 }
 
+_BATCHING = {"padding_free": Bound(bool)}  # SFT/PSFT: padding-free batches (the default) or padded ones
 METHOD_OPTIONS: dict[str, dict[str, Bound]] = {
-    "sft": {**_RAFT},
+    "sft": {**_RAFT, **_BATCHING},
     "psft": {
         **_RAFT,
+        **_BATCHING,
         "disable_dropout": Bound(bool),
         "eps_low": Bound(float, 0.01, 0.99),
         "eps_high": Bound(float, 0.01, 10),

@@ -69,6 +69,20 @@ def final_evaluation(state: Any) -> dict[str, Any] | None:
     return None
 
 
+def tokens_per_second(log_history: list[dict[str, Any]], train_metrics: dict[str, Any]) -> float | None:
+    """Training tokens (TRL's `num_tokens`: prompt and completion, no padding) per second of the training loop."""
+    tokens = max((entry.get("num_tokens", 0) for entry in log_history), default=0)
+    runtime = train_metrics.get("train_runtime")
+    return round(tokens / runtime, 1) if tokens and runtime else None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 class MethodRunner:
     """Shared flow of a training run; subclasses supply the data form and the trainer."""
 
@@ -217,6 +231,8 @@ class MethodRunner:
             "train_examples": len(train),
             "validation_examples": 0 if val is None else len(val),
             "wall_s": round(time.monotonic() - self.started, 2),
+            "tokens_per_s": tokens_per_second(trainer.state.log_history, result.metrics),
+            "peak_rss_mb": peak_rss_mb(),
             "data": self.data_stats,
         }
         if self.budget is not None:
@@ -421,7 +437,14 @@ class DPORunner(MethodRunner):
         return render_preference(self.tokenizer, example)
 
     def length(self, example: Any, encoded: dict[str, Any]) -> int:
-        return preference_length(self.tokenizer, example)
+        """The tokens the pair occupies after TRL's truncation (keep_start: the completions' tails are cut): a pair
+        longer than max_length is kept while its prompt leaves at least half of max_length to the completions."""
+        full = preference_length(self.tokenizer, example)
+        limit = self.config.max_length
+        if limit is None:
+            return full
+        prompt = len(self.tokenizer(encoded["prompt"], add_special_tokens=False)["input_ids"])
+        return min(full, prompt + limit // 2)
 
     def build_model(self) -> Any:
         """A fresh LoRA is left to DPOTrainer (`peft_config`): its reference is then the base with the adapter

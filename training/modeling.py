@@ -5,7 +5,8 @@ gives the causal LM (float32 on CPU, bfloat16 on GPU; 4-bit only with bitsandbyt
 `MissingExtraError`/`ConfigError` naming what is missing). `base_fingerprint(base_dir)` summarises an architecture;
 `check_adapter_base(adapter_dir, base_dir, recorded)` raises `AdapterMismatchError` when an adapter was trained on
 another base (compared by fingerprint, then by tensor shapes) before anything is trained. `wrap_with_lora(model,
-config, base_adapter)` returns a `PeftModel` whose only trainable weights are the LoRA ones (new or continued).
+config, base_adapter)` returns a `PeftModel` whose only trainable weights are the LoRA ones (new or continued);
+`lora_layers` limits a new LoRA to the top decoder layers (`top_layers`).
 """
 
 from __future__ import annotations
@@ -138,6 +139,14 @@ def _check_shapes(adapter_dir: Path, fingerprint: dict[str, Any], adapter_base: 
                 )
 
 
+def top_layers(model: Any, count: int | None) -> list[int] | None:
+    """Indices of the top `count` decoder layers (None: every layer, also when `count` covers them all)."""
+    total = int(model.config.get_text_config().num_hidden_layers)
+    if count is None or count >= total:
+        return None
+    return list(range(total - count, total))
+
+
 def lora_config(model: Any, run_config: Any) -> Any:
     from peft import LoraConfig
 
@@ -146,6 +155,7 @@ def lora_config(model: Any, run_config: Any) -> Any:
         lora_alpha=run_config.lora_alpha,
         lora_dropout=run_config.lora_dropout,
         target_modules=lora_target_modules(model.config.model_type, run_config.lora_target_modules),
+        layers_to_transform=top_layers(model, getattr(run_config, "lora_layers", None)),
         bias="none",
         task_type="CAUSAL_LM",
     )

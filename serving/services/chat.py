@@ -9,7 +9,9 @@ Contract:
   training uses too. Citations and `sources` follow the prompt's numbering and carry the text the model saw.
 - Grounded answers (retrieval mode 'rag') get the `answer` settings' generation defaults when the request does not set
   them: `answer.max_tokens`, `answer.temperature` (greedy) and a stop at the first line break
-  (`answer.stop_at_newline`).
+  (`answer.stop_at_newline`). A grounded answer that cites no source and does not abstain gets " [n]" appended, n the
+  source that supports it best (`answer.cite_when_missing`, `answer_metrics.supporting_source`); streamed as a last
+  content delta.
 - When the searched collections hold documents but no hit reaches `retrieval.relevance_threshold`, the answer is the
   fixed "I don't know" text and no tokens are generated (nothing to ground an answer in). When they hold no documents
   at all, or the request sets `use_retrieval: false`, it is a plain chat.
@@ -33,6 +35,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from assistant.answer_metrics import cited_indices, is_abstention, supporting_source
 from assistant.engine import AdapterRef, GenerationChunk, GenerationEngine, SamplingOptions
 from assistant.errors import InvalidRequestError
 from assistant.prompts import NO_SOURCES_ANSWER, Source, build_rag_messages, prompt_sources
@@ -313,6 +316,15 @@ class ChatService:
         if self.metrics is not None and last is not None and ttft is not None:
             self.metrics.observe_generation(chat.model, ttft, last.completion_tokens, time.perf_counter() - started)
 
+    def _citation_suffix(self, chat: PreparedChat, text: str) -> str:
+        """ " [n]" for a grounded answer that cites nothing (n: the source supporting it best), else ""."""
+        if chat.retrieval != "rag" or chat.fixed_answer is not None or not self.settings.answer.cite_when_missing:
+            return ""
+        if not text.strip() or cited_indices(text) or is_abstention(text):
+            return ""
+        number = supporting_source(text, [source.text for _, source in chat.shown()])
+        return "" if number is None else f" [{number}]"
+
     async def answer(self, chat: PreparedChat) -> Answer:
         """The whole answer, stored."""
         async for item in self.answer_stream(chat):
@@ -328,6 +340,9 @@ class ChatService:
             last = piece
             if piece.text:
                 yield piece.text
+        if suffix := self._citation_suffix(chat, text):
+            text += suffix
+            yield suffix
         answer = Answer(text, last.finish_reason if last else "stop", last.completion_tokens if last else 0)
         await self._store(chat, answer)
         yield answer

@@ -22,6 +22,7 @@ from assistant.answer_metrics import (
     normalize_answer,
     percentile,
     strip_citations,
+    supporting_source,
 )
 
 
@@ -70,6 +71,17 @@ def test_citation_markers_are_read_and_stripped() -> None:
     assert cited_indices("no markers") == []
     assert strip_citations("Paris [1].") == "Paris ."
     assert exact_match(strip_citations("The Paris [3]"), "Paris") == 1.0
+
+
+def test_the_supporting_source_holds_the_answer_else_most_of_its_words() -> None:
+    sources = ["Berlin is big.", "The capital of France is Paris.", "Paris, Texas, is a small town."]
+    assert supporting_source("Paris", sources) == 2  # the first source containing the whole answer
+    assert supporting_source("the capital, Paris!", sources) == 2  # normalised: articles and punctuation go
+    # no source contains "Paris town big": source 3 holds 2 of its 3 words (paris, town), source 1 one (big)
+    assert supporting_source("Paris town big", sources) == 3
+    assert supporting_source("Rome", sources) is None  # no shared word: nothing to cite
+    assert supporting_source("", sources) is None
+    assert supporting_source("Paris", []) is None
 
 
 def test_abstention_is_the_fixed_answer_or_a_said_dont_know() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from assistant.prompts import (
+    DEFAULT_PROMPT_STYLE,
     PROMPT_STYLES,
+    Source,
     build_rag_messages,
     prompt_sources,
     query_window,
@@ -71,5 +73,17 @@ def test_every_style_puts_numbered_sources_next_to_the_question() -> None:
     sources = prompt_sources("reset", [_hit(1, "Hold reset.")], Settings(data_dir=Path("unused")))
     for style in PROMPT_STYLES:
         messages = build_rag_messages([{"role": "user", "content": "How to reset?"}], sources, style=style)
-        assert messages[0]["content"] == PROMPT_STYLES[style].system
-        assert messages[-1]["content"].startswith("Sources:\n[1] title1\nHold reset.\n\nQuestion: How to reset?")
+        wording = PROMPT_STYLES[style]
+        assert messages[0]["content"] == wording.system
+        label = "[1] title1\n" if wording.headers else "[1] "
+        assert messages[-1]["content"].startswith(f"{wording.heading}:\n{label}Hold reset.\n\nQuestion: How to reset?")
+
+
+def test_the_default_style_numbers_sources_without_file_names() -> None:
+    sources = [Source("Hold reset for ten seconds.", "router.txt"), Source("Claims go to the shop.", "warranty.txt")]
+    user = build_rag_messages([{"role": "user", "content": "How to reset?"}], sources)[-1]["content"]
+    assert DEFAULT_PROMPT_STYLE == Settings(data_dir=Path("unused")).answer.prompt_style
+    assert user == (
+        "Context:\n[1] Hold reset for ten seconds.\n\n[2] Claims go to the shop.\n\nQuestion: How to reset?"
+    )
+    assert ".txt" not in user

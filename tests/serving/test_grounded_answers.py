@@ -66,5 +66,5 @@ def test_citations_follow_the_prompt_order(live_server: LiveServer) -> None:
     # the prompt numbers the sources in that order, each trimmed to its best sentence (window 0)
     best = prepared.sources()[-1]
     assert best["text"] == "To reset the router, hold the reset button for ten seconds until the light blinks orange."
-    assert f"\n{best['text']}" in prepared.prompt and "[2] " in prepared.prompt
+    assert f"[2] {best['text']}" in prepared.prompt  # the default style labels a source with its number only
     assert prepared.prompt.index("[2] ") < prepared.prompt.index(best["text"]) < prepared.prompt.index("Question: ")

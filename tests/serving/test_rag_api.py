@@ -94,7 +94,7 @@ def test_prompt_carries_numbered_sources(
     with live_server.state.db.session() as session:
         record = session.get(ChatRecord, reply.id)
     assert record is not None
-    assert "Sources:\n[1] " in record.prompt and "hold the reset button" in record.prompt
+    assert "Context:\n[1] " in record.prompt and "hold the reset button" in record.prompt
     assert record.retrieved_chunk_ids == [c["chunk_id"] for c in (reply.model_extra or {})["citations"]]
 
 

@@ -70,6 +70,12 @@ def test_values_the_project_uses_pass() -> None:
     assert check_job_options("dpo", dpo) == dpo
     assert check_job_options("psft", {"eps_low": 0.2, "eps_high": 0.28, "psft_refresh_steps": 4, "max_steps": 2})
     assert "beta" not in COMMON_OPTIONS
+    fast = {"lora_layers": 8, "padding_free": False, "max_minutes": 14}
+    assert check_job_options("sft", fast) == fast
+    with pytest.raises(UnprocessableError):
+        check_job_options("dpo", {"padding_free": True})  # DPO batches are padded pairs
+    with pytest.raises(UnprocessableError):
+        check_job_options("sft", {"lora_layers": 0})
 
 
 # ---------------------------------------------------------------- file ids

@@ -220,3 +220,86 @@ def test_continue_from_compatible_adapter(
                               options={**FAST_OPTIONS, "max_steps": 1})  # fmt: skip
     outcome = run_training(settings, request)
     assert outcome.adapter is not None and outcome.adapter.lineage["parent"]["path"] == str(tiny_adapter_dir)
+
+
+def test_lora_layers_adapts_and_changes_only_the_top_layers(settings: Settings, sft_file: Path, tmp_path: Path) -> None:
+    """`lora_layers=1` on the 2-layer model: LoRA sits on layer 1 only, only its weights move, and no gradient
+    reaches layer 0 (the backward pass stops at the lowest adapted layer, which is what makes it cheaper)."""
+    runner = make_runner(settings, "sft", sft_file, tmp_path / "run", max_steps=3, learning_rate=1e-2, lora_layers=1)
+    trainer, _ = prepared(runner)
+    names = [n for n, _ in trainer.model.named_parameters() if "lora_" in n]
+    assert names and all(".layers.1." in n for n in names)
+    reached: list[int] = []
+    layer0 = trainer.model.get_base_model().model.layers[0]
+    layer0.register_full_backward_hook(lambda *_: reached.append(0))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert all(not torch.equal(before[n], after[n]) for n in names if "lora_B" in n)
+    assert all(torch.equal(before[n], after[n]) for n in before if "lora_" not in n)
+    assert reached == []
+
+
+def test_defaults_padding_free_sft_and_top_layers() -> None:
+    from types import SimpleNamespace
+
+    from training.modeling import top_layers
+
+    sft = build_run_config("sft", Path("/tmp/x"))
+    dpo = build_run_config("dpo", Path("/tmp/x"))
+    assert sft.padding_free is True and sft.lora_layers == 8
+    assert dpo.padding_free is False and dpo.lora_layers == 8
+    model = SimpleNamespace(config=SimpleNamespace(get_text_config=lambda: SimpleNamespace(num_hidden_layers=30)))
+    assert top_layers(model, 8) == list(range(22, 30))
+    assert top_layers(model, 30) is None and top_layers(model, None) is None
+
+
+def test_default_padding_free_loss_matches_per_example_computation(
+    settings: Settings, sft_file: Path, tmp_path: Path
+) -> None:
+    """The default SFT batch (padding-free: examples flattened into one row) gives the token-mean NLL of the answer
+    tokens computed independently, one unpadded example at a time."""
+    runner = make_runner(settings, "sft", sft_file, tmp_path / "run")
+    assert runner.config.padding_free
+    torch.manual_seed(0)
+    trainer, train = prepared(runner, randomize_lora=0.05)
+    trainer.model.eval()  # no LoRA dropout: both computations see the same function
+    rows = [train[i] for i in range(3)]
+    batch = trainer.data_collator(rows)
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch)).item()
+        total, count = 0.0, 0
+        for row in rows:
+            ids = torch.tensor([row["input_ids"]])
+            labels = torch.tensor(row["labels"])[1:]
+            logp = torch.log_softmax(trainer.model(input_ids=ids).logits[0, :-1].float(), -1)
+            mask = labels != -100
+            total -= float(logp[mask].gather(1, labels[mask][:, None]).sum())
+            count += int(mask.sum())
+    assert loss == pytest.approx(total / count, rel=1e-4)
+
+
+def test_dpo_keeps_long_pairs_whose_prompt_fits_and_drops_long_prompts(settings: Settings, tmp_path: Path) -> None:
+    """max_length truncates DPO completions (TRL keep_start) instead of dropping the pair; a pair whose prompt takes
+    more than half of max_length is dropped (its completions would be cut to nothing)."""
+    long_answer = " ".join(["The warranty covers parts and labour for two years."] * 12)
+    long_prompt = " ".join(["How long is the warranty on parts and labour?"] * 12)
+    records = [
+        {"prompt": q, "chosen": a, "rejected": long_answer}
+        for q, a in [
+            ("How long is the warranty?", "Two years."),
+            ("When are invoices due?", "In thirty days."),
+            ("Where is Paris?", "On the Seine."),
+        ]
+    ]
+    records.append({"prompt": long_prompt, "chosen": "Two years.", "rejected": "Ten."})
+    data = write_json(tmp_path / "pairs.json", records)
+    runner = make_runner(settings, "dpo", data, tmp_path / "run", max_length=96, eval_split=0.25)
+    encoded = [runner.encode(e) for e in runner.load_examples()]
+    from training.data.render import preference_length
+
+    full = [preference_length(runner.tokenizer, e) for e in runner.load_examples()]
+    lengths = [runner.length(e, enc) for e, enc in zip(runner.load_examples(), encoded, strict=True)]
+    assert all(f > 96 for f in full)  # every pair is longer than max_length
+    assert [n <= 96 for n in lengths] == [True, True, True, False]
