@@ -34,16 +34,25 @@ PARTS = ("kto", "reward", "classify", "sweep", "select", "grpo")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="Parts to run.")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), help=f"Parts to run ({','.join(PARTS)}).")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="Platform data dir (model, registry).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "toolbox", help="Run dirs and results.")
-    parser.add_argument("--pairs", type=int, default=80, help="sharegpt pairs used (the last --heldout are held out).")
-    parser.add_argument("--heldout", type=int, default=24, help="Held-out pairs.")
-    parser.add_argument("--steps", type=int, default=10, help="Optimizer steps of KTO, reward and classify runs.")
+    parser.add_argument("--pairs", type=int, default=300, help="sharegpt pairs used (split by prompt, seeded).")
+    parser.add_argument("--heldout", type=int, default=40, help="Held-out pairs (whole prompts, never trained on).")
+    parser.add_argument("--steps", type=int, default=30, help="Optimizer steps of the KTO and reward runs.")
+    parser.add_argument("--batch-size", type=int, default=4, help="Per-device batch size of every run.")
     parser.add_argument("--max-length", type=int, default=384, help="Longest prompt + answer in tokens.")
-    parser.add_argument("--agnews-train", type=int, default=120, help="AG News rows used for training.")
-    parser.add_argument("--agnews-eval", type=int, default=60, help="AG News rows held out for accuracy/F1.")
-    parser.add_argument("--grpo-steps", type=int, default=3, help="GRPO optimizer steps.")
+    parser.add_argument("--agnews-train", type=int, default=240, help="AG News rows used for training.")
+    parser.add_argument("--agnews-eval", type=int, default=100, help="AG News rows held out for accuracy/F1.")
+    parser.add_argument("--classify-steps", type=int, default=60, help="Optimizer steps of the classification SFT.")
+    parser.add_argument("--grpo-steps", type=int, default=8, help="GRPO optimizer steps.")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="Wall-clock budget of each training run (the run stops after the step that crosses it).",
+    )
+    parser.add_argument("--report", type=Path, default=None, help="Also write the results as a Markdown report.")
     return parser.parse_args(argv)
 
 
@@ -55,8 +64,22 @@ def settings_for(args: argparse.Namespace) -> Any:
 
 def options(args: argparse.Namespace, steps: int, **extra: Any) -> dict[str, Any]:
     return {"max_steps": steps, "logging_steps": max(1, steps // 4), "eval_steps": 10**6, "save_steps": 10**6,
-            "seed": 0, "dataloader_num_workers": 0, "max_length": args.max_length, "per_device_train_batch_size": 4,
-            "learning_rate": 2e-4, **extra}  # fmt: skip
+            "seed": 0, "dataloader_num_workers": 0, "max_length": args.max_length,
+            "per_device_train_batch_size": args.batch_size,
+            "learning_rate": 2e-4, **({"max_minutes": args.max_minutes} if args.max_minutes else {}),
+            **extra}  # fmt: skip
+
+
+def sizes(args: argparse.Namespace, steps: int, **extra: Any) -> dict[str, Any]:
+    return {"steps": steps, "batch_size": args.batch_size, "max_length": args.max_length, **extra}
+
+
+def data_counts(outcome: Any) -> dict[str, Any]:
+    """Train/validation examples after selection (too long, duplicates and so on dropped), from the run's metrics."""
+    m = outcome.metrics
+    budget = m.get("budget") or {}
+    return {"train_examples": m.get("train_examples"), "validation_examples": m.get("validation_examples"),
+            "steps_done": m.get("global_step"), "stopped_by_budget": budget.get("stopped", False)}  # fmt: skip
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
@@ -66,8 +89,18 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 
 def sharegpt_split(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    """Split by prompt (seeded): every pair of a held-out prompt is held out, so no held-out prompt is trained on."""
     records = json.loads((SHARED / "dpo-sharegpt-300.json").read_text())[: args.pairs]
-    return records[: -args.heldout], records[-args.heldout :]
+    groups: dict[str, list[Any]] = {}
+    for record in records:
+        groups.setdefault(json.dumps(record["conversations"], sort_keys=True), []).append(record)
+    keys = sorted(groups)
+    random.Random(0).shuffle(keys)
+    train: list[Any] = []
+    held: list[Any] = []
+    for key in keys:
+        (held if len(held) < args.heldout else train).extend(groups[key])
+    return train, held
 
 
 def heldout_pairs(tokenizer: Any, records: list[Any], max_length: int) -> list[Any]:
@@ -107,7 +140,9 @@ def part_kto(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     before = pair_scores(base, tokenizer, pairs)
     assert outcome.adapter is not None
     after = pair_scores(PeftModel.from_pretrained(base, str(outcome.adapter.path)).eval(), tokenizer, pairs)
-    return {"heldout_pairs": len(pairs), "base": before, "kto": after, "train_s": round(train_s, 1),
+    return {"sizes": sizes(args, args.steps, train_pairs=len(train), thumbs=2 * len(train), heldout_pairs=len(held),
+                           **data_counts(outcome)),
+            "heldout_pairs": len(pairs), "base": before, "kto": after, "train_s": round(train_s, 1),
             "weights": outcome.metrics.get("kto_weights"), "total_s": round(time.time() - started, 1)}  # fmt: skip
 
 
@@ -130,7 +165,8 @@ def part_reward(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     untrained = pair_accuracy(load_reward_base(base_dir, tokenizer.pad_token_id, 0), tokenizer, rows)
     assert outcome.adapter is not None
     trained = pair_accuracy(RewardScorer(base_dir, outcome.adapter.path).model, tokenizer, rows)
-    return {"heldout_pairs": len(rows), "untrained_head": untrained, "reward_model": trained,
+    return {"sizes": sizes(args, args.steps, train_pairs=len(train), heldout_pairs=len(held), **data_counts(outcome)),
+            "heldout_pairs": len(rows), "untrained_head": untrained, "reward_model": trained,
             "adapter": f"{outcome.adapter.name}:v{outcome.adapter.version}", "train_s": round(train_s, 1),
             "total_s": round(time.time() - started, 1)}  # fmt: skip
 
@@ -148,11 +184,12 @@ def part_classify(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     started = time.time()
     outcome = run_training(settings, TrainingRequest("classify", [data], name="bench-agnews",
                                                      output_dir=args.out / "classify",
-                                                     options=options(args, args.steps, eval_split=split,
+                                                     options=options(args, args.classify_steps, eval_split=split,
                                                                      learning_rate=5e-4)))  # fmt: skip
     before, after = outcome.metrics["before"], outcome.metrics["after"]
     keep = ("accuracy", "macro_f1", "examples", "loss")
-    return {"before": {k: before[k] for k in keep}, "after": {k: after[k] for k in keep},
+    return {"sizes": sizes(args, args.classify_steps, rows=len(rows), learning_rate=5e-4, **data_counts(outcome)),
+            "before": {k: before[k] for k in keep}, "after": {k: after[k] for k in keep},
             "per_label_f1_before": {k: v["f1"] for k, v in before["per_label"].items()},
             "per_label_f1_after": {k: v["f1"] for k, v in after["per_label"].items()},
             "total_s": round(time.time() - started, 1)}  # fmt: skip
@@ -168,7 +205,12 @@ def part_sweep(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     outcome = run_training(settings, TrainingRequest("sweep", [data], name="bench-sweep", output_dir=args.out / "sweep",
                                                      options=opts))  # fmt: skip
     table = (outcome.run_dir / "sweep.md").read_text()
-    return {"table": table, "best": outcome.metrics["best_hyperparameters"], "total_s": round(time.time() - started, 1)}
+    return {
+        "sizes": sizes(args, 6, alpaca_records=len(records), grid="learning_rate 5e-5, 5e-4"),
+        "table": table,
+        "best": outcome.metrics["best_hyperparameters"],
+        "total_s": round(time.time() - started, 1),
+    }
 
 
 def part_select(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
@@ -244,13 +286,70 @@ def part_grpo(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     started = time.time()
     outcome = run_training(settings, TrainingRequest("grpo", [data], name="bench-grpo", output_dir=args.out / "grpo",
                                                      options=opts))  # fmt: skip
-    return {"rewards": ["reward_model"] * bool(reward) + ["length"], "before": outcome.metrics["before"],
+    return {"sizes": sizes(args, args.grpo_steps, prompts=len(records), heldout_prompts=4, samples_per_prompt=4,
+                           max_completion_length=32, learning_rate=1e-4, **data_counts(outcome)),
+            "rewards": ["reward_model"] * bool(reward) + ["length"], "before": outcome.metrics["before"],
             "after": outcome.metrics["after"], "steps": outcome.metrics["global_step"],
             "total_s": round(time.time() - started, 1)}  # fmt: skip
 
 
+def _f(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def report_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(part, metric, baseline, after, sizes) rows, one per figure."""
+    rows = []
+    if "kto" in results:
+        r = results["kto"]
+        for key in ("accuracy", "margin"):
+            rows.append(("kto", f"held-out preference {key}", f"base {_f(r['base'][key])}", _f(r["kto"][key]), r))
+    if "reward" in results:
+        r = results["reward"]
+        for key in ("accuracy", "margin"):
+            rows.append(("reward", f"held-out pair {key}", f"untrained head {_f(r['untrained_head'][key])}",
+                         _f(r["reward_model"][key]), r))  # fmt: skip
+    if "grpo" in results:
+        r = results["grpo"]
+        for key in sorted(r["after"]):
+            if key.startswith("reward") or key == "mean_reward":
+                rows.append(("grpo", f"held-out {key}", f"before {_f(r['before'][key])}", _f(r["after"][key]), r))
+    if "classify" in results:
+        r = results["classify"]
+        for key in ("accuracy", "macro_f1", "loss"):
+            rows.append(("classify", f"AG News {key}", f"before {_f(r['before'][key])}", _f(r["after"][key]), r))
+    if "sweep" in results:
+        r = results["sweep"]
+        rows.append(("sweep", "best trial (lowest validation loss)", "-", json.dumps(r["best"]), r))
+    if "select" in results:
+        r = results["select"]
+        for name, v in r.items():
+            if isinstance(v, dict):
+                rows.append(("select", name, f"total {v['total']}", f"kept {v['kept']} dropped {v['dropped']}", v))
+    return [(part, metric, base, after, _sizes(r)) for part, metric, base, after, r in rows]
+
+
+def _sizes(r: dict[str, Any]) -> str:
+    sizes = dict(r.get("sizes") or {})
+    seconds = r.get("wall_s", r.get("total_s", r.get("s")))
+    return ", ".join(f"{k}={v}" for k, v in sizes.items()) + (f"; {seconds} s" if seconds is not None else "")
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = ["# Toolbox bench (SmolLM2-135M-Instruct, CPU)", "",
+             "| part | figure | baseline | after | sizes; run time |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines += [f"| {' | '.join(row)} |" for row in report_rows(results)]
+    if "sweep" in results:
+        lines += ["", "## Sweep table", "", results["sweep"]["table"]]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.parts = [p for item in args.parts for p in item.split(",") if p]
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"unknown parts {unknown}; known: {','.join(PARTS)}")
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     settings = settings_for(args)
@@ -262,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
         results[part]["wall_s"] = round(time.time() - started, 1)
         results_path.write_text(json.dumps(results, indent=2))
         print(f"== {part} ({results[part]['wall_s']} s)\n{json.dumps(results[part], indent=2)}", flush=True)
+    print(report(results))
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        raw = json.dumps(results, indent=2)
+        args.report.write_text(f"{report(results)}\n## Raw results\n\n```json\n{raw}\n```\n")
     return 0
 
 

@@ -4,7 +4,9 @@ Contract: `check_job_options(method, options)` returns the options unchanged whe
 and every value has the right type and lies within its bounds; otherwise it raises `UnprocessableError` (422) whose
 `param` is `hyperparameters.KEY` and whose message names the key and lists the allowed ones. Anything not listed
 (TRL/transformers fields such as `push_to_hub`, `dataloader_num_workers`, `output_dir`, `save_steps`) is refused:
-the server, not the caller, decides where and how a job writes and what it may reach.
+the server, not the caller, decides where and how a job writes and what it may reach. A sweep's grid lists
+(`sweep_learning_rates`, `sweep_batch_sizes`, `sweep_epochs`, `sweep_lora_ranks`) hold at most 8 values, each within
+the bound of the option it sweeps, and their product (the trial count) at most `sweep_max_trials` (default 16).
 
 To allow a field: add it to `COMMON_OPTIONS` (every method) or to the method's dict in `METHOD_OPTIONS` (a new
 method gets a new entry, e.g. `METHOD_OPTIONS["kto"] = {"desirable_weight": Bound(float, 0.01, 100)}`).
@@ -32,6 +34,7 @@ class Bound:
     high: float | None = None
     choices: tuple[str, ...] = ()
     max_items: int = 64
+    item: Bound | None = None  # a list of numbers (a sweep grid): each item within this bound
 
     def problem(self, value: Any) -> str | None:
         """Why `value` is not acceptable, or None."""
@@ -55,6 +58,14 @@ class Bound:
         return None
 
     def _list_problem(self, value: Any) -> str | None:
+        if self.item is not None:
+            if not isinstance(value, list) or not 1 <= len(value) <= self.max_items:
+                return f"must be a list of 1 to {self.max_items} values"
+            for index, item in enumerate(value):
+                problem = self.item.problem(item)
+                if problem is not None:
+                    return f"item {index} {problem}"
+            return None
         if not isinstance(value, list) or not 1 <= len(value) <= self.max_items:
             return f"must be a list of 1 to {self.max_items} module names"
         if not all(isinstance(item, str) and _MODULE_NAME.fullmatch(item) for item in value):
@@ -131,8 +142,15 @@ METHOD_OPTIONS: dict[str, dict[str, Bound]] = {
         "sweep_method": Bound(str, choices=("sft", "classify")),
         "sweep_max_trials": Bound(int, 1, 16),
         "classify_eval_limit": Bound(int, 1, 100_000),
+        # the grid: each list bounded like the single option it sweeps; the product is bounded in `_check_grid`
+        "sweep_learning_rates": Bound(list, item=COMMON_OPTIONS["learning_rate"], max_items=8),
+        "sweep_batch_sizes": Bound(list, item=COMMON_OPTIONS["per_device_train_batch_size"], max_items=8),
+        "sweep_epochs": Bound(list, item=COMMON_OPTIONS["num_train_epochs"], max_items=8),
+        "sweep_lora_ranks": Bound(list, item=COMMON_OPTIONS["lora_r"], max_items=8),
     },
 }
+SWEEP_GRID = {"sweep_learning_rates": 2, "sweep_batch_sizes": 1, "sweep_epochs": 1, "sweep_lora_ranks": 1}  # defaults
+MAX_TRIALS = 16
 for _method in METHOD_OPTIONS:
     METHOD_OPTIONS[_method].update(_SELECTION)
 
@@ -162,4 +180,20 @@ def check_job_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
             raise UnprocessableError(
                 f"hyperparameters.{key} {problem} (got {value!r})", param=f"hyperparameters.{key}", code="out_of_bounds"
             )
+    if method == "sweep":
+        _check_grid(options)
     return options
+
+
+def _check_grid(options: dict[str, Any]) -> None:
+    """A sweep runs one full training per grid point: the grid may have at most `sweep_max_trials` points."""
+    trials = 1
+    for key, default in SWEEP_GRID.items():
+        trials *= len(options[key]) if key in options else default
+    limit = options.get("sweep_max_trials", MAX_TRIALS)
+    if trials > limit:
+        raise UnprocessableError(
+            f"hyperparameters.sweep_* grid has {trials} trials, more than sweep_max_trials={limit}",
+            param="hyperparameters.sweep_max_trials",
+            code="out_of_bounds",
+        )

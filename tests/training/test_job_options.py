@@ -78,6 +78,37 @@ def test_values_the_project_uses_pass() -> None:
         check_job_options("sft", {"lora_layers": 0})
 
 
+@pytest.mark.parametrize(
+    ("options", "key", "words"),
+    [
+        ({"sweep_learning_rates": [1e-4, 5.0]}, "sweep_learning_rates", "item 1 must be between"),
+        ({"sweep_learning_rates": []}, "sweep_learning_rates", "list of 1 to 8"),
+        ({"sweep_learning_rates": "1e-4"}, "sweep_learning_rates", "list of 1 to 8"),
+        ({"sweep_batch_sizes": [2, 2.5]}, "sweep_batch_sizes", "item 1 must be an integer"),
+        ({"sweep_batch_sizes": [1024]}, "sweep_batch_sizes", "item 0 must be between"),
+        ({"sweep_epochs": [0]}, "sweep_epochs", "item 0 must be between"),
+        ({"sweep_lora_ranks": ["8"]}, "sweep_lora_ranks", "item 0 must be an integer"),
+        ({"sweep_lora_ranks": list(range(1, 10))}, "sweep_lora_ranks", "list of 1 to 8"),
+        ({"sweep_learning_rates": [1e-4] * 4, "sweep_lora_ranks": [4, 8, 16, 32, 64]}, "sweep_max_trials", "20 trials"),
+        ({"sweep_learning_rates": [1e-4, 3e-4], "sweep_max_trials": 1}, "sweep_max_trials", "2 trials"),
+    ],
+)
+def test_sweep_grids_are_bounded_422_naming_the_key(options: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(UnprocessableError) as caught:
+        check_job_options("sweep", options)
+    assert caught.value.status_code == 422 and caught.value.param == f"hyperparameters.{key}"
+    assert key in caught.value.message and words in caught.value.message
+
+
+def test_a_sweep_grid_within_bounds_passes_and_grid_keys_are_sweep_only() -> None:
+    grid = {"sweep_learning_rates": [5e-5, 5e-4], "sweep_batch_sizes": [2, 4], "sweep_epochs": [1, 2.5],
+            "sweep_lora_ranks": [4, 8], "sweep_method": "classify"}  # fmt: skip
+    assert check_job_options("sweep", grid) == grid  # 16 trials: exactly the default limit
+    with pytest.raises(UnprocessableError) as caught:
+        check_job_options("sft", {"sweep_learning_rates": [1e-4]})
+    assert caught.value.param == "hyperparameters.sweep_learning_rates"
+
+
 # ---------------------------------------------------------------- file ids
 
 
