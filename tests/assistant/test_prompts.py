@@ -82,7 +82,7 @@ def test_every_style_puts_numbered_sources_next_to_the_question() -> None:
 def test_the_default_style_numbers_sources_without_file_names() -> None:
     sources = [Source("Hold reset for ten seconds.", "router.txt"), Source("Claims go to the shop.", "warranty.txt")]
     user = build_rag_messages([{"role": "user", "content": "How to reset?"}], sources)[-1]["content"]
-    assert DEFAULT_PROMPT_STYLE == Settings(data_dir=Path("unused")).answer.prompt_style
+    assert Settings(data_dir=Path("unused")).answer.prompt_style == DEFAULT_PROMPT_STYLE
     assert user == (
         "Context:\n[1] Hold reset for ten seconds.\n\n[2] Claims go to the shop.\n\nQuestion: How to reset?"
     )
