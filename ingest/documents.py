@@ -2,7 +2,9 @@
 
 Contract: a loader returns a `ParsedDocument` of ordered `Block`s (a page, a heading section, a table or a record)
 that still hold raw text; cleaning turns it into a `CleanDocument` whose `text` is the exact string that chunk
-character offsets (`char_start`/`char_end`) point into, with `Section` spans carrying page/section labels.
+character offsets (`char_start`/`char_end`) point into, with `Section` spans carrying page/section labels; chunking
+and selection give `ChunkDraft`s, and a `PreparedFile` (the file's drafts and its document fields) is what
+`ingest.preparing` hands to `ingest.store` to write.
 """
 
 from __future__ import annotations
@@ -62,3 +64,20 @@ class ChunkDraft:
     section: str | None
     token_count: int
     content_hash: str
+
+
+@dataclass
+class PreparedFile:
+    """A parsed, cleaned, chunked, deduplicated file waiting for its embeddings."""
+
+    source: str
+    collection: str
+    document_id: str
+    replaces: bool
+    raw_hash: str
+    size: int
+    title: str
+    mime_type: str
+    drafts: list[ChunkDraft]
+    dropped_chunks: int
+    row_id: str | None = None  # set by the store: the row holding the new chunks until the swap (document or staging)
