@@ -5,6 +5,8 @@ work on them) whose `__post_init__` runs TRL's own checks and then the cross-fie
 value raises `TrainingConfigError` naming the flag to change. `lora_target_modules(model_type, override)` picks the
 LoRA target modules per architecture from `LORA_TARGETS` (keyed on `config.model_type`). `build_run_config(method,
 output_dir, overrides)` builds the config of a method from a dict of field values, refusing unknown keys.
+`config_field(method, name)` and `field_default(method, name)` give a field's help (`metadata["help"]`, the one
+help text of the `train` options) and the value a run gets when nothing sets it.
 """
 
 from __future__ import annotations
@@ -226,6 +228,28 @@ def _cuda_available() -> bool:
 
 def config_fields(method: str) -> set[str]:
     return {f.name for f in dataclasses.fields(CONFIG_CLASSES[method])}
+
+
+def config_field(method: str, name: str) -> dataclasses.Field[Any]:
+    """The dataclass field `name` of the method's config (its `metadata["help"]` is the option's help text)."""
+    fields = {f.name: f for f in dataclasses.fields(CONFIG_CLASSES[method])}
+    if name not in fields:
+        raise TrainingConfigError(name, f"is not an option of `train {method}`")
+    return fields[name]
+
+
+def field_default(method: str, name: str) -> Any:
+    """The value a run of `method` gets for the field when nothing sets it: the project or method default
+    (`PROJECT_DEFAULTS`, `METHOD_DEFAULTS`), else the dataclass default."""
+    merged = {**PROJECT_DEFAULTS, **METHOD_DEFAULTS.get(method, {})}
+    if name in merged:
+        return merged[name]
+    field_ = config_field(method, name)
+    if field_.default is not dataclasses.MISSING:
+        return field_.default
+    if field_.default_factory is not dataclasses.MISSING:
+        return field_.default_factory()
+    return None
 
 
 def build_run_config(method: str, output_dir: Path, overrides: dict[str, Any] | None = None) -> Any:

@@ -1,7 +1,8 @@
 """Training entry point without the CLI package: `python -m training.run sft|dpo|psft --data FILE ...`.
 
-Contract: the same flags as `assistant train ...` (see `training.options.FLAGS`), so a run can be started with
-`accelerate launch -m training.run sft --data data.json` for DDP/FSDP/DeepSpeed. It builds the settings (YAML
+Contract: the same flags as `assistant train ...` (see `training.options.FLAGS`; help and defaults from the config
+fields), so a run can be started with `accelerate launch -m training.run sft --data data.json` for
+DDP/FSDP/DeepSpeed. It builds the settings (YAML
 `--config`, environment, `--data-dir`), calls `training.runner.run_training` and prints the registered adapter as
 JSON on the main process. Exit status 1 with a one-line message on an `AssistantError`.
 """
@@ -19,7 +20,7 @@ from assistant.errors import AssistantError
 from assistant.settings import load_settings
 from assistant.startup import start_up
 from training.config import METHODS
-from training.options import FLAGS, options_from_flags
+from training.options import BY_NAME, DPO_ONLY, FLAGS, PSFT_ONLY, Flag, flag_default, flag_help, options_from_flags
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", type=Path, help="YAML file of training options (config field: value).")
     parser.add_argument("--output", type=Path, help="Run directory (default <data_dir>/runs/<name>-<method>-<time>).")
     parser.add_argument("--resume", action="store_true", help="Resume from the run directory's last checkpoint.")
-    parser.add_argument("--target-modules", help="Comma-separated LoRA target modules (default per architecture).")
-    parser.add_argument("--load-in-4bit", action="store_true", help="QLoRA: 4-bit base (bitsandbytes + CUDA).")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Any config field.")
     parser.add_argument("--job-id", help="Job id recorded with the adapter.")
+    targets, qlora = BY_NAME["target_modules"], BY_NAME["load_in_4bit"]
+    parser.add_argument(targets.option, metavar="MODULE,...", help=_help(targets))
+    parser.add_argument(qlora.option, action="store_true", help=_help(qlora))
     for flag in FLAGS:
-        parser.add_argument(f"--{flag.name.replace('_', '-')}", type=flag.type, help=flag.help)
+        parser.add_argument(flag.option, type=flag.type, help=_help(flag))
     return parser
+
+
+def _help(flag: Flag) -> str:
+    """The config field's help (`training.options.flag_help`) of the first method the flag applies to."""
+    method = "psft" if flag.field in PSFT_ONLY else "dpo" if flag.field in DPO_ONLY else "sft"
+    text = f"{flag_help(method, flag)} (default {flag_default(method, flag)})"
+    return text.replace("%", "%%")  # argparse %-formats help texts
 
 
 def request_from_args(args: argparse.Namespace) -> Any:

@@ -1,0 +1,88 @@
+"""`assistant train <method>`: its options are the config dataclass fields (names, help, defaults) and reach the run."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cli.main import app
+from training.options import BY_NAME
+
+REQUEST = {"--data", "--config", "--data-dir", "--name", "--base-adapter", "--recipe", "--output", "--resume", "--set",
+           "--job-id", "--help"}  # fmt: skip
+SCHEDULE = {"--epochs", "--lr", "--max-steps", "--batch-size", "--grad-accum", "--eval-split", "--eval-steps",
+            "--save-steps", "--seed", "--lora-r", "--lora-alpha", "--lora-dropout", "--target-modules",
+            "--load-in-4bit"}  # fmt: skip
+SELECTION = {"--relevance-threshold", "--relevance-top", "--diversity-target", "--diversity-method"}
+# The flags each command had when they were written out by hand (before they were generated from the configs).
+EXPECTED_FLAGS = {
+    "sft": SCHEDULE | {"--max-length"},
+    "dpo": SCHEDULE | {"--max-length", "--beta"},
+    "psft": SCHEDULE | {"--max-length", "--eps-low", "--eps-high", "--refresh-steps"},
+    "kto": SCHEDULE | SELECTION | {"--max-length", "--beta", "--desirable-weight", "--undesirable-weight"},
+    "reward": SCHEDULE | SELECTION | {"--max-length"},
+    "grpo": SCHEDULE
+    | {"--beta", "--reward-model", "--rule", "--num-generations", "--max-completion-length", "--target-length"},
+    "classify": SCHEDULE | SELECTION | {"--max-length"},
+    "sweep": SCHEDULE
+    | {"--max-length", "--trial-method", "--grid-lr", "--grid-batch-size", "--grid-epochs", "--grid-lora-r"},
+}
+NEEDED = {"grpo": {"rule_rewards": ["length"]}}  # a GRPO config needs a reward
+
+
+def _train_command(method: str) -> Any:
+    return typer.main.get_command(app).commands["train"].commands[method]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("method", sorted(EXPECTED_FLAGS))
+def test_options_are_the_config_fields(method: str, tmp_path: Path) -> None:
+    from training.config import CONFIG_CLASSES, build_run_config
+
+    command = _train_command(method)
+    command.get_help(typer.Context(command, info_name=method))  # help is filled in when shown
+    options = {param.opts[0]: param for param in command.get_params(typer.Context(command))}
+    assert set(options) == REQUEST | EXPECTED_FLAGS[method]
+    fields = {f.name: f for f in dataclasses.fields(CONFIG_CLASSES[method])}
+    run = build_run_config(method, tmp_path, NEEDED.get(method, {}))  # what a run without flags gets
+    for name in EXPECTED_FLAGS[method]:
+        option, flag = options[name], BY_NAME[name[2:].replace("-", "_")]
+        field = fields[flag.field]
+        assert option.help == " ".join(field.metadata["help"].split()), name
+        default = field.default if flag.field in NEEDED.get(method, {}) else getattr(run, flag.field)
+        if default is dataclasses.MISSING:
+            default = field.default_factory()  # type: ignore[misc]
+        assert option.show_default == (False if default is None else str(default)), name
+    assert "[default: (0.0002)]" in CliRunner().invoke(app, ["train", method, "--help"], terminal_width=200).output
+
+
+def test_flags_reach_the_training_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.runner
+
+    requests: list[Any] = []
+    monkeypatch.setattr(training.runner, "run_training", lambda settings, request: requests.append(request))
+    args = ["train", "sweep", "-d", "a.json", "--data-dir", str(tmp_path), "--lr", "1e-3", "--batch-size", "2",
+            "--target-modules", "q_proj, v_proj", "--load-in-4bit", "--grid-lr", "1e-4,3e-4", "--grid-lora-r", "4,8",
+            "--trial-method", "classify", "--set", "warmup_steps=2", "--set", "sweep_epochs=[2]",
+            "--name", "s"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert requests, result.output
+    request = requests[0]
+    assert (request.method, request.name, request.data_files) == ("sweep", "s", [Path("a.json")])
+    assert request.options == {
+        "learning_rate": 1e-3,
+        "per_device_train_batch_size": 2,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "load_in_4bit": True,
+        "sweep_method": "classify",
+        "warmup_steps": 2,
+        "sweep_epochs": [2],
+        "sweep_learning_rates": [1e-4, 3e-4],
+        "sweep_lora_ranks": [4, 8],
+    }
+    bad = CliRunner().invoke(app, ["train", "sft", "-d", "a.json", "--beta", "0.2"])
+    assert bad.exit_code == 2 and "No such option" in bad.output  # --beta is not an option of `train sft`
