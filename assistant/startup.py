@@ -1,7 +1,7 @@
 """The one start-up step every entrypoint runs: logging, offline mode, device and dtype.
 
 Contract: `start_up(settings)` is called first by the CLI (`cli.common.build_settings`, so `assistant serve` too),
-the server's lifespan, the training worker and the training subprocess (`training.run`). It configures logging
+the server's lifespan, the training worker and the training subprocess (`training.launch`). It configures logging
 (level `log_level`, to stderr, once per process: a second call changes nothing), sets the offline variables
 (`HF_HUB_OFFLINE`, `TRANSFORMERS_OFFLINE`) when `offline` is on, with `setdefault` so an explicit environment wins,
 and returns the `Runtime`:

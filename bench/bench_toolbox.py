@@ -125,7 +125,7 @@ def part_kto(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     from assistant.models import resolve_lm
     from training.gate import pair_scores
     from training.modeling import load_tokenizer
-    from training.runner import TrainingRequest, run_training
+    from training.service import TrainingRequest, run_training
 
     train, held = sharegpt_split(args)
     thumbs = write_jsonl(args.out / "kto-thumbs.jsonl", train)  # pairs unpaired by the KTO reader: up + down each
@@ -150,7 +150,7 @@ def part_reward(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     from assistant.models import resolve_lm
     from training.modeling import load_tokenizer
     from training.reward import RewardScorer, load_reward_base, pair_accuracy
-    from training.runner import TrainingRequest, run_training
+    from training.service import TrainingRequest, run_training
 
     train, held = sharegpt_split(args)
     data = write_jsonl(args.out / "reward-pairs.jsonl", train)
@@ -174,7 +174,7 @@ def part_reward(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 def part_classify(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     import csv
 
-    from training.runner import TrainingRequest, run_training
+    from training.service import TrainingRequest, run_training
 
     rows = list(csv.DictReader((SHARED / "agnews-topics-627.csv").read_text().splitlines()))
     random.Random(0).shuffle(rows)
@@ -196,7 +196,7 @@ def part_classify(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 
 
 def part_sweep(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
-    from training.runner import TrainingRequest, run_training
+    from training.service import TrainingRequest, run_training
 
     records = json.loads((SHARED / "sft-alpaca-999.json").read_text())[:80]
     data = write_jsonl(args.out / "alpaca-80.jsonl", records)
@@ -261,7 +261,7 @@ def part_select(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 
 
 def part_grpo(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
-    from training.runner import TrainingRequest, default_registry, run_training
+    from training.service import TrainingRequest, default_registry, run_training
 
     try:
         default_registry(settings).resolve("bench-rm")

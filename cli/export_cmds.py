@@ -35,7 +35,7 @@ def export(
         settings = build_settings(config, data_dir)
         from assistant.models import resolve_lm
         from training.export import export_adapter_only, export_merged, resolve_export_source
-        from training.runner import default_registry
+        from training.service import default_registry
 
         registry = None if Path(adapter).is_dir() else default_registry(settings)
         source, record = resolve_export_source(adapter, registry)

@@ -61,10 +61,10 @@ def test_options_are_the_config_fields(method: str, tmp_path: Path) -> None:
 
 
 def test_flags_reach_the_training_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import training.runner
+    import training.service
 
     requests: list[Any] = []
-    monkeypatch.setattr(training.runner, "run_training", lambda settings, request: requests.append(request))
+    monkeypatch.setattr(training.service, "run_training", lambda settings, request: requests.append(request))
     args = ["train", "sweep", "-d", "a.json", "--data-dir", str(tmp_path), "--lr", "1e-3", "--batch-size", "2",
             "--target-modules", "q_proj, v_proj", "--load-in-4bit", "--grid-lr", "1e-4,3e-4", "--grid-lora-r", "4,8",
             "--trial-method", "classify", "--set", "warmup_steps=2", "--set", "sweep_epochs=[2]",

@@ -23,7 +23,7 @@ from typing import Any
 from training.data.formats import read_records
 from training.data.records import ChatExample, DataValidationError, EmptyDatasetError
 from training.data.render import prompt_messages, render_prompt
-from training.methods import SFTRunner
+from training.trainers import SFTRunner
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from typing import Any
 from training.data.formats import _conversation, _string, parse_sft_record, read_records
 from training.data.records import DataValidationError, Message, check_conversation
 from training.data.render import encode, prompt_messages, render_prompt
-from training.methods import MethodRunner
 from training.modeling import load_base_model, lora_config
+from training.trainers import MethodRunner
 
 log = logging.getLogger(__name__)
 _CITATION = re.compile(r"\[(\d+)\]")
@@ -176,7 +176,7 @@ class GRPORunner(MethodRunner):
             functions = rule_reward_functions(c.rule_rewards, c.target_length, c.max_completion_length or 256)
             if c.reward_model:
                 from training.reward import RewardScorer
-                from training.runner import default_registry
+                from training.service import default_registry
 
                 scorer = RewardScorer.from_registry(default_registry(self.settings), c.reward_model, self.base_dir)
                 functions.insert(0, reward_model_function(scorer))

@@ -26,8 +26,8 @@ from typing import Any
 from training.data.formats import _completion, _conversation, _string, parse_sft_record, read_records
 from training.data.records import DataValidationError, EmptyDatasetError, Message, check_conversation
 from training.data.render import encode, prompt_messages, render_prompt
-from training.methods import MethodRunner
 from training.modeling import load_base_model, lora_config
+from training.trainers import MethodRunner
 
 log = logging.getLogger(__name__)
 _TRUE = {"true", "1", "up", "yes", "+1", "good", "desirable"}

@@ -1,4 +1,4 @@
-"""The command-line flags of a training run, shared by `assistant train ...` and `python -m training.run`.
+"""The command-line flags of a training run, shared by `assistant train ...` and `python -m training.launch`.
 
 Contract: a `Flag` names a shortcut flag, the config field it sets, the type its text is parsed to and how it is
 given (`kind`); its help text and default are the config field's own (`flag_help`, `flag_default`: the
@@ -55,7 +55,7 @@ FLAGS: tuple[Flag, ...] = (
 PSFT_ONLY = {"eps_low", "eps_high", "psft_refresh_steps"}
 DPO_ONLY = {"beta"}
 BETA_METHODS = ("dpo", "kto", "grpo")  # issue 11: KTO and GRPO have a KL beta too
-TOOLBOX_FLAGS: tuple[Flag, ...] = (  # issue 11 (given with `--set` on `python -m training.run`)
+TOOLBOX_FLAGS: tuple[Flag, ...] = (  # issue 11 (given with `--set` on `python -m training.launch`)
     Flag("relevance_threshold", "relevance_threshold", float),
     Flag("relevance_top", "relevance_top_fraction", float),
     Flag("diversity_target", "diversity_target", int),

@@ -19,9 +19,9 @@ from typing import Any
 
 from training.data.formats import load_preference_examples
 from training.data.render import preference_length, render_preference
-from training.methods import MethodRunner
 from training.modeling import lora_target_modules
 from training.registry import AdapterRecord, AdapterRegistry
+from training.trainers import MethodRunner
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import build_run_config
-from training.methods import MethodRunner
+from training.trainers import MethodRunner
 
 log = logging.getLogger(__name__)
 GRID = (
@@ -51,7 +51,7 @@ class SweepRunner(MethodRunner):
 
     def trial_runner(self, index: int, point: dict[str, Any]) -> Any:
         sweep_fields = {f.name for f in dataclasses.fields(self.config)} - set(_trial_fields(self.config.sweep_method))
-        from training.runner import load_recipe
+        from training.service import load_recipe
 
         given = {**load_recipe(self.request.recipe), **self.request.options}
         options = {k: v for k, v in given.items() if k not in sweep_fields}

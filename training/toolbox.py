@@ -1,6 +1,6 @@
 """The rest of the fine-tuning toolbox (issue 11): importing this module registers its method runners.
 
-Contract: `training.methods` imports it at its end, so `MethodRunner.create` knows `kto` (training.kto), `reward`
+Contract: `training.trainers` imports it at its end, so `MethodRunner.create` knows `kto` (training.kto), `reward`
 (training.reward), `grpo` (training.grpo), `classify` (training.classification) and `sweep` (training.sweep).
 """
 

@@ -5,7 +5,7 @@ Contract:
   and marks it 'running' under this worker's id `host:pid`. On PostgreSQL the pick is `SELECT ... FOR UPDATE SKIP
   LOCKED`, so concurrent workers each take a different job at once instead of waiting on (and losing) the same row.
 - `JobWorker.execute(job_id)` prepares the data (stored preference pairs since a point, split into training pairs and
-  the gate's held-out pairs, or an uploaded file), runs `training.runner.run_training` with a callback that reports
+  the gate's held-out pairs, or an uploaded file), runs `training.service.run_training` with a callback that reports
   progress and metrics to the job row and stops the run when the job is cancelled, then evaluates the candidate with
   `training.gate.run_gate` against the active version and stores the result on the candidate's registry row. A
   heartbeat thread updates the row every few seconds. Any error fails the job with its message; a failed or
@@ -119,7 +119,7 @@ class JobWorker:
             handler.close()
 
     def _run(self, job_id: str) -> dict[str, Any]:
-        from training.runner import TrainingRequest, run_training
+        from training.service import TrainingRequest, run_training
 
         params = self._params(job_id)
         job_dir = self.settings.runs_dir / "jobs" / job_id

@@ -16,7 +16,7 @@ from serving.services.jobs import JobService, JobSpec
 from tests.fixtures.live_server import LiveServer
 from tests.training.conftest import FAST_OPTIONS, TOPICS
 from training.job_options import allowed_options
-from training.runner import TrainingRequest, run_training
+from training.service import TrainingRequest, run_training
 
 ANSWERS = [a for _, a in TOPICS]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS
-from training.runner import TrainingRequest, run_training
+from training.service import TrainingRequest, run_training
 
 
 def test_time_budget_stops_and_registers_the_best_checkpoint(
@@ -53,7 +53,7 @@ def test_time_budget_stops_and_registers_the_best_checkpoint(
 
 def test_dpo_precomputes_reference_log_probs_from_one_epoch_on(tmp_path: Path) -> None:
     from training.config import build_run_config
-    from training.methods import passes_over_data
+    from training.trainers import passes_over_data
 
     short = build_run_config("dpo", tmp_path, {"max_steps": 10, "per_device_train_batch_size": 2})
     assert passes_over_data(short, 100) == 0.2  # 20 of 100 pairs seen: a full reference pass would cost more

@@ -84,7 +84,7 @@ def test_real_gate_refuses_a_candidate_equal_to_the_base(
 def test_real_gate_accepts_a_candidate_trained_to_prefer_chosen(
     settings: Settings, tiny_model_dir: Path, dpo_file: Path, tmp_path: Path
 ) -> None:
-    from training.runner import TrainingRequest, run_training
+    from training.service import TrainingRequest, run_training
 
     heldout = HeldOut(pairs=held_out_pairs(tiny_model_dir))
     base_scores = run_gate(settings, tiny_model_dir, zero_lora(tiny_model_dir, tmp_path / "zero"), None, heldout)[

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from assistant.settings import Settings
-from tests.training.test_methods import first_batch, make_runner, prepared
+from tests.training.test_trainers import first_batch, make_runner, prepared
 from training.config import build_run_config
 
 

@@ -13,8 +13,8 @@ import torch
 
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, TOPICS, preference_records, write_json
-from tests.training.test_methods import FailOnStep, assert_nothing_registered
-from training.runner import TrainingRequest, default_registry, run_training
+from tests.training.test_trainers import FailOnStep, assert_nothing_registered
+from training.service import TrainingRequest, default_registry, run_training
 
 ANSWERS = [a for _, a in TOPICS]
 

@@ -1,4 +1,5 @@
-"""Running one training job end to end: data -> selection -> model -> TRL trainer -> evaluation -> registry.
+"""The training service, the package's entry point: one training job end to end: data -> selection -> model -> TRL
+trainer (`training.trainers`) -> evaluation -> registry.
 
 Contract: `run_training(settings, request)` is what a job worker (or the CLI) calls. Everything that can be wrong
 with the request (options, data files, records, an empty selection, a base adapter trained on another base) raises an
@@ -166,7 +167,7 @@ def run_training(
     callbacks: list[Any] | None = None,
 ) -> TrainingOutcome:
     """Validate, train, evaluate and register one adapter; see the module docstring."""
-    from training.methods import MethodRunner
+    from training.trainers import MethodRunner
 
     check_request(request)
     run_dir = run_dir_for(settings, request)

@@ -1,9 +1,9 @@
-"""Training entry point without the CLI package: `python -m training.run sft|dpo|psft --data FILE ...`.
+"""The launcher, a training entry point without the CLI package: `python -m training.launch sft --data FILE ...`.
 
 Contract: the same flags as `assistant train ...` (see `training.options.FLAGS`; help and defaults from the config
-fields), so a run can be started with `accelerate launch -m training.run sft --data data.json` for
+fields), so a run can be started with `accelerate launch -m training.launch sft --data data.json` for
 DDP/FSDP/DeepSpeed. It builds the settings (YAML
-`--config`, environment, `--data-dir`), calls `training.runner.run_training` and prints the registered adapter as
+`--config`, environment, `--data-dir`), calls `training.service.run_training` and prints the registered adapter as
 JSON on the main process. Exit status 1 with a one-line message on an `AssistantError`.
 """
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.run", description="Train a LoRA adapter.")
+    parser = argparse.ArgumentParser(prog="python -m training.launch", description="Train a LoRA adapter.")
     parser.add_argument("method", choices=METHODS, help="Training method.")
     parser.add_argument("--data", nargs="+", type=Path, required=True, help="Data files (JSON, JSONL, CSV, SQuAD).")
     parser.add_argument("--config", type=Path, help="Platform settings YAML file.")
@@ -54,7 +54,7 @@ def _help(flag: Flag) -> str:
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
-    from training.runner import TrainingRequest
+    from training.service import TrainingRequest
 
     values = {flag.name: getattr(args, flag.name) for flag in FLAGS}
     options = options_from_flags(args.method, values, args.set, args.target_modules, args.load_in_4bit)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, **overrides)
         start_up(settings)
-        from training.runner import run_training
+        from training.service import run_training
 
         outcome = run_training(settings, request_from_args(args))
     except AssistantError as exc:

@@ -13,8 +13,8 @@ from transformers import TrainerCallback
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, write_json
 from training.config import build_run_config
-from training.methods import MethodRunner
-from training.runner import TrainingRequest, run_training
+from training.service import TrainingRequest, run_training
+from training.trainers import MethodRunner
 
 
 def make_runner(settings: Settings, method: str, data: Path, run_dir: Path, **options: Any) -> Any:
@@ -139,7 +139,7 @@ def test_resume_continues_from_checkpoint_and_registers_lineage(
     recorder = StepRecorder()
     request = TrainingRequest("sft", [sft_file], name="kb", output_dir=run_dir, resume=True,
                               options={**options, "max_steps": 4})  # fmt: skip
-    from training.runner import default_registry
+    from training.service import default_registry
 
     second = run_training(settings, request, callbacks=[recorder])
     assert recorder.steps == [3, 4] and second.metrics["global_step"] == 4
@@ -160,7 +160,7 @@ def assert_nothing_registered(settings: Settings) -> None:
     from sqlalchemy import func, select
 
     from assistant.storage.models import Adapter
-    from training.runner import default_registry
+    from training.service import default_registry
 
     with default_registry(settings).db.session() as session:
         assert session.scalar(select(func.count()).select_from(Adapter)) == 0

@@ -1,4 +1,4 @@
-"""The per-method runners (SFT, PSFT, DPO): data preparation, the TRL trainer, evaluation, adapter output.
+"""The trainers of each method (SFT, PSFT, DPO): data preparation, the TRL trainer, evaluation, adapter output.
 
 Contract: `MethodRunner.create(settings, request, config, base_adapter, callbacks)` returns the runner of
 `request.method`; `run()` prepares and validates the data (selection report written to the run dir) and checks the
