@@ -22,6 +22,7 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict assistant
 	$(BIN)/mypy assistant ingest training serving cli
 	$(BIN)/lint-imports
 

@@ -177,14 +177,15 @@ class OnnxEmbedder(TokenCounting):
                 texts, padding=True, truncation=True, max_length=self.max_seq_length, return_tensors="np"
             )
         feeds = {name: encoded[name].astype(np.int64) for name in self.inputs}
-        hidden = self.session.run(None, feeds)[0]
+        hidden: np.ndarray = self.session.run(None, feeds)[0]
         if self.pooling == "cls":
             vectors = hidden[:, 0]
         else:
             mask = encoded["attention_mask"][..., None].astype(np.float32)
             vectors = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        unit: np.ndarray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit
 
 
 def resolved_backend(settings: Settings) -> str:

@@ -76,7 +76,7 @@ def convert_gguf(gguf_file: Path, dest: Path) -> Path:
         gguf_model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, dtype=torch.float32, **kwargs)
         # save_pretrained refuses a GGUF-loaded model: copy its dequantized weights into a fresh model of that config.
         config = AutoConfig.from_pretrained(gguf_file.parent, **kwargs)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
         model.load_state_dict(gguf_model.state_dict(), strict=False)
         model.generation_config = gguf_model.generation_config
         model.save_pretrained(tmp, safe_serialization=True)
