@@ -7,6 +7,8 @@ the server's lifespan, the training worker and the training subprocess (`trainin
 and returns the `Runtime`:
 the device (`engine.device`; 'auto' = cuda when torch sees a GPU, else cpu) and the dtype name (`engine.dtype`;
 'auto' = float32 on CPU, bfloat16 on GPU). `default_device()` and `resolve_dtype()` are the one home of those rules.
+`import_model_libraries()` imports transformers' shared classes in one thread; a process that then loads models in
+several threads at once (the server: engine and embedder) calls it first.
 """
 
 from __future__ import annotations
@@ -57,6 +59,30 @@ def set_offline_environment(offline: bool) -> None:
     if offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+# Resolved once, serially: transformers' lazy module can hand a second importing thread a half-initialised submodule
+# ("cannot import name 'PreTrainedConfig'"), seen when vLLM's frontend and the embedder started together.
+_SHARED_MODEL_CLASSES = (
+    "PreTrainedConfig",
+    "PretrainedConfig",
+    "AutoConfig",
+    "AutoTokenizer",
+    "AutoModel",
+    "AutoModelForCausalLM",
+    "PreTrainedModel",
+    "PreTrainedTokenizerBase",
+)
+
+
+def import_model_libraries() -> None:
+    """Import transformers and resolve its shared classes in this thread, before models load in several."""
+    try:
+        import transformers
+    except ImportError:  # a process without the model stack (a CLI command on a thin install) has nothing to race
+        return
+    for name in _SHARED_MODEL_CLASSES:
+        getattr(transformers, name, None)
 
 
 def start_up(settings: Settings) -> Runtime:

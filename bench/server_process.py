@@ -17,9 +17,12 @@ def wait_ready(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 90
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+            health = httpx.get(f"{base_url}/health", timeout=2)
+            if health.status_code == 200:
                 return time.perf_counter() - start
-        except httpx.HTTPError:
+            if health.json().get("status") == "failed":  # the engine or the store could not load: no use waiting
+                raise RuntimeError(f"server failed to start: {health.json().get('error')}")
+        except (httpx.HTTPError, ValueError):
             pass
         time.sleep(0.25)
     raise TimeoutError("server not ready")

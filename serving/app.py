@@ -25,7 +25,7 @@ from assistant.errors import AssistantError
 from assistant.models import resolve_lm, served_model_name
 from assistant.parts import Parts
 from assistant.settings import Settings
-from assistant.startup import start_up
+from assistant.startup import import_model_libraries, start_up
 from assistant.storage import Database
 from serving.access import check_declared
 from serving.admission import Admission
@@ -92,6 +92,7 @@ def build_store(parts: Parts, lock: threading.RLock, metrics: Metrics) -> tuple[
 async def _load(state: AppState, engine: GenerationEngine | None) -> None:
     """Open the document store, start the engine, and mark the app ready (or record why it failed)."""
     try:
+        await asyncio.to_thread(import_model_libraries)  # before the engine and the embedder load side by side
         store = asyncio.to_thread(build_store, state.parts, state.index_lock, state.metrics)
         if engine is None:
             model_dir = await asyncio.to_thread(resolve_lm, state.settings)
