@@ -25,6 +25,13 @@ def _db(settings: Any) -> Any:
     return Parts(settings).db
 
 
+def _job_service(settings: Any) -> Any:
+    from assistant.parts import Parts
+    from serving.services.jobs import JobService
+
+    return JobService.of(Parts(settings))
+
+
 def _print(body: Any) -> None:
     echo(json.dumps(body, indent=2, default=str))
 
@@ -59,14 +66,14 @@ def jobs_submit(
     ] = "{}",
 ) -> None:
     """Queue a training job (a worker runs it: the server's, or `assistant worker`)."""
-    from serving.services.jobs import JobService, JobSpec
+    from serving.rest_format import job_body
+    from serving.schemas import JobSpec
 
     with user_errors():
-        settings = build_settings(config, data_dir)
-        service = JobService(settings, _db(settings))
+        service = _job_service(build_settings(config, data_dir))
         data: dict[str, Any] = {"source": "preferences", "provenance": provenance}
         if data_file is not None:
-            data = {"source": "file", "file_id": service.save_upload(data_file.name, data_file.read_bytes())["id"]}
+            data = {"source": "file", "file_id": service.save_upload(data_file.name, data_file.read_bytes()).id}
         spec = JobSpec.model_validate(
             {
                 "method": method,
@@ -76,38 +83,33 @@ def jobs_submit(
                 "hyperparameters": json.loads(hyperparameters),
             }
         )
-        _print(service.create(spec))
+        _print(job_body(service.create(spec.request())))
 
 
 @jobs_app.command("list")
 def jobs_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """The newest jobs with their state and progress."""
-    from serving.services.jobs import JobService
-
     with user_errors():
-        settings = build_settings(config, data_dir)
-        for job in JobService(settings, _db(settings)).list()["data"]:
-            echo(f"{job['id']}  {job['method']:4}  {job['state']:10}  {job['progress']:.0%}  {job['error'] or ''}")
+        for job in _job_service(build_settings(config, data_dir)).list():
+            echo(f"{job.id}  {job.method:4}  {job.state:10}  {job.progress:.0%}  {job.error or ''}")
 
 
 @jobs_app.command("show")
 def jobs_show(job_id: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """State, progress, metrics and log tail of one job."""
-    from serving.services.jobs import JobService
+    from serving.rest_format import job_body
 
     with user_errors():
-        settings = build_settings(config, data_dir)
-        _print(JobService(settings, _db(settings)).get(job_id))
+        _print(job_body(_job_service(build_settings(config, data_dir)).get(job_id)))
 
 
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Cancel a queued job, or ask a running one to stop."""
-    from serving.services.jobs import JobService
+    from serving.rest_format import job_body
 
     with user_errors():
-        settings = build_settings(config, data_dir)
-        _print(JobService(settings, _db(settings)).cancel(job_id))
+        _print(job_body(_job_service(build_settings(config, data_dir)).cancel(job_id)))
 
 
 def _adapter_service(settings: Any) -> Any:

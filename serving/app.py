@@ -146,7 +146,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         state.admission = Admission(server.max_concurrent_generations, server.max_queued_requests, app_metrics)
         state.started_at = time.time()
         app.state.assistant = state
-        state.jobs = JobService(settings, db)
+        state.jobs = JobService.of(parts)
         monitor = JobMonitor(settings, db, activate=lambda *args: _activate(state, *args))
         await asyncio.to_thread(monitor.fail_orphans)  # jobs a crash or a restart left 'running'
         supervisor = WorkerSupervisor(settings)

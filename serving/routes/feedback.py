@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from assistant.errors import InvalidRequestError
 from serving.access import Access, allow
 from serving.auth import PrincipalDep
-from serving.services.jobs import MAX_UNIX_TIME
+from serving.schemas import MAX_UNIX_TIME
 from serving.state import StateDep, require
 
 router = APIRouter(tags=["feedback"])
