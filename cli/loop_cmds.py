@@ -113,23 +113,20 @@ def jobs_cancel(job_id: str, config: ConfigOption = None, data_dir: DataDirOptio
 
 
 def _adapter_service(settings: Any) -> Any:
-    from assistant.models import served_model_name
-    from serving.catalog import ModelCatalog
+    from assistant.parts import Parts
     from serving.services.adapters import AdapterService
 
-    db = _db(settings)
-    return AdapterService(db, ModelCatalog(served_model_name(settings), db), engine=None)
+    return AdapterService.of(Parts(settings), engine=None)
 
 
 @adapters_app.command("list")
 def adapters_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Every adapter version with its status, method and gate result."""
     with user_errors():
-        listing = _adapter_service(build_settings(config, data_dir)).list()
-        for row in listing["data"]:
-            gate = row["gate"] or {}
+        for adapter in _adapter_service(build_settings(config, data_dir)).list():
+            gate = adapter.gate or {}
             verdict = "-" if not gate else ("passed" if gate.get("passed") else "failed")
-            echo(f"{row['id']:30} {row['status']:10} {row['method']:5} gate:{verdict}  {row['path']}")
+            echo(f"{adapter.identity:30} {adapter.status:10} {adapter.method:5} gate:{verdict}  {adapter.path}")
 
 
 @adapters_app.command("activate")
@@ -141,17 +138,21 @@ def adapters_activate(
     force: Annotated[bool, typer.Option(help="Activate even if the gate found it worse.")] = False,
 ) -> None:
     """Make a version the active one of its name."""
+    from serving.rest_format import adapter_body
+
     with user_errors():
         service = _adapter_service(build_settings(config, data_dir))
-        _print(run_async(lambda: service.activate(name, version, force)))
+        _print(adapter_body(run_async(lambda: service.activate(name, version, force))))
 
 
 @adapters_app.command("rollback")
 def adapters_rollback(name: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Re-activate the version that was active before the current one."""
+    from serving.rest_format import adapter_body
+
     with user_errors():
         service = _adapter_service(build_settings(config, data_dir))
-        _print(run_async(lambda: service.rollback(name)))
+        _print(adapter_body(run_async(lambda: service.rollback(name))))
 
 
 def worker(

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from assistant.engine import GenerationEngine
 from assistant.errors import AssistantError
-from assistant.models import resolve_lm, served_model_name
+from assistant.models import resolve_lm
 from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.startup import start_up
@@ -101,7 +101,7 @@ async def _load(state: AppState, engine: GenerationEngine | None) -> None:
         state.engine = engine
         state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics, state.retrieval)
         state.evaluations = EvaluationService(state.settings, state.chat)
-        state.adapters = AdapterService(state.db, state.catalog, engine)
+        state.adapters = AdapterService.of(state.parts, engine)
         state.preferences = PreferenceStore(state.db)
         state.feedback = FeedbackService(state.db, state.preferences)
         state.preference_importer = PreferenceImporter(state.preferences, engine.render_chat)
@@ -140,7 +140,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         start_up(settings)
         parts = Parts(settings)
         db = await asyncio.to_thread(lambda: parts.db)  # migrated
-        catalog = ModelCatalog(served_model_name(settings), db)
+        catalog = ModelCatalog.of(parts)
         state = AppState(settings=settings, parts=parts, db=db, catalog=catalog, metrics=app_metrics)
         server = settings.server
         state.admission = Admission(server.max_concurrent_generations, server.max_queued_requests, app_metrics)

@@ -2,7 +2,8 @@
 
 Contract: one function per response body; the routes and the CLI (`assistant jobs ...`, `adapters ...`) print these,
 so both show the same JSON. Jobs: `job_body` (`training.job`, with `log_tail` when the record has one),
-`job_list_body`, `upload_body` (`file`). Timestamps are Unix seconds (int) or null.
+`job_list_body`, `upload_body` (`file`). Adapters: `adapter_body` (`adapter`, `id` = `NAME@vN`),
+`adapter_list_body` (with `active`: name -> the active version's id). Timestamps are Unix seconds (int) or null.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from assistant.adapters import AdapterStatus
 from serving.services.jobs import JobRecord, UploadedFile
+from training.registry import AdapterRecord
 
 
 def job_body(job: JobRecord) -> dict[str, Any]:
@@ -43,9 +46,40 @@ def upload_body(upload: UploadedFile) -> dict[str, Any]:
     return {"id": upload.id, "object": "file", "filename": upload.filename, "bytes": upload.bytes}
 
 
+def adapter_body(adapter: AdapterRecord) -> dict[str, Any]:
+    return {
+        "id": adapter.identity,
+        "object": "adapter",
+        "name": adapter.name,
+        "version": adapter.version,
+        "status": adapter.status,
+        "method": adapter.method,
+        "kind": adapter.kind,
+        "base_model": adapter.base_model,
+        "parent_id": adapter.parent_id,
+        "job_id": adapter.job_id,
+        "path": str(adapter.path),
+        "lineage": adapter.lineage,
+        "metrics": adapter.metrics,
+        "gate": adapter.gate,
+        "created_at": _ts(adapter.created_at),
+        "activated_at": _ts(adapter.activated_at),
+    }
+
+
+def adapter_list_body(adapters: Sequence[AdapterRecord]) -> dict[str, Any]:
+    """All versions, and the active version of each name (`active`: name -> `NAME@vN`)."""
+    active = {a.name: a.identity for a in adapters if a.status == AdapterStatus.ACTIVE}
+    return list_body([adapter_body(a) for a in adapters], active=active)
+
+
 def list_body(data: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """An OpenAI-style `list` envelope, with any extra top-level fields (`counts`, `active`)."""
     return {"object": "list", **extra, "data": data}
+
+
+def _ts(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value else None
 
 
 def _utc_ts(value: datetime | None) -> int | None:
