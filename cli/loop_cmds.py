@@ -44,10 +44,11 @@ def feedback_export(
     provenance: Annotated[str | None, typer.Option(help="Only 'feedback' or 'imported' pairs.")] = None,
 ) -> None:
     """Write the stored preference pairs in the form training jobs read."""
+    from assistant.parts import Parts
     from serving.services.feedback import PreferenceStore
 
     with user_errors():
-        rows = PreferenceStore(_db(build_settings(config, data_dir))).export(provenance=provenance)
+        rows = PreferenceStore.of(Parts(build_settings(config, data_dir))).export(provenance=provenance)
         output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         echo(f"wrote {len(rows)} pairs to {output}")
 

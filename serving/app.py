@@ -102,9 +102,9 @@ async def _load(state: AppState, engine: GenerationEngine | None) -> None:
         state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics, state.retrieval)
         state.evaluations = EvaluationService(state.settings, state.chat)
         state.adapters = AdapterService.of(state.parts, engine)
-        state.preferences = PreferenceStore(state.db)
-        state.feedback = FeedbackService(state.db, state.preferences)
-        state.preference_importer = PreferenceImporter(state.preferences, engine.render_chat)
+        state.preferences = PreferenceStore.of(state.parts)
+        state.feedback = FeedbackService.of(state.parts)
+        state.preference_importer = PreferenceImporter.of(state.parts, engine.render_chat)
         state.ready = True
         log.info("ready in %.1f s; serving '%s'", time.perf_counter() - started, state.catalog.base_name)
     except AssistantError as exc:

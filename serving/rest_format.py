@@ -3,7 +3,9 @@
 Contract: one function per response body; the routes and the CLI (`assistant jobs ...`, `adapters ...`) print these,
 so both show the same JSON. Jobs: `job_body` (`training.job`, with `log_tail` when the record has one),
 `job_list_body`, `upload_body` (`file`). Adapters: `adapter_body` (`adapter`, `id` = `NAME@vN`),
-`adapter_list_body` (with `active`: name -> the active version's id). Timestamps are Unix seconds (int) or null.
+`adapter_list_body` (with `active`: name -> the active version's id). Feedback: `feedback_body` (`feedback`),
+`pair_body` (`preference_pair`), `pair_page_body` (with `counts`: total and per provenance), `import_body`
+(`preference_import`). Timestamps are Unix seconds (int) or null.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from assistant.adapters import AdapterStatus
+from serving.services.feedback import FeedbackReceipt, ImportReport, PairPage, PairRecord
 from serving.services.jobs import JobRecord, UploadedFile
 from training.registry import AdapterRecord
 
@@ -71,6 +74,45 @@ def adapter_list_body(adapters: Sequence[AdapterRecord]) -> dict[str, Any]:
     """All versions, and the active version of each name (`active`: name -> `NAME@vN`)."""
     active = {a.name: a.identity for a in adapters if a.status == AdapterStatus.ACTIVE}
     return list_body([adapter_body(a) for a in adapters], active=active)
+
+
+def feedback_body(receipt: FeedbackReceipt) -> dict[str, Any]:
+    return {
+        "id": receipt.id,
+        "object": "feedback",
+        "response_id": receipt.response_id,
+        "rating": receipt.rating,
+        "preference_pairs": receipt.preference_pairs,
+    }
+
+
+def pair_body(pair: PairRecord) -> dict[str, Any]:
+    return {
+        "id": pair.id,
+        "object": "preference_pair",
+        "provenance": pair.provenance,
+        "source": pair.source,
+        "prompt": pair.prompt,
+        "chosen": pair.chosen,
+        "rejected": pair.rejected,
+        "collections": pair.collections,
+        "created_at": _ts(pair.created_at),
+    }
+
+
+def pair_page_body(page: PairPage) -> dict[str, Any]:
+    counts = {"total": page.total, **page.counts}
+    return list_body([pair_body(pair) for pair in page.pairs], counts=counts)
+
+
+def import_body(report: ImportReport) -> dict[str, Any]:
+    return {
+        "object": "preference_import",
+        "source": report.source,
+        "records": report.records,
+        "stored": report.stored,
+        "duplicates": report.duplicates,
+    }
 
 
 def list_body(data: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
