@@ -3,7 +3,7 @@
 Contract:
 - `JobService` returns domain values (`JobRecord`, `UploadedFile`); their REST JSON is made in `serving.rest_format`.
   `JobService.of(parts)` is how the server and the CLI build it.
-- `JobService.create(request)` validates a `JobRequest` (method, data, base adapter) and queues it (a `Job` row in
+- `JobService.create(spec)` validates a `JobRequest` (method, data, base adapter) and queues it (a `Job` row in
   'queued', its `params` the request as JSON); a job whose data selects nothing is refused (422) before it is
   queued. Training itself never runs in the server: a worker process (`training.worker`, started by
   `WorkerSupervisor` or by `assistant worker`) claims queued jobs.
@@ -62,7 +62,7 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class JobRequest:
-    """A job to queue (the REST body `serving.schemas.JobSpec`, validated, or the CLI's options)."""
+    """A job to queue: `serving.schemas.JobSpec.request()` of the validated REST body (the CLI builds it so too)."""
 
     method: str
     name: str = "assistant"
