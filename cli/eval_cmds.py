@@ -50,7 +50,7 @@ def eval_answers(
 async def _evaluate(settings, items, model, collection, name) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     import threading
 
-    from assistant.models import resolve_lm, served_model_name
+    from assistant.models import resolve_lm
     from assistant.parts import Parts
     from serving.app import build_retrieval
     from serving.catalog import ModelCatalog
@@ -61,7 +61,7 @@ async def _evaluate(settings, items, model, collection, name) -> dict[str, Any]:
 
     parts = Parts(settings)
     db = parts.db
-    catalog = ModelCatalog(served_model_name(settings), db)
+    catalog = ModelCatalog.of(parts)
     engine = make_engine(settings.engine, resolve_lm(settings), catalog.base_name)
     await engine.start()
     try:

@@ -25,6 +25,13 @@ def _db(settings: Any) -> Any:
     return Parts(settings).db
 
 
+def _job_service(settings: Any) -> Any:
+    from assistant.parts import Parts
+    from serving.services.jobs import JobService
+
+    return JobService.of(Parts(settings))
+
+
 def _print(body: Any) -> None:
     echo(json.dumps(body, indent=2, default=str))
 
@@ -37,10 +44,11 @@ def feedback_export(
     provenance: Annotated[str | None, typer.Option(help="Only 'feedback' or 'imported' pairs.")] = None,
 ) -> None:
     """Write the stored preference pairs in the form training jobs read."""
+    from assistant.parts import Parts
     from serving.services.feedback import PreferenceStore
 
     with user_errors():
-        rows = PreferenceStore(_db(build_settings(config, data_dir))).export(provenance=provenance)
+        rows = PreferenceStore.of(Parts(build_settings(config, data_dir))).export(provenance=provenance)
         output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         echo(f"wrote {len(rows)} pairs to {output}")
 
@@ -59,14 +67,14 @@ def jobs_submit(
     ] = "{}",
 ) -> None:
     """Queue a training job (a worker runs it: the server's, or `assistant worker`)."""
-    from serving.services.jobs import JobService, JobSpec
+    from serving.rest_format import job_body
+    from serving.schemas import JobSpec
 
     with user_errors():
-        settings = build_settings(config, data_dir)
-        service = JobService(settings, _db(settings))
+        service = _job_service(build_settings(config, data_dir))
         data: dict[str, Any] = {"source": "preferences", "provenance": provenance}
         if data_file is not None:
-            data = {"source": "file", "file_id": service.save_upload(data_file.name, data_file.read_bytes())["id"]}
+            data = {"source": "file", "file_id": service.save_upload(data_file.name, data_file.read_bytes()).id}
         spec = JobSpec.model_validate(
             {
                 "method": method,
@@ -76,58 +84,50 @@ def jobs_submit(
                 "hyperparameters": json.loads(hyperparameters),
             }
         )
-        _print(service.create(spec))
+        _print(job_body(service.create(spec.request())))
 
 
 @jobs_app.command("list")
 def jobs_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """The newest jobs with their state and progress."""
-    from serving.services.jobs import JobService
-
     with user_errors():
-        settings = build_settings(config, data_dir)
-        for job in JobService(settings, _db(settings)).list()["data"]:
-            echo(f"{job['id']}  {job['method']:4}  {job['state']:10}  {job['progress']:.0%}  {job['error'] or ''}")
+        for job in _job_service(build_settings(config, data_dir)).list():
+            echo(f"{job.id}  {job.method:4}  {job.state:10}  {job.progress:.0%}  {job.error or ''}")
 
 
 @jobs_app.command("show")
 def jobs_show(job_id: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """State, progress, metrics and log tail of one job."""
-    from serving.services.jobs import JobService
+    from serving.rest_format import job_body
 
     with user_errors():
-        settings = build_settings(config, data_dir)
-        _print(JobService(settings, _db(settings)).get(job_id))
+        _print(job_body(_job_service(build_settings(config, data_dir)).get(job_id)))
 
 
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Cancel a queued job, or ask a running one to stop."""
-    from serving.services.jobs import JobService
+    from serving.rest_format import job_body
 
     with user_errors():
-        settings = build_settings(config, data_dir)
-        _print(JobService(settings, _db(settings)).cancel(job_id))
+        _print(job_body(_job_service(build_settings(config, data_dir)).cancel(job_id)))
 
 
 def _adapter_service(settings: Any) -> Any:
-    from assistant.models import served_model_name
-    from serving.catalog import ModelCatalog
+    from assistant.parts import Parts
     from serving.services.adapters import AdapterService
 
-    db = _db(settings)
-    return AdapterService(db, ModelCatalog(served_model_name(settings), db), engine=None)
+    return AdapterService.of(Parts(settings), engine=None)
 
 
 @adapters_app.command("list")
 def adapters_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Every adapter version with its status, method and gate result."""
     with user_errors():
-        listing = _adapter_service(build_settings(config, data_dir)).list()
-        for row in listing["data"]:
-            gate = row["gate"] or {}
+        for adapter in _adapter_service(build_settings(config, data_dir)).list():
+            gate = adapter.gate or {}
             verdict = "-" if not gate else ("passed" if gate.get("passed") else "failed")
-            echo(f"{row['id']:30} {row['status']:10} {row['method']:5} gate:{verdict}  {row['path']}")
+            echo(f"{adapter.identity:30} {adapter.status:10} {adapter.method:5} gate:{verdict}  {adapter.path}")
 
 
 @adapters_app.command("activate")
@@ -139,17 +139,21 @@ def adapters_activate(
     force: Annotated[bool, typer.Option(help="Activate even if the gate found it worse.")] = False,
 ) -> None:
     """Make a version the active one of its name."""
+    from serving.rest_format import adapter_body
+
     with user_errors():
         service = _adapter_service(build_settings(config, data_dir))
-        _print(run_async(lambda: service.activate(name, version, force)))
+        _print(adapter_body(run_async(lambda: service.activate(name, version, force))))
 
 
 @adapters_app.command("rollback")
 def adapters_rollback(name: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Re-activate the version that was active before the current one."""
+    from serving.rest_format import adapter_body
+
     with user_errors():
         service = _adapter_service(build_settings(config, data_dir))
-        _print(run_async(lambda: service.rollback(name)))
+        _print(adapter_body(run_async(lambda: service.rollback(name))))
 
 
 def worker(

@@ -66,7 +66,7 @@ async def _chat_once(settings, message, model, system, options) -> None:  # type
     import sys
     import threading
 
-    from assistant.models import resolve_lm, served_model_name
+    from assistant.models import resolve_lm
     from assistant.parts import Parts
     from serving.app import build_retrieval
     from serving.catalog import ModelCatalog
@@ -77,7 +77,7 @@ async def _chat_once(settings, message, model, system, options) -> None:  # type
 
     parts = Parts(settings)
     db = parts.db
-    catalog = ModelCatalog(served_model_name(settings), db)
+    catalog = ModelCatalog.of(parts)
     engine = make_engine(settings.engine, resolve_lm(settings), catalog.base_name)
     await engine.start()
     try:

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from assistant.engine import GenerationEngine
 from assistant.errors import AssistantError
-from assistant.models import resolve_lm, served_model_name
+from assistant.models import resolve_lm
 from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.startup import import_model_libraries, start_up
@@ -102,10 +102,10 @@ async def _load(state: AppState, engine: GenerationEngine | None) -> None:
         state.engine = engine
         state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics, state.retrieval)
         state.evaluations = EvaluationService(state.settings, state.chat)
-        state.adapters = AdapterService(state.db, state.catalog, engine)
-        state.preferences = PreferenceStore(state.db)
-        state.feedback = FeedbackService(state.db, state.preferences)
-        state.preference_importer = PreferenceImporter(state.preferences, engine.render_chat)
+        state.adapters = AdapterService.of(state.parts, engine)
+        state.preferences = PreferenceStore.of(state.parts)
+        state.feedback = FeedbackService.of(state.parts)
+        state.preference_importer = PreferenceImporter.of(state.parts, engine.render_chat)
         state.ready = True
         log.info("ready in %.1f s; serving '%s'", time.perf_counter() - started, state.catalog.base_name)
     except AssistantError as exc:
@@ -141,13 +141,13 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         start_up(settings)
         parts = Parts(settings)
         db = await asyncio.to_thread(lambda: parts.db)  # migrated
-        catalog = ModelCatalog(served_model_name(settings), db)
+        catalog = ModelCatalog.of(parts)
         state = AppState(settings=settings, parts=parts, db=db, catalog=catalog, metrics=app_metrics)
         server = settings.server
         state.admission = Admission(server.max_concurrent_generations, server.max_queued_requests, app_metrics)
         state.started_at = time.time()
         app.state.assistant = state
-        state.jobs = JobService(settings, db)
+        state.jobs = JobService.of(parts)
         monitor = JobMonitor(settings, db, activate=lambda *args: _activate(state, *args))
         await asyncio.to_thread(monitor.fail_orphans)  # jobs a crash or a restart left 'running'
         supervisor = WorkerSupervisor(settings)

@@ -4,7 +4,8 @@ Contract: `ModelCatalog.resolve(name)` maps a request's `model` field to `None` 
 an adapter is named either by its alias `NAME` (follows the active version, else the newest) or exactly as
 `NAME@vN` (`assistant.adapters.parse_adapter_ref` also reads `NAME@N`, `NAME:vN`). Each version gets its own engine
 identity (`NAME@vN`) and integer id, so no cached state of another version is reused.
-Unknown names raise `NotFoundError` (404, code `model_not_found`).
+Unknown names raise `NotFoundError` (404, code `model_not_found`). `ModelCatalog.of(parts)` is the one catalog of a
+`Parts` (the server, the CLI and the adapter service share it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from sqlalchemy import select
 from assistant.adapters import AdapterStatus, parse_adapter_ref, versioned_name
 from assistant.engine import AdapterRef
 from assistant.errors import NotFoundError
+from assistant.models import served_model_name
+from assistant.parts import Parts
 from assistant.storage import Adapter, Database
 
 
@@ -33,6 +36,11 @@ class ModelCatalog:
         self.created = int(time.time())
         self._int_ids: dict[str, int] = {}
         self._counter = itertools.count(1)
+
+    @classmethod
+    def of(cls, parts: Parts) -> ModelCatalog:
+        """The catalog of the configured base model over `parts.db`, built once per `Parts` (server and CLI)."""
+        return parts.attach("catalog", lambda p: cls(served_model_name(p.settings), p.db))
 
     def resolve(self, model: str) -> AdapterRef | None:
         if model == self.base_name:

@@ -10,6 +10,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serving.services.jobs import JobRequest, TrainingData
+from training.uploads import FILE_ID
+
+MAX_UNIX_TIME = 4_102_444_800  # 2100-01-01: bounds `since` so datetime conversion cannot overflow
+
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
@@ -100,3 +105,46 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class JobData(BaseModel):
+    """What a job trains on: stored preference pairs (since a point) or an uploaded dataset file."""
+
+    source: Literal["preferences", "file", "feedback", "chats"] = Field(
+        "preferences",
+        description="preferences (dpo, reward), feedback = thumbs (kto) or rated prompts (grpo), "
+        "chats = served prompts (grpo), file = an upload.",
+    )
+    provenance: Literal["feedback", "imported"] | None = Field(None, description="Only pairs of this provenance.")
+    since: int | None = Field(None, ge=0, le=MAX_UNIX_TIME, description="Unix time: only pairs created at or after it.")
+    file_id: str | None = Field(
+        None, pattern=FILE_ID.pattern, description="For source=file: the id returned by POST /v1/training/files."
+    )
+    collection: str | None = Field(
+        None,
+        description="For sft/psft on question files (SQuAD or question/answer JSONL): build each example's sources "
+        "with the server's retriever over this uploaded collection (RAFT).",
+        max_length=200,
+        pattern=r"^[\w.\-]+$",
+    )
+
+
+class JobSpec(BaseModel):
+    """The body of `POST /v1/training/jobs` (and of `assistant jobs submit`); `request()` is the service's value."""
+
+    method: Literal["sft", "dpo", "psft", "kto", "reward", "grpo", "classify", "sweep"]
+    name: str = Field("assistant", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Adapter name.")
+    data: JobData = Field(default_factory=JobData)  # type: ignore[arg-type]
+    base_adapter: str | None = Field(None, description="Continue from this adapter (NAME or NAME@vN).")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Training options from a per-method whitelist with bounds (training/job_options.py): "
+        "learning_rate, num_train_epochs, max_steps, batch sizes, max_length, lora_r/alpha/dropout/target_modules, "
+        "beta (dpo), eps_low/eps_high/psft_refresh_steps (psft), ...; anything else is refused (422).",
+    )
+    gate: bool = Field(True, description="Evaluate the candidate against the active version when it is trained.")
+
+    def request(self) -> JobRequest:
+        """The validated body as the job service's `JobRequest`."""
+        body = self.model_dump(mode="json")
+        return JobRequest(**{**body, "data": TrainingData(**body["data"])})

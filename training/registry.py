@@ -14,12 +14,13 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
-from assistant.adapters import parse_adapter_ref
+from assistant.adapters import parse_adapter_ref, versioned_name
 from assistant.errors import InvalidRequestError, NotFoundError
 from assistant.parts import Parts
 from assistant.storage.db import Database
@@ -45,6 +46,15 @@ class AdapterRecord:
     metrics: dict[str, Any]
     status: str
     kind: str = "lm"  # 'reward' for reward models (issue 11): scored, never served as a chat adapter
+    gate: dict[str, Any] | None = None  # the evaluation gate's verdict; None: not evaluated
+    job_id: str | None = None
+    created_at: datetime | None = None
+    activated_at: datetime | None = None
+
+    @property
+    def identity(self) -> str:
+        """`NAME@vN`: how the engine and the API name this version."""
+        return versioned_name(self.name, self.version)
 
     @classmethod
     def from_row(cls, row: Adapter) -> AdapterRecord:
@@ -60,6 +70,10 @@ class AdapterRecord:
             dict(row.metrics or {}),
             row.status,
             row.kind or "lm",
+            row.gate,
+            row.job_id,
+            row.created_at,
+            row.activated_at,
         )
 
 

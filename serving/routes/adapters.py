@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from serving.access import Access, allow
+from serving.rest_format import adapter_body, adapter_list_body
 from serving.state import StateDep, require
 
 router = APIRouter(tags=["adapters"], dependencies=[allow(Access.ADMIN)])
@@ -20,15 +21,16 @@ class ActivateRequest(BaseModel):
 
 @router.get("/v1/adapters")
 async def list_adapters(state: StateDep) -> dict[str, Any]:
-    return require(state.adapters, "adapter registry").list()
+    return adapter_list_body(require(state.adapters, "adapter registry").list())
 
 
 @router.post("/v1/adapters/{name}/activate")
 async def activate_adapter(name: str, state: StateDep, body: ActivateRequest | None = None) -> dict[str, Any]:
     body = body or ActivateRequest(version=None, force=False)
-    return await require(state.adapters, "adapter registry").activate(name, body.version, body.force)
+    adapter = await require(state.adapters, "adapter registry").activate(name, body.version, body.force)
+    return adapter_body(adapter)
 
 
 @router.post("/v1/adapters/{name}/rollback")
 async def rollback_adapter(name: str, state: StateDep) -> dict[str, Any]:
-    return await require(state.adapters, "adapter registry").rollback(name)
+    return adapter_body(await require(state.adapters, "adapter registry").rollback(name))

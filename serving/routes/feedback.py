@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 from assistant.errors import InvalidRequestError
 from serving.access import Access, allow
 from serving.auth import PrincipalDep
-from serving.services.jobs import MAX_UNIX_TIME
+from serving.rest_format import feedback_body, import_body, pair_page_body
+from serving.schemas import MAX_UNIX_TIME
 from serving.state import StateDep, require
 
 router = APIRouter(tags=["feedback"])
@@ -32,7 +33,7 @@ class FeedbackRequest(BaseModel):
 @router.post("/v1/feedback", dependencies=[allow(Access.MEMBER)])
 async def submit_feedback(body: FeedbackRequest, state: StateDep, principal: PrincipalDep) -> dict[str, Any]:
     service = require(state.feedback, "feedback")
-    return service.submit(body.response_id, body.rating, body.correction, body.comment, principal)
+    return feedback_body(service.submit(body.response_id, body.rating, body.correction, body.comment, principal))
 
 
 @router.post("/v1/preferences", dependencies=[allow(Access.ADMIN)])
@@ -48,7 +49,7 @@ async def import_preferences(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(await file.read())
-        return importer.import_file(path, name)
+        return import_body(importer.import_file(path, name))
 
 
 @router.get("/v1/preferences", dependencies=[allow(Access.ADMIN)])
@@ -62,4 +63,4 @@ async def list_preferences(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
     store = require(state.preferences, "preferences")
-    return store.list(provenance, since, limit, offset)
+    return pair_page_body(store.list(provenance, since, limit, offset))

@@ -9,7 +9,8 @@ from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import JSONResponse
 
 from serving.access import Access, allow
-from serving.services.jobs import JobSpec
+from serving.rest_format import job_body, job_list_body, upload_body
+from serving.schemas import JobSpec
 from serving.state import StateDep, require
 
 router = APIRouter(tags=["training"], dependencies=[allow(Access.ADMIN)])
@@ -20,24 +21,26 @@ async def upload_training_file(
     state: StateDep,
     file: Annotated[UploadFile, File(description="Training data: .jsonl, .json or .csv in any supported format.")],
 ) -> dict[str, Any]:
-    return require(state.jobs, "job service").save_upload(file.filename or "data.jsonl", await file.read())
+    upload = require(state.jobs, "job service").save_upload(file.filename or "data.jsonl", await file.read())
+    return upload_body(upload)
 
 
 @router.post("/v1/training/jobs", status_code=201)
 async def create_job(spec: JobSpec, state: StateDep) -> JSONResponse:
-    return JSONResponse(require(state.jobs, "job service").create(spec), status_code=201)
+    job = require(state.jobs, "job service").create(spec.request())
+    return JSONResponse(job_body(job), status_code=201)
 
 
 @router.get("/v1/training/jobs")
 async def list_jobs(state: StateDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-    return require(state.jobs, "job service").list(limit)
+    return job_list_body(require(state.jobs, "job service").list(limit))
 
 
 @router.get("/v1/training/jobs/{job_id}")
 async def get_job(job_id: str, state: StateDep) -> dict[str, Any]:
-    return require(state.jobs, "job service").get(job_id)
+    return job_body(require(state.jobs, "job service").get(job_id))
 
 
 @router.post("/v1/training/jobs/{job_id}/cancel")
 async def cancel_job(job_id: str, state: StateDep) -> dict[str, Any]:
-    return require(state.jobs, "job service").cancel(job_id)
+    return job_body(require(state.jobs, "job service").cancel(job_id))

@@ -1,8 +1,9 @@
 """The adapter registry as the server sees it: listing, activation with hot-loading, rollback.
 
 Contract:
-- `list()` returns every adapter version with lineage, metrics, gate result and status, and the active version of
-  each name.
+- The service returns domain values (`training.registry.AdapterRecord`); their REST JSON is made in
+  `serving.rest_format`. `AdapterService.of(parts, engine)` is how the server and the CLI build it.
+- `list()` returns every adapter version with lineage, metrics, gate result and status.
 - `activate(name, version=None, force=False)`: the named version (default: the newest candidate) is checked (404 if
   missing, 409 if its gate result says it is worse than the active version and `force` is false), loaded into the
   running engine under its own identity `NAME@vN` (a load failure is a 422 and changes nothing), and only then made
@@ -16,52 +17,39 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import builtins
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import select
 
 from assistant.adapters import AdapterStatus
 from assistant.engine import GenerationEngine
 from assistant.errors import ConflictError, NotFoundError, UnprocessableError
+from assistant.parts import Parts
 from assistant.storage import Adapter, Database
 from serving.catalog import ModelCatalog, engine_identity
-
-
-def adapter_dict(row: Adapter) -> dict[str, Any]:
-    return {
-        "id": engine_identity(row),
-        "object": "adapter",
-        "name": row.name,
-        "version": row.version,
-        "status": row.status,
-        "method": row.method,
-        "kind": row.kind,
-        "base_model": row.base_model,
-        "parent_id": row.parent_id,
-        "job_id": row.job_id,
-        "path": row.path,
-        "lineage": row.lineage,
-        "metrics": row.metrics,
-        "gate": row.gate,
-        "created_at": int(row.created_at.timestamp()),
-        "activated_at": int(row.activated_at.timestamp()) if row.activated_at else None,
-    }
+from training.registry import AdapterRecord
 
 
 class AdapterService:
+    """Lists, activates and rolls back adapter versions (see the module contract); returns `AdapterRecord`s."""
+
     def __init__(self, db: Database, catalog: ModelCatalog, engine: GenerationEngine | None) -> None:
         self.db = db
         self.catalog = catalog
         self.engine = engine
         self._lock = asyncio.Lock()
 
-    def list(self) -> dict[str, Any]:
-        rows = self.catalog.adapters()
-        active = {row.name: engine_identity(row) for row in rows if row.status == AdapterStatus.ACTIVE}
-        return {"object": "list", "active": active, "data": [adapter_dict(row) for row in rows]}
+    @classmethod
+    def of(cls, parts: Parts, engine: GenerationEngine | None) -> AdapterService:
+        """The service over `parts.db` and its catalog; `engine=None` (the CLI): nothing is hot-loaded here."""
+        return cls(parts.db, ModelCatalog.of(parts), engine)
 
-    async def activate(self, name: str, version: int | None = None, force: bool = False) -> dict[str, Any]:
+    def list(self) -> builtins.list[AdapterRecord]:
+        """Every version of every adapter, by name and version."""
+        return [AdapterRecord.from_row(row) for row in self.catalog.adapters()]
+
+    async def activate(self, name: str, version: int | None = None, force: bool = False) -> AdapterRecord:
         if self._lock.locked():
             raise ConflictError("another activation is in progress; retry when it has finished", code="busy")
         async with self._lock:
@@ -78,7 +66,7 @@ class AdapterService:
                 raise UnprocessableError(f"{engine_identity(row)} could not be loaded: {exc}") from exc
             return await asyncio.to_thread(self._make_active, row.id)
 
-    async def rollback(self, name: str) -> dict[str, Any]:
+    async def rollback(self, name: str) -> AdapterRecord:
         rows = [row for row in self.catalog.adapters() if row.name == name]
         if not rows:
             raise NotFoundError(f"no adapter named {name!r}", param="name")
@@ -114,7 +102,7 @@ class AdapterService:
                 code="gate_failed",
             )
 
-    def _make_active(self, adapter_id: str) -> dict[str, Any]:
+    def _make_active(self, adapter_id: str) -> AdapterRecord:
         with self.db.session() as session:
             row = session.get(Adapter, adapter_id)
             assert row is not None
@@ -125,4 +113,4 @@ class AdapterService:
             row.status = AdapterStatus.ACTIVE
             row.activated_at = datetime.now(UTC)
             session.flush()
-            return adapter_dict(row)
+            return AdapterRecord.from_row(row)

@@ -1,6 +1,9 @@
 """Feedback and preference pairs: ratings on stored responses become training pairs; curated pairs are imported.
 
 Contract:
+- The services return domain values (`FeedbackReceipt`, `PairPage` of `PairRecord`s, `ImportReport`); their REST
+  JSON is made in `serving.rest_format`. `PreferenceStore.of(parts)`, `FeedbackService.of(parts)` and
+  `PreferenceImporter.of(parts, render)` build them over one `Parts` (one store shared by the three).
 - `FeedbackService.submit(response_id, rating, correction, comment, principal)` stores the feedback on a `ChatRecord`
   (404 if the id is unknown, or if another key created it and the caller is not an admin; 403 if its citations come
   from a collection the caller may not read). A thumbs-down with a correction becomes a pair (chosen = correction,
@@ -9,7 +12,7 @@ Contract:
   context included) in `PreferencePair.prompt`, the conversation in `meta.messages`, and the collections of the cited
   sources in `PreferencePair.collections` (imported pairs: []).
   A pair made of two answers joins both answers' collections.
-- `PreferenceService.import_file(path)` reads pairs in any format the training module reads
+- `PreferenceImporter.import_file(path, source)` reads pairs in any format the training module reads
   (`training.data.formats.load_preference_examples`: prompt/chosen/rejected, conversations, sharegpt preference),
   renders each prompt with the serving template (no retrieval) and stores the new ones; pairs already stored (same
   rendered prompt, chosen and rejected) are counted as duplicates, not stored twice.
@@ -21,12 +24,15 @@ from __future__ import annotations
 import builtins
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from assistant.errors import InvalidRequestError, NotFoundError
+from assistant.parts import Parts
 from assistant.storage import ChatRecord, Database, Feedback, PreferencePair
 from assistant.storage.queries import preference_filters
 from serving.principal import ANONYMOUS, Principal
@@ -36,18 +42,63 @@ def pair_hash(prompt: str, chosen: str, rejected: str) -> str:
     return hashlib.sha256("\x00".join((prompt, chosen, rejected)).encode()).hexdigest()
 
 
-def pair_dict(pair: PreferencePair) -> dict[str, Any]:
-    return {
-        "id": pair.id,
-        "object": "preference_pair",
-        "provenance": pair.provenance,
-        "source": pair.source,
-        "prompt": pair.prompt,
-        "chosen": pair.chosen,
-        "rejected": pair.rejected,
-        "collections": pair.collections,
-        "created_at": int(pair.created_at.timestamp()),
-    }
+@dataclass(frozen=True)
+class PairRecord:
+    """A stored preference pair (a detached copy of its row)."""
+
+    id: str
+    provenance: str
+    source: str | None
+    prompt: str
+    chosen: str
+    rejected: str
+    collections: list[Any] | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, pair: PreferencePair) -> PairRecord:
+        return cls(
+            pair.id,
+            pair.provenance,
+            pair.source,
+            pair.prompt,
+            pair.chosen,
+            pair.rejected,
+            pair.collections,
+            pair.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class PairPage:
+    """One page of pairs, with the count of all stored pairs (`total`) and per provenance (`counts`)."""
+
+    total: int
+    counts: dict[str, int]
+    pairs: list[PairRecord]
+
+
+@dataclass(frozen=True)
+class FeedbackReceipt:
+    """Stored feedback and the ids of the preference pairs it made."""
+
+    id: str
+    response_id: str
+    rating: int
+    preference_pairs: list[str]
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What a preference import read (`records`), stored, and skipped as already stored (`duplicates`)."""
+
+    source: str
+    records: int
+    stored: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.records - self.stored
 
 
 def record_collections(record: ChatRecord) -> set[str]:
@@ -60,6 +111,11 @@ class PreferenceStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    @classmethod
+    def of(cls, parts: Parts) -> PreferenceStore:
+        """The store over `parts.db`, built once per `Parts` (the feedback service and the importer share it)."""
+        return parts.attach("preferences", lambda p: cls(p.db))
 
     def add(
         self,
@@ -90,7 +146,7 @@ class PreferenceStore:
             session.flush()
             return pair.id
 
-    def list(self, provenance: str | None, since: int | None, limit: int, offset: int) -> dict[str, Any]:
+    def list(self, provenance: str | None, since: int | None, limit: int, offset: int) -> PairPage:
         """Pairs (oldest first) of one provenance created at or after Unix time `since`, with counts."""
         query = select(PreferencePair).where(*preference_filters(provenance, since))
         with self.db.session() as session:
@@ -102,11 +158,7 @@ class PreferenceStore:
             rows = session.scalars(
                 query.order_by(PreferencePair.created_at, PreferencePair.id).limit(limit).offset(offset)
             ).all()
-        return {
-            "object": "list",
-            "counts": {"total": sum(counts.values()), **counts},
-            "data": [pair_dict(p) for p in rows],
-        }
+        return PairPage(sum(counts.values()), counts, [PairRecord.from_row(p) for p in rows])
 
     def export(self, since: int | None = None, provenance: str | None = None) -> builtins.list[dict[str, str]]:
         query = select(PreferencePair).where(*preference_filters(provenance, since))
@@ -116,9 +168,15 @@ class PreferenceStore:
 
 
 class FeedbackService:
+    """Stores ratings of stored responses and turns them into preference pairs (see the module contract)."""
+
     def __init__(self, db: Database, store: PreferenceStore) -> None:
         self.db = db
         self.store = store
+
+    @classmethod
+    def of(cls, parts: Parts) -> FeedbackService:
+        return cls(parts.db, PreferenceStore.of(parts))
 
     def submit(
         self,
@@ -127,7 +185,7 @@ class FeedbackService:
         correction: str | None,
         comment: str | None,
         principal: Principal = ANONYMOUS,
-    ) -> dict[str, Any]:
+    ) -> FeedbackReceipt:
         if correction is not None and not correction.strip():
             raise InvalidRequestError("correction is empty; omit it or give the corrected answer", param="correction")
         with self.db.session() as session:
@@ -142,13 +200,7 @@ class FeedbackService:
             prompt, answer, messages = record.prompt, record.answer, record.messages
             collections = record_collections(record)
         pairs = self._pairs_from(response_id, prompt, answer, messages, rating, correction, collections)
-        return {
-            "id": feedback_id,
-            "object": "feedback",
-            "response_id": response_id,
-            "rating": rating,
-            "preference_pairs": pairs,
-        }
+        return FeedbackReceipt(feedback_id, response_id, rating, pairs)
 
     def _pairs_from(
         self,
@@ -189,7 +241,12 @@ class PreferenceImporter:
         self.store = store
         self.render = render
 
-    def import_file(self, path: Path, source: str) -> dict[str, Any]:
+    @classmethod
+    def of(cls, parts: Parts, render: Callable[[Sequence[dict[str, str]]], str]) -> PreferenceImporter:
+        """The importer into `PreferenceStore.of(parts)`; `render` is the serving chat template."""
+        return cls(PreferenceStore.of(parts), render)
+
+    def import_file(self, path: Path, source: str) -> ImportReport:
         from assistant.prompts import build_rag_messages
         from training.data.formats import load_preference_examples
 
@@ -201,10 +258,4 @@ class PreferenceImporter:
             meta = {"messages": [dict(m) for m in example.prompt], "origin": example.origin}
             if self.store.add(prompt, example.chosen, example.rejected, "imported", source, meta, []):
                 stored += 1
-        return {
-            "object": "preference_import",
-            "source": source,
-            "records": len(examples),
-            "stored": stored,
-            "duplicates": len(examples) - stored,
-        }
+        return ImportReport(source, len(examples), stored)

@@ -1,9 +1,12 @@
 """Training jobs over REST: queue, inspect, cancel; the worker process beside the server; the job monitor.
 
 Contract:
-- `JobService.create(spec)` validates a job (method, data, base adapter) and queues it (a `Job` row in 'queued');
-  a job whose data selects nothing is refused (422) before it is queued. Training itself never runs in the server:
-  a worker process (`training.worker`, started by `WorkerSupervisor` or by `assistant worker`) claims queued jobs.
+- `JobService` returns domain values (`JobRecord`, `UploadedFile`); their REST JSON is made in `serving.rest_format`.
+  `JobService.of(parts)` is how the server and the CLI build it.
+- `JobService.create(spec)` validates a `JobRequest` (method, data, base adapter) and queues it (a `Job` row in
+  'queued', its `params` the request as JSON); a job whose data selects nothing is refused (422) before it is
+  queued. Training itself never runs in the server: a worker process (`training.worker`, started by
+  `WorkerSupervisor` or by `assistant worker`) claims queued jobs.
 - `get(id)` returns state, progress, metrics so far and the tail of the job's log; `cancel(id)` cancels a queued job
   at once and asks a running one to stop ('cancelling'; the worker stops at the next step and registers nothing).
 - `JobMonitor` runs in the server: a 'running' job whose worker is gone (process dead, or no heartbeat for
@@ -14,6 +17,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import re
@@ -22,95 +26,109 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
 from sqlalchemy import func, select, update
 
 from assistant.adapters import AdapterStatus, parse_adapter_ref
 from assistant.errors import ConflictError, NotFoundError, UnprocessableError
 from assistant.jobs import FINAL, WORKER_WRITABLE, JobState, job_log_path
+from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import Adapter, Database, Document, Job, PreferencePair
 from assistant.storage.queries import preference_filters
 from training.data.feedback import JOB_SOURCES, check_stored_source
 from training.job_options import check_job_options
-from training.uploads import FILE_ID, new_file_id, resolve_upload, uploads_dir
+from training.uploads import new_file_id, resolve_upload, uploads_dir
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 0.5  # how often the supervisor looks at its worker process
 STABLE_AFTER_S = 60.0  # a worker that ran this long before dying restarts after the base backoff again
-MAX_UNIX_TIME = 4_102_444_800  # 2100-01-01: bounds `since` so datetime conversion cannot overflow
 
 
-class JobData(BaseModel):
-    """What a job trains on: stored preference pairs (since a point) or an uploaded dataset file."""
+@dataclass(frozen=True)
+class TrainingData:
+    """What a job trains on: stored preference pairs (since a point), stored feedback or chats, or an upload."""
 
-    source: Literal["preferences", "file", "feedback", "chats"] = Field(
-        "preferences",
-        description="preferences (dpo, reward), feedback = thumbs (kto) or rated prompts (grpo), "
-        "chats = served prompts (grpo), file = an upload.",
-    )
-    provenance: Literal["feedback", "imported"] | None = Field(None, description="Only pairs of this provenance.")
-    since: int | None = Field(None, ge=0, le=MAX_UNIX_TIME, description="Unix time: only pairs created at or after it.")
-    file_id: str | None = Field(
-        None, pattern=FILE_ID.pattern, description="For source=file: the id returned by POST /v1/training/files."
-    )
-    collection: str | None = Field(
-        None,
-        description="For sft/psft on question files (SQuAD or question/answer JSONL): build each example's sources "
-        "with the server's retriever over this uploaded collection (RAFT).",
-        max_length=200,
-        pattern=r"^[\w.\-]+$",
-    )
+    source: str = "preferences"
+    provenance: str | None = None
+    since: int | None = None
+    file_id: str | None = None
+    collection: str | None = None
 
 
-class JobSpec(BaseModel):
-    method: Literal["sft", "dpo", "psft", "kto", "reward", "grpo", "classify", "sweep"]
-    name: str = Field("assistant", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Adapter name.")
-    data: JobData = Field(default_factory=JobData)  # type: ignore[arg-type]
-    base_adapter: str | None = Field(None, description="Continue from this adapter (NAME or NAME@vN).")
-    hyperparameters: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Training options from a per-method whitelist with bounds (training/job_options.py): "
-        "learning_rate, num_train_epochs, max_steps, batch sizes, max_length, lora_r/alpha/dropout/target_modules, "
-        "beta (dpo), eps_low/eps_high/psft_refresh_steps (psft), ...; anything else is refused (422).",
-    )
-    gate: bool = Field(True, description="Evaluate the candidate against the active version when it is trained.")
+@dataclass(frozen=True)
+class JobRequest:
+    """A job to queue: `serving.schemas.JobSpec.request()` of the validated REST body (the CLI builds it so too)."""
+
+    method: str
+    name: str = "assistant"
+    data: TrainingData = field(default_factory=TrainingData)
+    base_adapter: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    gate: bool = True
 
 
-def job_dict(job: Job, log_tail: list[str] | None = None) -> dict[str, Any]:
-    body = {
-        "id": job.id,
-        "object": "training.job",
-        "method": job.kind,
-        "state": job.state,
-        "progress": job.progress,
-        "params": job.params,
-        "metrics": job.metrics,
-        "error": job.error,
-        "worker": job.worker,
-        "created_at": _ts(job.created_at),
-        "started_at": _ts(job.started_at),
-        "finished_at": _ts(job.finished_at),
-    }
-    if log_tail is not None:
-        body["log_tail"] = log_tail
-    return body
+@dataclass(frozen=True)
+class JobRecord:
+    """A training job as stored (a detached copy of its row); `log_tail` only where asked for."""
+
+    id: str
+    method: str
+    state: str
+    progress: float
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    error: str | None
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    log_tail: list[str] | None = None
+
+    @classmethod
+    def from_row(cls, job: Job, log_tail: list[str] | None = None) -> JobRecord:
+        return cls(
+            job.id,
+            job.kind,
+            job.state,
+            job.progress,
+            job.params,
+            job.metrics,
+            job.error,
+            job.worker,
+            job.created_at,
+            job.started_at,
+            job.finished_at,
+            log_tail,
+        )
 
 
-def _ts(value: datetime | None) -> int | None:
-    return int(value.replace(tzinfo=value.tzinfo or UTC).timestamp()) if value else None
+@dataclass(frozen=True)
+class UploadedFile:
+    """A stored training data file: its id (for `TrainingData.file_id`), its safe name and size."""
+
+    id: str
+    filename: str
+    bytes: int
 
 
 class JobService:
+    """Queues, lists, shows and cancels training jobs (see the module contract); returns `JobRecord`s."""
+
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
 
-    def save_upload(self, name: str, data: bytes) -> dict[str, Any]:
+    @classmethod
+    def of(cls, parts: Parts) -> JobService:
+        """The job service over `parts.settings` and `parts.db` (the server and the CLI build it so)."""
+        return cls(parts.settings, parts.db)
+
+    def save_upload(self, name: str, data: bytes) -> UploadedFile:
         """Store a dataset file for jobs (`data.source=file`); returns its id."""
         suffix = Path(name).suffix.lower()
         if suffix not in {".json", ".jsonl", ".csv"}:
@@ -122,20 +140,20 @@ class JobService:
         folder.mkdir(parents=True)
         safe_name = (re.sub(r"[^A-Za-z0-9_-]", "_", Path(name).stem)[:100] or "data") + suffix  # never '..' or '/'
         (folder / safe_name).write_bytes(data)
-        return {"id": file_id, "object": "file", "filename": safe_name, "bytes": len(data)}
+        return UploadedFile(file_id, safe_name, len(data))
 
-    def create(self, spec: JobSpec) -> dict[str, Any]:
+    def create(self, spec: JobRequest) -> JobRecord:
         check_job_options(spec.method, spec.hyperparameters)
         self._check_data(spec)
         if spec.base_adapter:
             self._check_adapter(spec.base_adapter)
         with self.db.session() as session:
-            job = Job(kind=spec.method, params=spec.model_dump(mode="json"))
+            job = Job(kind=spec.method, params=asdict(spec))  # the worker reads these (training.worker)
             session.add(job)
             session.flush()
-            return job_dict(job)
+            return JobRecord.from_row(job)
 
-    def _check_data(self, spec: JobSpec) -> None:
+    def _check_data(self, spec: JobRequest) -> None:
         data = spec.data
         if spec.method in JOB_SOURCES and data.source not in ("file", "preferences"):
             return check_stored_source(self.db, spec.method, data.source, data.since)
@@ -166,7 +184,7 @@ class JobService:
         with self.db.session() as session:
             return session.scalar(select(Document.id).where(Document.collection == name).limit(1)) is not None
 
-    def count_pairs(self, data: JobData) -> int:
+    def count_pairs(self, data: TrainingData) -> int:
         query = select(func.count(PreferencePair.id)).where(*preference_filters(data.provenance, data.since))
         with self.db.session() as session:
             return int(session.scalar(query) or 0)
@@ -182,23 +200,24 @@ class JobService:
             if session.scalar(query) is None:
                 raise NotFoundError(f"no adapter {ref!r} to continue from", param="base_adapter")
 
-    def get(self, job_id: str, tail: int = 40) -> dict[str, Any]:
+    def get(self, job_id: str, tail: int = 40) -> JobRecord:
         with self.db.session() as session:
             job = session.get(Job, job_id)
             if job is None:
                 raise NotFoundError(f"no training job {job_id}", param="job_id")
-            return job_dict(job, self._log_tail(job_id, tail))
+            return JobRecord.from_row(job, self._log_tail(job_id, tail))
 
     def _log_tail(self, job_id: str, lines: int) -> list[str]:
         path = job_log_path(self.settings.runs_dir, job_id)
         return path.read_text(errors="replace").splitlines()[-lines:] if path.is_file() else []
 
-    def list(self, limit: int = 50) -> dict[str, Any]:
+    def list(self, limit: int = 50) -> builtins.list[JobRecord]:
+        """The newest `limit` jobs, newest first."""
         with self.db.session() as session:
             jobs = session.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)).all()
-            return {"object": "list", "data": [job_dict(job) for job in jobs]}
+            return [JobRecord.from_row(job) for job in jobs]
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> JobRecord:
         with self.db.session() as session:
             job = session.get(Job, job_id)
             if job is None:
@@ -215,7 +234,7 @@ class JobService:
             if getattr(changed, "rowcount", 0) != 1:
                 raise ConflictError(f"job {job_id} changed state while being cancelled; look at it and retry")
             session.refresh(job)
-            return job_dict(job)
+            return JobRecord.from_row(job)
 
 
 def worker_alive(worker: str | None) -> bool:

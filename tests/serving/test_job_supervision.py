@@ -85,11 +85,11 @@ def test_the_monitor_does_not_fail_a_job_that_reported_meanwhile(settings: Setti
 def test_cancel_is_compare_and_set(settings: Settings, db: Database) -> None:
     jobs = JobService(settings, db)
     queued = _queued(db)
-    assert jobs.cancel(queued)["state"] == "cancelled"
+    assert jobs.cancel(queued).state == "cancelled"
     running = _queued(db)
     worker = JobWorker(settings, db, worker_id="elsewhere:1")
     worker.claim()
-    assert jobs.cancel(running)["state"] == "cancelling"
+    assert jobs.cancel(running).state == "cancelling"
     assert worker.update(running, progress=0.2) == "cancelling"
     worker._finish(running, "cancelled", error="cancelled while training")
     with db.session() as session:

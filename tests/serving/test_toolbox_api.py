@@ -12,7 +12,8 @@ import pytest
 from assistant.errors import UnprocessableError
 from assistant.settings import Settings
 from assistant.storage import ChatRecord, Database, Feedback, Job
-from serving.services.jobs import JobService, JobSpec
+from serving.schemas import JobSpec
+from serving.services.jobs import JobService
 from tests.fixtures.live_server import LiveServer
 from tests.training.conftest import FAST_OPTIONS, TOPICS
 from training.job_options import allowed_options
@@ -75,15 +76,15 @@ def test_kto_job_from_stored_thumbs(tiny_model_dir: Path, tmp_path: Path) -> Non
     spec = {"method": "kto", "name": "thumbs", "data": {"source": "feedback"}, "gate": False,
             "hyperparameters": {**API_OPTIONS, "max_steps": 2}}  # fmt: skip
     with pytest.raises(UnprocessableError, match="no stored feedback"):
-        service.create(JobSpec.model_validate(spec))
+        service.create(JobSpec.model_validate(spec).request())
     with pytest.raises(UnprocessableError, match=r"read data\.source in"):
-        service.create(JobSpec.model_validate({**spec, "method": "classify"}))
+        service.create(JobSpec.model_validate({**spec, "method": "classify"}).request())
     store_thumbs(db, up=6, down=3)
-    job = service.create(JobSpec.model_validate(spec))
+    job = service.create(JobSpec.model_validate(spec).request())
     assert JobWorker(settings, db).run_once()
     with db.session() as session:
-        row = session.get(Job, job["id"])
+        row = session.get(Job, job.id)
         assert row is not None and row.state == "succeeded", row.error
         assert row.metrics["adapter"] == "thumbs@v1"
-    thumbs = (settings.runs_dir / "jobs" / job["id"] / "feedback.jsonl").read_text().splitlines()
+    thumbs = (settings.runs_dir / "jobs" / job.id / "feedback.jsonl").read_text().splitlines()
     assert len(thumbs) == 9 and sum(json.loads(t)["label"] for t in thumbs) == 6

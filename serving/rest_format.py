@@ -1,0 +1,129 @@
+"""The REST JSON of the platform's own endpoints, made at the edge from the services' domain values.
+
+Contract: one function per response body; the routes and the CLI (`assistant jobs ...`, `adapters ...`) print these,
+so both show the same JSON. Jobs: `job_body` (`training.job`, with `log_tail` when the record has one),
+`job_list_body`, `upload_body` (`file`). Adapters: `adapter_body` (`adapter`, `id` = `NAME@vN`),
+`adapter_list_body` (with `active`: name -> the active version's id). Feedback: `feedback_body` (`feedback`),
+`pair_body` (`preference_pair`), `pair_page_body` (with `counts`: total and per provenance), `import_body`
+(`preference_import`). Timestamps are Unix seconds (int) or null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from assistant.adapters import AdapterStatus
+from serving.services.feedback import FeedbackReceipt, ImportReport, PairPage, PairRecord
+from serving.services.jobs import JobRecord, UploadedFile
+from training.registry import AdapterRecord
+
+
+def job_body(job: JobRecord) -> dict[str, Any]:
+    """The `training.job` object; `log_tail` only for a record read with its log (GET one job)."""
+    body = {
+        "id": job.id,
+        "object": "training.job",
+        "method": job.method,
+        "state": job.state,
+        "progress": job.progress,
+        "params": job.params,
+        "metrics": job.metrics,
+        "error": job.error,
+        "worker": job.worker,
+        "created_at": _utc_ts(job.created_at),
+        "started_at": _utc_ts(job.started_at),
+        "finished_at": _utc_ts(job.finished_at),
+    }
+    if job.log_tail is not None:
+        body["log_tail"] = job.log_tail
+    return body
+
+
+def job_list_body(jobs: Sequence[JobRecord]) -> dict[str, Any]:
+    return list_body([job_body(job) for job in jobs])
+
+
+def upload_body(upload: UploadedFile) -> dict[str, Any]:
+    return {"id": upload.id, "object": "file", "filename": upload.filename, "bytes": upload.bytes}
+
+
+def adapter_body(adapter: AdapterRecord) -> dict[str, Any]:
+    return {
+        "id": adapter.identity,
+        "object": "adapter",
+        "name": adapter.name,
+        "version": adapter.version,
+        "status": adapter.status,
+        "method": adapter.method,
+        "kind": adapter.kind,
+        "base_model": adapter.base_model,
+        "parent_id": adapter.parent_id,
+        "job_id": adapter.job_id,
+        "path": str(adapter.path),
+        "lineage": adapter.lineage,
+        "metrics": adapter.metrics,
+        "gate": adapter.gate,
+        "created_at": _ts(adapter.created_at),
+        "activated_at": _ts(adapter.activated_at),
+    }
+
+
+def adapter_list_body(adapters: Sequence[AdapterRecord]) -> dict[str, Any]:
+    """All versions, and the active version of each name (`active`: name -> `NAME@vN`)."""
+    active = {a.name: a.identity for a in adapters if a.status == AdapterStatus.ACTIVE}
+    return list_body([adapter_body(a) for a in adapters], active=active)
+
+
+def feedback_body(receipt: FeedbackReceipt) -> dict[str, Any]:
+    return {
+        "id": receipt.id,
+        "object": "feedback",
+        "response_id": receipt.response_id,
+        "rating": receipt.rating,
+        "preference_pairs": receipt.preference_pairs,
+    }
+
+
+def pair_body(pair: PairRecord) -> dict[str, Any]:
+    return {
+        "id": pair.id,
+        "object": "preference_pair",
+        "provenance": pair.provenance,
+        "source": pair.source,
+        "prompt": pair.prompt,
+        "chosen": pair.chosen,
+        "rejected": pair.rejected,
+        "collections": pair.collections,
+        "created_at": _ts(pair.created_at),
+    }
+
+
+def pair_page_body(page: PairPage) -> dict[str, Any]:
+    counts = {"total": page.total, **page.counts}
+    return list_body([pair_body(pair) for pair in page.pairs], counts=counts)
+
+
+def import_body(report: ImportReport) -> dict[str, Any]:
+    return {
+        "object": "preference_import",
+        "source": report.source,
+        "records": report.records,
+        "stored": report.stored,
+        "duplicates": report.duplicates,
+    }
+
+
+def list_body(data: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """An OpenAI-style `list` envelope, with any extra top-level fields (`counts`, `active`)."""
+    return {"object": "list", **extra, "data": data}
+
+
+def _ts(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value else None
+
+
+def _utc_ts(value: datetime | None) -> int | None:
+    """Unix seconds; a naive datetime (SQLite drops the zone) is read as UTC."""
+    return int(value.replace(tzinfo=value.tzinfo or UTC).timestamp()) if value else None
