@@ -7,7 +7,11 @@ Both servers answer the same RAG chat requests on the same model with the same r
   HF model behind an API).
 They run one after the other (never together) on a data directory holding a SQuAD article collection. For each
 concurrency level the script sends `--requests` streamed requests (at least twice the concurrency) and prints
-throughput (completion tokens/s), time to first token p50/p95 and request latency p50/p95.
+throughput (completion tokens/s and requests/s), completion tokens per request, time to first token p50/p95 and
+request latency p50/p95. Both do the same work: the same prompt sources (`assistant.prompts.prompt_sources`) and
+greedy generation up to `--max-tokens` or EOS; the platform's stop at the end of the answer line
+(`answer.stop_at_newline`, a product default that shortens answers) is turned off here, else the platform would
+produce fewer tokens per request than the baseline and tokens/s would not compare like with like.
 
     .venv/bin/python bench/bench_serving.py [--concurrency 1 8 32] [--max-tokens 32] [--data-dir DIR]
 
@@ -122,6 +126,8 @@ async def run_level(
         "refused_429": sum(r[3] == 429 for r in results),
         "failed": sum(r[3] not in (200, 429) for r in results),
         "tok_s": sum(tokens) / wall,
+        "req_s": len(admitted) / wall,
+        "tokens_per_request": sum(tokens) / max(len(admitted), 1),
         "ttft_p50": percentile(list(ttfts), 0.5),
         "ttft_p95": percentile(list(ttfts), 0.95),
         "lat_p50": percentile(list(latencies), 0.5),
@@ -141,6 +147,7 @@ def start_server(
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
         "ASSISTANT_MODELS__SERVED_NAME": "bench",
         "ASSISTANT_RETRIEVAL__RELEVANCE_THRESHOLD": "0",
+        "ASSISTANT_ANSWER__STOP_AT_NEWLINE": "false",  # same generated length as the baseline (see the docstring)
     }
     if kind == "platform":
         cmd = [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(data_dir), "--port", str(port)]
@@ -159,7 +166,7 @@ def baseline_app(data_dir: Path) -> Any:
     from assistant.embedding import make_embedder
     from assistant.index import open_index
     from assistant.models import resolve_lm
-    from assistant.prompts import Source, build_rag_messages
+    from assistant.prompts import build_rag_messages, prompt_sources
     from assistant.retrieval import Retriever
     from assistant.settings import Settings
     from assistant.storage import Database
@@ -181,7 +188,7 @@ def baseline_app(data_dir: Path) -> Any:
     def chat(body: dict[str, Any]) -> StreamingResponse:
         history = body["messages"]
         hits = retriever.search(history[-1]["content"])
-        sources = [Source(h.text, h.title or h.source, h.section, h.page) for h in hits]
+        sources = prompt_sources(history[-1]["content"], hits, settings)
         prompt = tokenizer.apply_chat_template(
             build_rag_messages(history, sources), tokenize=False, add_generation_prompt=True
         )
@@ -329,12 +336,13 @@ def main() -> None:
         return
     table = {kind: bench_server(kind, data_dir, args.port, args, questions) for kind in ("platform", "baseline")}
     print(f"\nmodel: default (SmolLM2-135M-Instruct), max_tokens {args.max_tokens}, RAG over {len(files)} paragraphs")
-    header = f"{'server':9} {'conc':>4} {'tok/s':>8} {'ttft p50':>9} {'ttft p95':>9} {'lat p50':>8} {'lat p95':>8}"
-    print(f"{header} {'429s':>5} {'failed':>6}")
+    header = f"{'server':9} {'conc':>4} {'tok/s':>8} {'req/s':>6} {'tok/req':>7} {'ttft p50':>9} {'ttft p95':>9}"
+    print(f"{header} {'lat p50':>8} {'lat p95':>8} {'429s':>5} {'failed':>6}")
     for kind, levels in table.items():
         for concurrency, r in levels.items():
             print(
-                f"{kind:9} {concurrency:>4} {r['tok_s']:8.1f} {r['ttft_p50']:9.3f} {r['ttft_p95']:9.3f} "
+                f"{kind:9} {concurrency:>4} {r['tok_s']:8.1f} {r['req_s']:6.2f} {r['tokens_per_request']:7.1f} "
+                f"{r['ttft_p50']:9.3f} {r['ttft_p95']:9.3f} "
                 f"{r['lat_p50']:8.3f} {r['lat_p95']:8.3f} {r['refused_429']:>5} {r['failed']:>6}"
             )
     for concurrency in args.concurrency:
