@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=30, help="Optimizer steps of the KTO and reward runs.")
     parser.add_argument("--batch-size", type=int, default=4, help="Per-device batch size of every run.")
     parser.add_argument("--max-length", type=int, default=384, help="Longest prompt + answer in tokens.")
+    parser.add_argument(
+        "--eval-max-length",
+        type=int,
+        default=1024,
+        help="Longest held-out pair scored (KTO, reward): most sharegpt pairs exceed the training length.",
+    )
     parser.add_argument("--agnews-train", type=int, default=240, help="AG News rows used for training.")
     parser.add_argument("--agnews-eval", type=int, default=100, help="AG News rows held out for accuracy/F1.")
     parser.add_argument("--classify-steps", type=int, default=60, help="Optimizer steps of the classification SFT.")
@@ -135,7 +141,7 @@ def part_kto(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     train_s = time.time() - started
     base_dir = resolve_lm(settings)
     tokenizer = load_tokenizer(base_dir)
-    pairs = heldout_pairs(tokenizer, held, args.max_length)
+    pairs = heldout_pairs(tokenizer, held, args.eval_max_length)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     before = pair_scores(base, tokenizer, pairs)
     assert outcome.adapter is not None
@@ -161,7 +167,7 @@ def part_reward(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     base_dir = resolve_lm(settings)
     tokenizer = load_tokenizer(base_dir)
     rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
-            for p in heldout_pairs(tokenizer, held, args.max_length)]  # fmt: skip
+            for p in heldout_pairs(tokenizer, held, args.eval_max_length)]  # fmt: skip
     untrained = pair_accuracy(load_reward_base(base_dir, tokenizer.pad_token_id, 0), tokenizer, rows)
     assert outcome.adapter is not None
     trained = pair_accuracy(RewardScorer(base_dir, outcome.adapter.path).model, tokenizer, rows)
