@@ -19,11 +19,11 @@ Admission control: requests beyond `server.max_concurrent_generations` running p
 queued are answered 429 with Retry-After; each level reports how many were refused (and any other failure, which
 must be 0), and the TTFT of the admitted ones.
 
-LoRA overhead (`--lora`, on by default): a LoRA adapter of rank 8 on every projection, zero-initialised as PEFT does
-(so it answers exactly what the base answers, token for token, while vLLM still runs every LoRA matmul), is registered
-in the data directory; the same prompts are sent alternately to the base model and to the adapter, one at a time, and
-the adapter/base latency ratio is printed — with the platform's grouped LoRA ops (serving/engines/lora_ops.py) and
-without them (vLLM's own CPU ops, plugin disabled through VLLM_PLUGINS), in one run.
+LoRA overhead (`--lora-prompts N`, 12 by default, 0 skips it): a LoRA adapter of rank 8 on every projection, zero-
+initialised as PEFT does (so it answers exactly what the base answers, token for token, while vLLM still runs every LoRA
+matmul), is registered in the data directory; the same prompts are sent alternately to the base model and to the
+adapter, one at a time, and the adapter/base latency ratio is printed — with the platform's grouped LoRA ops
+(serving/engines/lora_ops.py) and without them (vLLM's own CPU ops, plugin disabled through VLLM_PLUGINS), in one run.
 """
 
 from __future__ import annotations
