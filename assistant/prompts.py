@@ -39,6 +39,8 @@ class PromptStyle:
     after_question: str = ""
     heading: str = "Sources"
     headers: bool = True
+    numbered: bool = True
+    example: tuple[str, str] | None = None
 
 
 PROMPT_STYLES: dict[str, PromptStyle] = {
@@ -66,6 +68,25 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
     # (`answer.cite_when_missing`). Measured best (bench/bench_answers.py): replies of the other styles began "The
     # answer is:", "The sources mentioned in the question are:" or copied file names.
     "context": PromptStyle("Answer from the context. Short answer only.", heading="Context", headers=False),
+    # The "context" wording with one worked example before the conversation (a question over two sources, answered
+    # by a few words copied from the right one and its number): the small model restates the question in a full
+    # sentence otherwise, and F1 counts every extra word against it.
+    "example": PromptStyle(
+        "Answer from the context. Short answer only.",
+        heading="Context",
+        headers=False,
+        example=(
+            "Context:\n[1] The library opens at nine on weekdays. Loans last three weeks.\n\n"
+            "[2] The new reading room was designed by Maria Lind and opened in 2019.\n\n"
+            "Question: Who designed the reading room?",
+            "Maria Lind [2]",
+        ),
+    ),
+    # The naive peer's prompt exactly: the sources as bare paragraphs, no "[n]" labels for the model to copy into
+    # the answer's place ("The answer to the question is: [1]"); the server cites (`answer.cite_when_missing`).
+    "unnumbered": PromptStyle(
+        "Answer from the context. Short answer only.", heading="Context", headers=False, numbered=False
+    ),
 }
 DEFAULT_PROMPT_STYLE = "context"
 RAG_SYSTEM_PROMPT = PROMPT_STYLES[DEFAULT_PROMPT_STYLE].system
@@ -151,8 +172,11 @@ def prompt_sources(question: str, hits: Sequence[Hit], settings: Settings) -> li
 # ---------------------------------------------------------------- messages
 
 
-def format_sources(sources: Sequence[Source], headers: bool = True) -> str:
-    """Numbered sources separated by blank lines: `[n] header` then the passage text, or `[n] text` without headers."""
+def format_sources(sources: Sequence[Source], headers: bool = True, numbered: bool = True) -> str:
+    """Numbered sources separated by blank lines: `[n] header` then the passage text, or `[n] text` without headers,
+    or the bare passages (`numbered` False)."""
+    if not numbered:
+        return "\n\n".join(src.text.strip() for src in sources)
     if not headers:
         return "\n\n".join(f"[{i}] {src.text.strip()}" for i, src in enumerate(sources, start=1))
     return "\n\n".join(f"[{i}] {src.header()}\n{src.text.strip()}" for i, src in enumerate(sources, start=1))
@@ -162,7 +186,8 @@ def rag_user_turn(question: str, sources: Sequence[Source], style: str = DEFAULT
     """The last user turn with its sources: the form the model is trained and served on."""
     wording = PROMPT_STYLES[style]
     after = wording.after_question
-    body = f"{wording.heading}:\n{format_sources(sources, wording.headers)}\n\nQuestion: {question.strip()}"
+    listed = format_sources(sources, wording.headers, wording.numbered)
+    body = f"{wording.heading}:\n{listed}\n\nQuestion: {question.strip()}"
     return body + (f"\n{after}" if after else "")
 
 
@@ -181,6 +206,10 @@ def build_rag_messages(
     turns = [dict(m) for m in history if m["role"] != "system"]
     base = system_prompt or (PLAIN_SYSTEM_PROMPT if sources is None else PROMPT_STYLES[style].system)
     system = f"{base}\n\n{user_system}" if user_system else base
+    example: list[dict[str, str]] = []
     if sources is not None and turns and turns[-1]["role"] == "user":
         turns[-1] = {"role": "user", "content": rag_user_turn(turns[-1]["content"], sources, style)}
-    return [{"role": "system", "content": system}, *turns]
+        demo = PROMPT_STYLES[style].example
+        if demo is not None and system_prompt is None:
+            example = [{"role": "user", "content": demo[0]}, {"role": "assistant", "content": demo[1]}]
+    return [{"role": "system", "content": system}, *example, *turns]

@@ -71,6 +71,19 @@ VARIANTS = [
     Variant("short + stop, top-3, window ±1", {**STOPPED, "ASSISTANT_ANSWER__SOURCE_WINDOW": "1"}, 3),
     Variant("short + stop, top-5, window ±1", {**STOPPED, "ASSISTANT_ANSWER__SOURCE_WINDOW": "1"}, 5),
     Variant("plain prompt + stop, top-3", {**STOPPED, "ASSISTANT_ANSWER__PROMPT_STYLE": "plain"}, 3),
+    Variant("context prompt, unnumbered sources", {"ASSISTANT_ANSWER__PROMPT_STYLE": "unnumbered"}, None),
+    Variant(
+        "context prompt, unnumbered, no newline stop",
+        {"ASSISTANT_ANSWER__PROMPT_STYLE": "unnumbered", "ASSISTANT_ANSWER__STOP_AT_NEWLINE": "false"},
+        None,
+    ),
+    Variant("context prompt (numbered), no newline stop", {"ASSISTANT_ANSWER__STOP_AT_NEWLINE": "false"}, None),
+    Variant("context prompt + worked example", {"ASSISTANT_ANSWER__PROMPT_STYLE": "example"}, None),
+    Variant(
+        "context prompt + worked example, top-5",
+        {"ASSISTANT_ANSWER__PROMPT_STYLE": "example"},
+        5,
+    ),
     Variant("platform defaults", {}, None),
 ]
 

@@ -60,7 +60,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=640)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--gold-probability", type=float, default=0.8)
+    parser.add_argument("--gold-probability", type=float, default=0.95)
     parser.add_argument("--gate-questions", type=int, default=8, help="Held-out questions the job's gate asks.")
     parser.add_argument("--max-tokens", type=int, default=32, help="Answer length limit when asking.")
     parser.add_argument("--lora-layers", type=int, default=8, help="LoRA on the top N decoder layers only.")

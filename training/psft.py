@@ -9,8 +9,9 @@ GRPO trainers, dropout is disabled in the model by default (`disable_dropout`), 
 1 and the gradient is the SFT gradient; tokens whose ratio is past 1 + eps_high get none. With the positive advantage
 of SFT, `eps_low` never changes the loss (min(r, clip(r, ...)) = r below 1 - eps_low); the share of such tokens is
 logged. Like TRL's `SFTTrainer.compute_loss`, a loss normalised by `num_items_in_batch` (the target tokens of every
-rank) is multiplied by the number of processes, because DDP averages the gradients across ranks. Evaluation uses the
-plain SFT loss (token NLL), so validation loss and perplexity compare across methods.
+rank) is multiplied by the number of processes, because DDP averages the gradients across ranks; and like it, the
+training tokens seen are counted into `num_tokens` (the job's tokens/s reads it). Evaluation uses the plain SFT loss
+(token NLL), so validation loss and perplexity compare across methods.
 """
 
 from __future__ import annotations
@@ -106,7 +107,17 @@ class PSFTTrainer(SFTTrainer):
             # as TRL's SFTTrainer: `num_items_in_batch` counts every rank's tokens and DDP averages the gradients
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         self._log_ratio_metrics(ratio, mask, outputs)
+        self._count_train_tokens(inputs)
         return (loss, outputs) if return_outputs else loss
+
+    def _count_train_tokens(self, inputs: dict[str, Any]) -> None:
+        """TRL's `num_tokens` (input tokens, no padding), counted by SFT's loss, which this one replaces."""
+        if "attention_mask" in inputs:
+            local = inputs["attention_mask"].sum()
+        else:  # padding-free: one flattened row, its length is the token count
+            local = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+        self._total_train_tokens += self.accelerator.gather_for_metrics(local).sum().item() // self._tp_size
+        self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
 
     def _log_ratio_metrics(self, ratio: torch.Tensor, mask: torch.Tensor, outputs: Any) -> None:
         n = mask.sum().clamp(min=1)

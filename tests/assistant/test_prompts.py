@@ -69,13 +69,13 @@ def test_prompt_sources_trim_each_source_when_asked(tmp_path: Path) -> None:
     assert trimmed[1].text == "Short one."
 
 
-def test_every_style_puts_numbered_sources_next_to_the_question() -> None:
+def test_every_style_puts_its_sources_next_to_the_question() -> None:
     sources = prompt_sources("reset", [_hit(1, "Hold reset.")], Settings(data_dir=Path("unused")))
     for style in PROMPT_STYLES:
         messages = build_rag_messages([{"role": "user", "content": "How to reset?"}], sources, style=style)
         wording = PROMPT_STYLES[style]
         assert messages[0]["content"] == wording.system
-        label = "[1] title1\n" if wording.headers else "[1] "
+        label = ("[1] title1\n" if wording.headers else "[1] ") if wording.numbered else ""
         assert messages[-1]["content"].startswith(f"{wording.heading}:\n{label}Hold reset.\n\nQuestion: How to reset?")
 
 
@@ -87,3 +87,35 @@ def test_the_default_style_numbers_sources_without_file_names() -> None:
         "Context:\n[1] Hold reset for ten seconds.\n\n[2] Claims go to the shop.\n\nQuestion: How to reset?"
     )
     assert ".txt" not in user
+
+
+def test_the_unnumbered_style_is_the_naive_peers_prompt_word_for_word() -> None:
+    sources = [Source("Hold reset for ten seconds.", "router.txt"), Source("Claims go to the shop.", "warranty.txt")]
+    messages = build_rag_messages([{"role": "user", "content": "How to reset?"}], sources, style="unnumbered")
+    # bench/bench_answers.py builds the peer's messages by hand: the same two messages
+    assert messages == [
+        {"role": "system", "content": "Answer from the context. Short answer only."},
+        {
+            "role": "user",
+            "content": "Context:\nHold reset for ten seconds.\n\nClaims go to the shop.\n\nQuestion: How to reset?",
+        },
+    ]
+
+
+def test_the_example_style_puts_its_worked_example_before_the_conversation_only_with_sources() -> None:
+    demo_question, demo_answer = PROMPT_STYLES["example"].example or ("", "")
+    sources = [Source("Hold reset for ten seconds.", "router.txt")]
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    history.append({"role": "user", "content": "How to reset?"})
+    messages = build_rag_messages(history, sources, style="example")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert (messages[1]["content"], messages[2]["content"]) == (demo_question, demo_answer)
+    assert messages[3:5] == history[:2]
+    assert messages[-1]["content"].endswith("[1] Hold reset for ten seconds.\n\nQuestion: How to reset?")
+    # the demo is laid out as the served turn is, so the model sees one format twice
+    assert demo_question.startswith("Context:\n[1] ") and "\n\nQuestion: " in demo_question
+    # no sources (retrieval off) or an explicit system prompt: no demo
+    plain = build_rag_messages(history, None, style="example")
+    assert [m["role"] for m in plain] == ["system", "user", "assistant", "user"]
+    custom = build_rag_messages(history, sources, style="example", system_prompt="Be brief.")
+    assert demo_answer not in [m["content"] for m in custom]

@@ -114,3 +114,23 @@ def test_padding_free_batches_give_the_padded_loss(
             trainer.refresh_snapshot()
         losses.append(trainer.compute_loss(trainer.model, dict(batch)).item())
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_counts_training_tokens_as_trl_sft_does(
+    settings: Settings, sft_file: Path, tmp_path: Path, padding_free: bool
+) -> None:
+    """The job's tokens/s reads TRL's `num_tokens`: PSFT's loss must count the same tokens SFT's does."""
+    counts = []
+    for method in ("sft", "psft"):
+        runner = make_runner(settings, method, sft_file, tmp_path / method, padding_free=padding_free)
+        trainer, _ = prepared(runner, randomize_lora=0.05)
+        batch = first_batch(trainer, 4)
+        trainer.model.train()
+        if method == "psft":
+            trainer.refresh_snapshot()
+        for _ in range(2):  # cumulative, as TRL's
+            trainer.compute_loss(trainer.model, dict(batch))
+        counts.append(trainer._metrics["train"]["num_tokens"])
+    real = int(batch["attention_mask"].sum()) if not padding_free else batch["position_ids"].size(1)
+    assert counts[1] == counts[0] == [2 * real]

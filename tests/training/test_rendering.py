@@ -77,3 +77,19 @@ def test_bm25_distractor_protocol() -> None:
     passages = [Source("Paris is on the Seine."), Source("Invoices are due in thirty days."), Source("Routers reset.")]
     retriever = BM25Distractors(passages)
     assert retriever("When are invoices due?", 1)[0].text.startswith("Invoices")
+
+
+def test_a_styles_worked_example_is_prompt_not_a_training_target(tiny_model_dir: Path) -> None:
+    tokenizer = load_tokenizer(tiny_model_dir)
+    sources = (Source("The warranty lasts two years.", title="Policy"),)
+    example = ChatExample(
+        ({"role": "user", "content": "How long is the warranty?"}, {"role": "assistant", "content": "Two years [1]"}),
+        sources,
+    )
+    encoded = tokenize_chat(tokenizer, example, style="example")
+    target = tokenizer.decode([t for t in encoded["labels"] if t != IGNORE_INDEX])
+    assert target == "Two years [1]" + tokenizer.eos_token
+    served = build_rag_messages([dict(example.messages[0])], list(sources), style="example")
+    prompt = tokenizer.apply_chat_template(served, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert encoded["input_ids"][: len(prompt_ids)] == prompt_ids  # the demo is in the prompt, as served

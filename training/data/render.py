@@ -6,7 +6,8 @@ retrieval on or off) in the served wording: `style` is `settings.answer.prompt_s
 renderer); the completion is the answer text followed by the EOS token. Text is encoded with
 `assistant.chat_template.encode` (`add_special_tokens=False`), as the server encodes its prompts.
 `tokenize_chat` returns `input_ids` and `labels` (-100 outside assistant turns): every assistant turn is a
-target when the template renders turn by turn consistently, otherwise only the last one (the history is prompt).
+target when the template renders turn by turn consistently, otherwise only the last one (the history is prompt);
+a style's worked example (the demo turns the server puts before the conversation) is prompt, never a target.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from assistant.chat_template import encode, render_prompt
-from assistant.prompts import DEFAULT_PROMPT_STYLE, build_rag_messages
+from assistant.prompts import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, build_rag_messages
 from training.data.records import ChatExample, Message, PreferenceExample
 
 IGNORE_INDEX = -100
@@ -41,7 +42,7 @@ def tokenize_chat(tokenizer: Any, example: ChatExample, style: str = DEFAULT_PRO
     labels: list[int] = []
     rendered = ""
     for j, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or _is_worked_example(messages, j, style):
             continue
         prefix = render_prompt(tokenizer, messages[:j])
         if not prefix.startswith(rendered):
@@ -52,6 +53,12 @@ def tokenize_chat(tokenizer: Any, example: ChatExample, style: str = DEFAULT_PRO
         labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
         rendered = prefix + message["content"] + tokenizer.eos_token
     return {"input_ids": input_ids, "labels": labels}
+
+
+def _is_worked_example(messages: Sequence[Message], j: int, style: str) -> bool:
+    """The demo answer `build_rag_messages` inserts right after the system prompt for a style with an example."""
+    demo = PROMPT_STYLES[style].example
+    return demo is not None and j == 2 and (messages[1]["content"], messages[2]["content"]) == demo
 
 
 def _last_turn_only(tokenizer: Any, messages: Sequence[Message]) -> dict[str, list[int]]:
