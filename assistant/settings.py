@@ -153,8 +153,8 @@ class AnswerSettings(Section):
         description="Trim each source to the sentence sharing most words with the question plus this many sentences "
         "either side (None = the whole chunk).",
     )
-    prompt_style: Literal["context", "example", "unnumbered", "short", "original", "plain"] = Field(
-        "context",
+    prompt_style: Literal["example", "context", "unnumbered", "short", "original", "plain"] = Field(
+        "example",
         description="Wording of the grounded prompt (assistant.prompts.PROMPT_STYLES). Training renders with the "
         "default: change it only to compare wordings.",
     )

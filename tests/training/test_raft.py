@@ -104,7 +104,8 @@ def test_job_holds_out_documents_for_the_gate(collection_dir: Path, tiny_model_d
 
     settings = rag_settings(collection_dir, tiny_model_dir)
     request = TrainingRequest("psft", [qa_file(collection_dir)], name="rag", collection="handbook", holdout=True,
-                              options={**FAST_OPTIONS, "max_steps": 1, "eval_split": 0.2, "min_tokens": 1},
+                              options={**FAST_OPTIONS, "max_steps": 1, "eval_split": 0.2, "min_tokens": 1,
+                                       "max_length": 1024},  # the default style's demo turn is prompt too
                               output_dir=tmp_path / "run")  # fmt: skip
     outcome = run_training(settings, request)
     heldout = HeldOut.load(outcome.run_dir)
