@@ -43,6 +43,9 @@ class PromptStyle:
     example: tuple[str, str] | None = None
 
 
+# The naive peer's instruction, shared by the styles measured against it.
+CONTEXT_INSTRUCTION = "Answer from the context. Short answer only."
+
 PROMPT_STYLES: dict[str, PromptStyle] = {
     # The original wording (issue 10 baseline: answers ran on and hallucinated).
     "original": PromptStyle(
@@ -67,14 +70,14 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
     # sources numbered "[1]" and no file-name headers; the citation is added by the server when the reply has none
     # (`answer.cite_when_missing`). Measured better than the styles above (bench/bench_answers.py): their replies
     # began "The answer is:", "The sources mentioned in the question are:" or copied file names.
-    "context": PromptStyle("Answer from the context. Short answer only.", heading="Context", headers=False),
+    "context": PromptStyle(CONTEXT_INSTRUCTION, heading="Context", headers=False),
     # The default: the "context" wording with one worked example before the conversation (a question over two
     # sources, answered by a few words copied from the right one and its number); the small model restates the
     # question in a full sentence otherwise, and F1 counts every extra word against it. Measured on the SQuAD half
     # (bench/bench_answers.py, seed 0, greedy): F1 0.095 vs 0.087 for "context" on 150 questions (0.105 vs 0.099
-    # on 60), contains-answer 0.227 vs 0.200, for ~0.35 s more median latency (the demo's ~70 prompt tokens).
+    # on 60), contains-answer 0.227 vs 0.200, for ~0.35 s more median latency (the demo's extra prompt tokens).
     "example": PromptStyle(
-        "Answer from the context. Short answer only.",
+        CONTEXT_INSTRUCTION,
         heading="Context",
         headers=False,
         example=(
@@ -86,9 +89,7 @@ PROMPT_STYLES: dict[str, PromptStyle] = {
     ),
     # The naive peer's prompt exactly: the sources as bare paragraphs, no "[n]" labels for the model to copy into
     # the answer's place ("The answer to the question is: [1]"); the server cites (`answer.cite_when_missing`).
-    "unnumbered": PromptStyle(
-        "Answer from the context. Short answer only.", heading="Context", headers=False, numbered=False
-    ),
+    "unnumbered": PromptStyle(CONTEXT_INSTRUCTION, heading="Context", headers=False, numbered=False),
 }
 DEFAULT_PROMPT_STYLE = "example"
 RAG_SYSTEM_PROMPT = PROMPT_STYLES[DEFAULT_PROMPT_STYLE].system
@@ -215,3 +216,10 @@ def build_rag_messages(
         if demo is not None and system_prompt is None:
             example = [{"role": "user", "content": demo[0]}, {"role": "assistant", "content": demo[1]}]
     return [{"role": "system", "content": system}, *example, *turns]
+
+
+def is_worked_example(messages: Sequence[dict[str, str]], index: int, style: str) -> bool:
+    """Whether `messages[index]` is the demo answer `build_rag_messages` put right after the system prompt: prompt
+    for the model, never a training target."""
+    demo = PROMPT_STYLES[style].example
+    return demo is not None and index == 2 and (messages[1]["content"], messages[2]["content"]) == demo

@@ -11,13 +11,18 @@ from training.data.render import IGNORE_INDEX, render_preference, tokenize_chat
 from training.modeling import load_tokenizer
 
 
+def _warranty_example(answer: str) -> ChatExample:
+    """One RAG question over one source, answered with `answer`."""
+    question = {"role": "user", "content": "How long is the warranty?"}
+    return ChatExample(
+        (question, {"role": "assistant", "content": answer}), (Source("The warranty lasts two years.", title="Policy"),)
+    )
+
+
 def test_chat_tokens_match_server_prompt_and_mask(tiny_model_dir: Path) -> None:
     tokenizer = load_tokenizer(tiny_model_dir)
-    sources = (Source("The warranty lasts two years.", title="Policy"),)
-    example = ChatExample(
-        ({"role": "user", "content": "How long is the warranty?"}, {"role": "assistant", "content": "Two years [1]."}),
-        sources,
-    )
+    example = _warranty_example("Two years [1].")
+    sources = example.sources or ()
     encoded = tokenize_chat(tokenizer, example)
     server_messages = build_rag_messages([{"role": "user", "content": "How long is the warranty?"}], list(sources))
     server_prompt = tokenizer.apply_chat_template(server_messages, tokenize=False, add_generation_prompt=True)
@@ -81,11 +86,8 @@ def test_bm25_distractor_protocol() -> None:
 
 def test_a_styles_worked_example_is_prompt_not_a_training_target(tiny_model_dir: Path) -> None:
     tokenizer = load_tokenizer(tiny_model_dir)
-    sources = (Source("The warranty lasts two years.", title="Policy"),)
-    example = ChatExample(
-        ({"role": "user", "content": "How long is the warranty?"}, {"role": "assistant", "content": "Two years [1]"}),
-        sources,
-    )
+    example = _warranty_example("Two years [1]")
+    sources = example.sources or ()
     encoded = tokenize_chat(tokenizer, example, style="example")
     target = tokenizer.decode([t for t in encoded["labels"] if t != IGNORE_INDEX])
     assert target == "Two years [1]" + tokenizer.eos_token

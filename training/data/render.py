@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from assistant.chat_template import encode, render_prompt
-from assistant.prompts import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, build_rag_messages
+from assistant.prompts import DEFAULT_PROMPT_STYLE, build_rag_messages, is_worked_example
 from training.data.records import ChatExample, Message, PreferenceExample
 
 IGNORE_INDEX = -100
@@ -42,7 +42,7 @@ def tokenize_chat(tokenizer: Any, example: ChatExample, style: str = DEFAULT_PRO
     labels: list[int] = []
     rendered = ""
     for j, message in enumerate(messages):
-        if message["role"] != "assistant" or _is_worked_example(messages, j, style):
+        if message["role"] != "assistant" or is_worked_example(messages, j, style):
             continue
         prefix = render_prompt(tokenizer, messages[:j])
         if not prefix.startswith(rendered):
@@ -53,12 +53,6 @@ def tokenize_chat(tokenizer: Any, example: ChatExample, style: str = DEFAULT_PRO
         labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
         rendered = prefix + message["content"] + tokenizer.eos_token
     return {"input_ids": input_ids, "labels": labels}
-
-
-def _is_worked_example(messages: Sequence[Message], j: int, style: str) -> bool:
-    """The demo answer `build_rag_messages` inserts right after the system prompt for a style with an example."""
-    demo = PROMPT_STYLES[style].example
-    return demo is not None and j == 2 and (messages[1]["content"], messages[2]["content"]) == demo
 
 
 def _last_turn_only(tokenizer: Any, messages: Sequence[Message]) -> dict[str, list[int]]:
