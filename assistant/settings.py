@@ -79,6 +79,14 @@ class EngineSettings(Section):
     kv_cache_gib: int = Field(
         1, ge=1, description="CPU KV-cache size in whole GiB (exported as VLLM_CPU_KVCACHE_SPACE; vLLM-CPU needs it)."
     )
+    cpu_threads_bind: str = Field(
+        "all",
+        pattern=r"^(all|auto|nobind|[0-9,\-|]+)$",
+        description="CPU cores vLLM's model threads are bound to (exported as VLLM_CPU_OMP_THREADS_BIND): 'all' = "
+        "every core this process may run on; 'auto' = vLLM's own choice, which reserves a core for its scheduler (on "
+        "2 cores the model then runs on one: single-stream answers 1.4x slower, see bench/bench_serving.py); "
+        "'nobind', or core lists such as '0-3'.",
+    )
     gpu_memory_utilization: float = Field(
         0.5, gt=0, le=1, description="Share of GPU memory vLLM may take; the rest is left to training jobs."
     )

@@ -6,7 +6,8 @@ Both servers answer the same RAG chat requests on the same model with the same r
   transformers `model.generate` in a worker thread, streaming through `TextIteratorStreamer` (the common way to put an
   HF model behind an API).
 They run one after the other (never together) on a data directory holding a SQuAD article collection. For each
-concurrency level the script sends `--requests` streamed requests (at least twice the concurrency) and prints
+concurrency level the script sends `--requests` streamed requests (at least twice the concurrency; every level asks
+its own questions, so no full prompt is served from the prefix cache, only the shared system prompt) and prints
 throughput (completion tokens/s and requests/s), completion tokens per request, time to first token p50/p95 and
 request latency p50/p95. Both do the same work: the same prompt sources (`assistant.prompts.prompt_sources`) and
 greedy generation up to `--max-tokens` or EOS; the platform's stop at the end of the answer line
@@ -22,7 +23,7 @@ must be 0), and the TTFT of the admitted ones.
 LoRA overhead (`--lora-prompts N`, 12 by default, 0 skips it): a LoRA adapter of rank 8 on every projection, zero-
 initialised as PEFT does (so it answers exactly what the base answers, token for token, while vLLM still runs every LoRA
 matmul), is registered in the data directory; the same prompts are sent alternately to the base model and to the
-adapter, one at a time, and the adapter/base latency ratio is printed — with the platform's grouped LoRA ops
+adapter, one at a time, and the adapter/base latency ratio is printed — with the platform's LoRA ops
 (serving/engines/lora_ops.py) and without them (vLLM's own CPU ops, plugin disabled through VLLM_PLUGINS), in one run.
 """
 
@@ -113,10 +114,10 @@ async def run_level(
 
     async def bounded(client: httpx.AsyncClient, i: int) -> tuple[float, float, int, int]:
         async with semaphore:
-            return await one_request(client, questions[i % len(questions)], max_tokens)
+            return await one_request(client, questions[1 + i % (len(questions) - 1)], max_tokens)
 
     async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
-        await one_request(client, questions[0], 4)  # warm-up
+        await one_request(client, questions[0], 4)  # warm-up, on a question the level does not ask again
         start = time.perf_counter()
         results = await asyncio.gather(*(bounded(client, i) for i in range(requests)))
         wall = time.perf_counter() - start
@@ -266,7 +267,7 @@ async def alternate(base_url: str, questions: list[str], adapter: str, max_token
 def bench_lora(data_dir: Path, port: int, questions: list[str], max_tokens: int) -> dict[str, dict[str, float]]:
     adapter = register_zero_adapter(data_dir)
     results = {}
-    for label, env in (("grouped ops", {}), ("vLLM CPU ops", {"VLLM_PLUGINS": VLLM_OWN_PLUGINS})):
+    for label, env in (("platform ops", {}), ("vLLM CPU ops", {"VLLM_PLUGINS": VLLM_OWN_PLUGINS})):
         proc = start_server("platform", data_dir, port, env)
         try:
             wait_ready(f"http://127.0.0.1:{port}", proc)
@@ -299,10 +300,14 @@ def bench_server(
     base_url = f"http://127.0.0.1:{port}"
     try:
         print(f"{kind}: ready in {wait_ready(base_url, proc):.1f} s", flush=True)
-        results = {}
+        results, asked = {}, 0
         for concurrency in args.concurrency:
+            # each level asks questions no earlier level asked: a repeated prompt would be a full prefix-cache hit for
+            # the platform (not for the baseline) and inflate its throughput
             requests = max(args.requests, 2 * concurrency)
-            results[concurrency] = asyncio.run(run_level(base_url, questions, concurrency, requests, args.max_tokens))
+            level = questions[asked : asked + requests + 1]
+            asked += requests + 1
+            results[concurrency] = asyncio.run(run_level(base_url, level, concurrency, requests, args.max_tokens))
             print(f"{kind}: concurrency {concurrency} done", flush=True)
         return results
     finally:

