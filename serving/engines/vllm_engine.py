@@ -50,8 +50,9 @@ class _SchedulerStatsLogger:
         pass
 
 
-def cpu_threads_bind(setting: str) -> str:
-    """VLLM_CPU_OMP_THREADS_BIND for a `cpu_threads_bind` setting: 'all' becomes the cores this process may use.
+def cpu_threads_bind(setting: str, workers: int = 1) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for a `cpu_threads_bind` setting: 'all' becomes the cores this process may use,
+    split into `workers` equal '|'-separated lists (one per tensor-parallel worker, as vLLM expects).
 
     vLLM's 'auto' keeps one core per worker for its scheduler process, which idles between steps; on a small machine
     that halves the cores doing the model's matmuls (2 cores: one), while the scheduler and the API server need little.
@@ -59,8 +60,10 @@ def cpu_threads_bind(setting: str) -> str:
     if setting != "all":
         return setting
     affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
-    cores = sorted(affinity(0)) if affinity else range(os.cpu_count() or 1)
-    return ",".join(str(core) for core in cores)
+    cores = sorted(affinity(0)) if affinity else list(range(os.cpu_count() or 1))
+    share = max(1, len(cores) // workers)
+    groups = [cores[i * share : (i + 1) * share] or cores[-1:] for i in range(workers)]
+    return "|".join(",".join(str(core) for core in group) for group in groups)
 
 
 class VLLMEngine(TokenizerMixin):
@@ -77,7 +80,10 @@ class VLLMEngine(TokenizerMixin):
 
     async def start(self) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.kv_cache_gib))
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_threads_bind(self.settings.cpu_threads_bind))
+        os.environ.setdefault(
+            "VLLM_CPU_OMP_THREADS_BIND",
+            cpu_threads_bind(self.settings.cpu_threads_bind, self.settings.tensor_parallel_size),
+        )
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

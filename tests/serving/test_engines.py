@@ -60,6 +60,12 @@ def test_model_threads_run_on_every_core(live_server: LiveServer) -> None:
     assert all(sorted(p.cpu_affinity()) == allowed for p in engines)
     assert cpu_threads_bind("all") == ",".join(map(str, allowed))
     assert cpu_threads_bind("0-1") == "0-1" and cpu_threads_bind("auto") == "auto"
+    if len(allowed) >= 2:  # one core list per tensor-parallel worker
+        halves = cpu_threads_bind("all", workers=2).split("|")
+        assert (
+            len(halves) == 2
+            and sorted(int(c) for h in halves for c in h.split(",")) == allowed[: len(allowed) // 2 * 2]
+        )
 
 
 def test_lora_adapter_per_request_changes_output(vllm_outputs: dict[str, list[str]]) -> None:
