@@ -40,15 +40,14 @@ def _grouped_matmul(inputs: torch.Tensor, weights: torch.Tensor, indices: torch.
     x = inputs.to(dtype=dtype)
     if x.shape[0] == 0:
         return x.new_zeros((0, stacked.shape[1]))
-    first = int(indices[0])
-    if first >= 0 and bool((indices == first).all()):
-        return x @ stacked[first].to(dtype=dtype).T
+    slot = step_slot(indices)
+    if slot is not _MIXED and slot >= 0:
+        return x @ stacked[slot].to(dtype=dtype).T
     out = x.new_zeros((x.shape[0], stacked.shape[1]))
-    for slot in torch.unique(indices).tolist():
-        if slot < 0:
-            continue
-        rows = (indices == slot).nonzero(as_tuple=True)[0]
-        out[rows] = x[rows] @ stacked[slot].to(dtype=dtype).T
+    for each in torch.unique(indices).tolist():
+        if each >= 0:
+            rows = (indices == each).nonzero(as_tuple=True)[0]
+            out[rows] = x[rows] @ stacked[each].to(dtype=dtype).T
     return out
 
 
