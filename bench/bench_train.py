@@ -4,8 +4,9 @@ In one run, each phase in its own subprocess (so peak memory is per phase):
   1. `sft`   : LoRA SFT through `training.service.run_training` on SQuAD-derived RAG examples (question + gold paragraph
                + distractors, rendered with the server's prompt); validation perplexity on the held-out split before
                and after (it must fall).
-  1b. `sft_today`: the same run with the former job configuration (padded batches, LoRA on every layer): tokens/s,
-               peak memory and validation loss side by side with the defaults.
+  1b. `sft_before`, `sft_today`: the same run with former job configurations, float32 and every position scored
+               as then (before: padding-free, top-8-layer LoRA; today: the issue's job, padded, LoRA on every
+               layer): tokens/s, peak memory and validation loss side by side with the defaults.
   2. `plain` : a plain TRL `SFTTrainer` with default settings (full fine-tuning, loss on all tokens) on the same
                examples for the same number of steps, for tokens/s and peak memory side by side.
   3. `dpo`   : LoRA DPO on the sharegpt preference pairs; held-out reward accuracy and margin after training.
@@ -32,12 +33,15 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 
 
+PHASE_NAMES = ("sft", "sft_before", "sft_today", "plain", "dpo")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="Platform data dir (model, registry).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "train", help="Run directories here.")
-    parser.add_argument("--phase", choices=["sft", "sft_today", "plain", "dpo"], help="Run one phase only (internal).")
-    parser.add_argument("--phases", default="sft,sft_today,plain,dpo", help="Phases to run, comma-separated.")
+    parser.add_argument("--phase", choices=list(PHASE_NAMES), help="Run one phase only (internal).")
+    parser.add_argument("--phases", default=",".join(PHASE_NAMES), help="Phases to run, comma-separated.")
     parser.add_argument("--squad-limit", type=int, default=300, help="SQuAD questions to draw.")
     parser.add_argument("--distractors", type=int, default=1, help="Distractor passages per RAG example.")
     parser.add_argument("--max-length", type=int, default=384, help="Longest SFT sequence in tokens.")
@@ -84,17 +88,26 @@ def tokens_per_second(log_history: list[dict[str, Any]]) -> tuple[float, float]:
     return float(tokens), tokens / runtime
 
 
-# The job configuration before issue 10's speed work: padded batches, LoRA on every decoder layer.
-TODAY = {"padding_free": False, "lora_layers": 10**3}
+# Former job configurations, each run as it ran then: float32 and TRL scoring every position on CPU.
+# "today": the issue's original job (padded batches, LoRA on every decoder layer);
+# "before": the defaults until bf16 autocast and labelled-positions-only logits (padding-free, top-8-layer LoRA).
+FORMER = {
+    "sft_today": {"padding_free": False, "lora_layers": 10**3, "bf16": False},
+    "sft_before": {"padding_free": True, "bf16": False},
+}
 
 
-def phase_sft_today(args: argparse.Namespace) -> dict[str, Any]:
-    """The same LoRA SFT run with the former job configuration (padded batches, LoRA on every layer)."""
-    return phase_sft(args, TODAY, "sft_today")
+def phase_former(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The same LoRA SFT run with a former job configuration."""
+    import training.trainers
+
+    training.trainers.score_labelled_positions_only = lambda: False  # TRL's own CPU behaviour: every position
+    return phase_sft(args, FORMER[name], name)
 
 
 def phase_sft(args: argparse.Namespace, extra: dict[str, Any] | None = None, name: str = "sft") -> dict[str, Any]:
-    """LoRA SFT with the project defaults (padding-free batches, LoRA on the top layers)."""
+    """LoRA SFT with the project defaults (padded batches, LoRA on the top layers, bf16 autocast where the CPU has
+    it, loss logits at the answer positions only)."""
     from training.service import TrainingRequest, run_training
 
     squad = SHARED / "squad-v1.1-dev-part1.json"
@@ -161,6 +174,12 @@ def _cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _cpu_bf16() -> bool:
+    from training.cpu_speed import cpu_bf16_supported
+
+    return cpu_bf16_supported() and not _cuda()
+
+
 def phase_dpo(args: argparse.Namespace) -> dict[str, Any]:
     from training.service import TrainingRequest, run_training
 
@@ -186,7 +205,13 @@ def phase_dpo(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-PHASES = {"sft": phase_sft, "sft_today": phase_sft_today, "plain": phase_plain, "dpo": phase_dpo}
+PHASES = {
+    "sft": phase_sft,
+    "sft_before": lambda args: phase_former(args, "sft_before"),
+    "sft_today": lambda args: phase_former(args, "sft_today"),
+    "plain": phase_plain,
+    "dpo": phase_dpo,
+}
 
 
 def run_phase(args: argparse.Namespace) -> None:
@@ -228,19 +253,25 @@ def report(results: dict[str, Any], out: Path) -> None:
         f"entropy {sft['before']['entropy']:.3f} -> {sft['after']['entropy']:.3f})"
     )
     print("\n== throughput and memory (same data) ==")
-    print(f"{'run':<44}{'tokens/s':>10}{'peak MB':>10}{'tokens':>10}{'wall s':>8}{'val loss':>10}")
-    rows = [("ours now: top-8-layer LoRA, padding-free", "sft"), ("ours before: all-layer LoRA, padded", "sft_today")]
+    print(f"{'run':<52}{'tokens/s':>10}{'peak MB':>10}{'tokens':>10}{'wall s':>8}{'val loss':>10}")
+    rows = [
+        ("ours now: top-8 LoRA, padded, bf16*, answer logits", "sft"),
+        ("ours before: top-8 LoRA, padding-free, fp32", "sft_before"),
+        ("issue's job: all-layer LoRA, padded, fp32", "sft_today"),
+    ]
     for label, key in rows:
         if key in results:
             r = results[key]
-            print(f"{label:<44}{r['tokens_per_s']:>10.1f}{r['peak_memory_mb']:>10.0f}{r['train_tokens']:>10.0f}"
+            print(f"{label:<52}{r['tokens_per_s']:>10.1f}{r['peak_memory_mb']:>10.0f}{r['train_tokens']:>10.0f}"
                   f"{r['train_runtime_s']:>8.0f}{r['after']['loss']:>10.4f}")  # fmt: skip
-    if "sft_today" in results:
-        ratio = sft["tokens_per_s"] / results["sft_today"]["tokens_per_s"]
-        print(f"tokens/s now / before: {ratio:.2f}x (same examples, same steps)")
+    for key in ("sft_before", "sft_today"):
+        if key in results:
+            ratio = sft["tokens_per_s"] / results[key]["tokens_per_s"]
+            print(f"tokens/s now / {key}: {ratio:.2f}x (same examples, same steps)")
+    print(f"* bf16 autocast on this CPU: {_cpu_bf16()} (AVX512-BF16 or AMX-BF16); float32 otherwise")
     if "plain" in results:
         plain = results["plain"]
-        print(f"{'TRL SFTTrainer defaults (full FT)':<44}{plain['tokens_per_s']:>10.1f}"
+        print(f"{'TRL SFTTrainer defaults (full FT)':<52}{plain['tokens_per_s']:>10.1f}"
               f"{plain['peak_memory_mb']:>10.0f}{plain['train_tokens']:>10.0f}")  # fmt: skip
     if "dpo" in results:
         dpo = results["dpo"]

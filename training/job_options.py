@@ -108,7 +108,7 @@ _SELECTION = {  # relevance / diversity selection (training/data/relevance.py), 
     "diversity_method": Bound(str, choices=("kcenter", "clusters")),
 }
 
-_BATCHING = {"padding_free": Bound(bool)}  # SFT/PSFT: padding-free batches (the default) or padded ones
+_BATCHING = {"padding_free": Bound(bool)}  # SFT/PSFT: padded batches (the default) or padding-free ones
 METHOD_OPTIONS: dict[str, dict[str, Bound]] = {
     "sft": {**_RAFT, **_BATCHING},
     "psft": {

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from assistant.models import resolve_lm
 from assistant.settings import Settings
 from training.budget import TimeBudgetCallback, enable_best_checkpoint
+from training.cpu_speed import score_labelled_positions_only
 from training.data.formats import load_preference_examples, load_sft_examples
 from training.data.rag import (
     ServingSources,
@@ -214,6 +215,7 @@ class MethodRunner:
 
             self.config.eval_strategy = IntervalStrategy.NO
         self.setup_budget(val)
+        score_labelled_positions_only()
         trainer = self.build_trainer(self.build_model(), train, val)
         self.is_main_process = trainer.accelerator.is_main_process
         before = self.evaluate(trainer, val, "before")

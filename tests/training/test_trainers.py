@@ -240,26 +240,24 @@ def test_lora_layers_adapts_and_changes_only_the_top_layers(settings: Settings, 
     assert reached == []
 
 
-def test_defaults_padding_free_sft_and_top_layers() -> None:
+def test_defaults_padded_batches_and_top_layers() -> None:
     from types import SimpleNamespace
 
     from training.modeling import top_layers
 
     sft = build_run_config("sft", Path("/tmp/x"))
     dpo = build_run_config("dpo", Path("/tmp/x"))
-    assert sft.padding_free is True and sft.lora_layers == 8
+    assert sft.padding_free is False and sft.lora_layers == 8
     assert dpo.padding_free is False and dpo.lora_layers == 8
     model = SimpleNamespace(config=SimpleNamespace(get_text_config=lambda: SimpleNamespace(num_hidden_layers=30)))
     assert top_layers(model, 8) == list(range(22, 30))
     assert top_layers(model, 30) is None and top_layers(model, None) is None
 
 
-def test_default_padding_free_loss_matches_per_example_computation(
-    settings: Settings, sft_file: Path, tmp_path: Path
-) -> None:
-    """The default SFT batch (padding-free: examples flattened into one row) gives the token-mean NLL of the answer
-    tokens computed independently, one unpadded example at a time."""
-    runner = make_runner(settings, "sft", sft_file, tmp_path / "run")
+def test_padding_free_loss_matches_per_example_computation(settings: Settings, sft_file: Path, tmp_path: Path) -> None:
+    """A padding-free SFT batch (examples flattened into one row) gives the token-mean NLL of the answer tokens
+    computed independently, one unpadded example at a time."""
+    runner = make_runner(settings, "sft", sft_file, tmp_path / "run", padding_free=True)
     assert runner.config.padding_free
     torch.manual_seed(0)
     trainer, train = prepared(runner, randomize_lora=0.05)
