@@ -16,7 +16,7 @@ held-out F1, validation loss on shared alpaca records before/after, entropy).
 
 Goal (issue 10): adapter F1 >= 0.45 and >= 4x the base's, from a job of at most 15 minutes, latency p50 <= 3 s.
 
-    .venv/bin/python bench/bench_learning.py [--train-questions 400 --eval-questions 60 --max-minutes 14] [--psft]
+    .venv/bin/python bench/bench_learning.py [--train-questions 1000 --eval-questions 60 --max-minutes 12] [--psft]
         [--dpo]   (DPO on the shared sharegpt pairs through a job; its gate reports held-out preference accuracy)
 """
 
@@ -51,11 +51,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--absent-articles", type=int, default=3, help="Articles not uploaded (abstention).")
     parser.add_argument("--eval-articles", type=int, default=5, help="Uploaded articles never trained on.")
-    parser.add_argument("--train-questions", type=int, default=400, help="Training questions (squad_limit).")
+    parser.add_argument("--train-questions", type=int, default=1000, help="Training questions (squad_limit).")
     parser.add_argument("--eval-questions", type=int, default=60, help="Questions of the evaluation articles asked.")
     parser.add_argument("--abstain-questions", type=int, default=20, help="Questions of the absent articles asked.")
     parser.add_argument("--top-k", type=int, default=3, help="Sources per prompt (server setting; training follows).")
-    parser.add_argument("--max-minutes", type=float, default=14.0, help="The job's wall-clock budget.")
+    parser.add_argument("--max-minutes", type=float, default=12.0, help="The job's wall-clock budget.")
     parser.add_argument("--max-steps", type=int, default=400, help="Upper bound on steps (the budget stops first).")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=640)
@@ -63,14 +63,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gold-probability", type=float, default=0.95)
     parser.add_argument("--gate-questions", type=int, default=8, help="Held-out questions the job's gate asks.")
     parser.add_argument("--max-tokens", type=int, default=32, help="Answer length limit when asking.")
-    parser.add_argument("--lora-layers", type=int, default=8, help="LoRA on the top N decoder layers only.")
+    parser.add_argument("--lora-layers", type=int, default=None, help="LoRA on the top N decoder layers only.")
     parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank.")
-    parser.add_argument("--padding-free", type=int, default=1, help="1: padding-free batches (default), 0: padded.")
+    parser.add_argument("--padding-free", type=int, default=0, help="0: padded batches (the default), 1: padding-free.")
     parser.add_argument("--source-window", type=int, default=None, help="Server answer.source_window (default: its).")
     parser.add_argument("--psft", action="store_true", help="Also train PSFT on the same data, side by side.")
     parser.add_argument("--psft-minutes", type=float, default=None, help="Budget of the SFT/PSFT comparison jobs.")
     parser.add_argument("--dpo", action="store_true", help="Also run DPO on the shared sharegpt pairs (held out).")
-    parser.add_argument("--dpo-steps", type=int, default=40)
+    parser.add_argument("--dpo-steps", type=int, default=240, help="DPO steps (the time budget usually stops first).")
+    parser.add_argument("--dpo-minutes", type=float, default=10.0, help="The DPO job's wall-clock budget.")
     parser.add_argument("--dpo-max-length", type=int, default=320)
     parser.add_argument("--dpo-lr", type=float, default=5e-4)
     parser.add_argument("--alpaca-records", type=int, default=40, help="Alpaca records for the retention check.")
@@ -141,10 +142,10 @@ def train(base: str, method: str, file_id: str, args: argparse.Namespace, minute
             "per_device_train_batch_size": args.batch_size,
             "per_device_eval_batch_size": args.batch_size,
             "max_length": args.max_length,
-            "eval_steps": 20,
+            "eval_steps": 50,  # every 20 took 19% of a 12-minute budget (9 evaluations of 15 s)
             "logging_steps": 5,
             "eval_split": 0.05,
-            "lora_layers": args.lora_layers,
+            **({"lora_layers": args.lora_layers} if args.lora_layers else {}),  # default: every layer
             "lora_r": args.lora_r,
             "lora_alpha": 2.0 * args.lora_r,
             "padding_free": bool(args.padding_free),
@@ -168,13 +169,14 @@ def dpo(base: str, args: argparse.Namespace) -> dict[str, Any]:
         "data": {"source": "file", "file_id": upload["id"]},
         "hyperparameters": {
             "max_steps": args.dpo_steps,
+            "max_minutes": args.dpo_minutes,
             "learning_rate": args.dpo_lr,
             "max_length": args.dpo_max_length,
             "per_device_train_batch_size": 2,
             "per_device_eval_batch_size": 4,
             "eval_steps": 10**5,
             "logging_steps": 5,
-            "lora_layers": args.lora_layers,
+            **({"lora_layers": args.lora_layers} if args.lora_layers else {}),  # default: every layer
         },
         "gate": True,
     }
@@ -369,8 +371,9 @@ def report(results: dict[str, Any], args: argparse.Namespace, data_dir: Path) ->
         print(f"{method}: job wall {r['job_s'] / 60:.1f} min (training run {m.get('wall_s', 0) / 60:.1f} min, "
               f"{m.get('global_step')} steps, {m.get('train_examples')} examples), F1 x{ratio:.1f} the base's; "
               f"gate passed={gate.get('passed')} {gate.get('improvement')}")  # fmt: skip
+        layers = args.lora_layers or "all"
         print(f"      training {m.get('tokens_per_s')} tokens/s, worker peak RSS {m.get('peak_rss_mb')} MB "
-              f"(lora_layers {args.lora_layers}, r {args.lora_r}, padding_free {bool(args.padding_free)})")  # fmt: skip
+              f"(lora_layers {layers}, r {args.lora_r}, padding_free {args.padding_free})")  # fmt: skip
         print(f"      data: {m.get('data')}; budget: {m.get('budget')}")
         goal = r["scores"]["f1"] >= 0.45 and ratio >= 4 and r["job_s"] <= 900 and r["scores"]["latency_p50"] <= 3
         print(f"      goal (F1 >= 0.45, >= 4x base, job <= 15 min, p50 <= 3 s): {'met' if goal else 'NOT met'}")

@@ -240,15 +240,15 @@ def test_lora_layers_adapts_and_changes_only_the_top_layers(settings: Settings, 
     assert reached == []
 
 
-def test_defaults_padded_batches_and_top_layers() -> None:
+def test_defaults_padded_batches_and_every_layer() -> None:
     from types import SimpleNamespace
 
     from training.modeling import top_layers
 
     sft = build_run_config("sft", Path("/tmp/x"))
     dpo = build_run_config("dpo", Path("/tmp/x"))
-    assert sft.padding_free is False and sft.lora_layers == 8
-    assert dpo.padding_free is False and dpo.lora_layers == 8
+    assert sft.padding_free is False and sft.lora_layers is None  # every layer
+    assert dpo.padding_free is False and dpo.lora_layers is None
     model = SimpleNamespace(config=SimpleNamespace(get_text_config=lambda: SimpleNamespace(num_hidden_layers=30)))
     assert top_layers(model, 8) == list(range(22, 30))
     assert top_layers(model, 30) is None and top_layers(model, None) is None
