@@ -128,6 +128,11 @@ def wait_documents_ready(base: str, count: int, timeout: float = 3600) -> None:
 # ---------------------------------------------------------------- jobs
 
 
+def layer_option(args: argparse.Namespace) -> dict[str, int]:
+    """`lora_layers` only when asked: the platform's default adapts every layer."""
+    return {"lora_layers": args.lora_layers} if args.lora_layers else {}
+
+
 def train(base: str, method: str, file_id: str, args: argparse.Namespace, minutes: float) -> dict[str, Any]:
     spec = {
         "method": method,
@@ -145,7 +150,7 @@ def train(base: str, method: str, file_id: str, args: argparse.Namespace, minute
             "eval_steps": 50,  # every 20 took 19% of a 12-minute budget (9 evaluations of 15 s)
             "logging_steps": 5,
             "eval_split": 0.05,
-            **({"lora_layers": args.lora_layers} if args.lora_layers else {}),  # default: every layer
+            **layer_option(args),
             "lora_r": args.lora_r,
             "lora_alpha": 2.0 * args.lora_r,
             "padding_free": bool(args.padding_free),
@@ -176,7 +181,7 @@ def dpo(base: str, args: argparse.Namespace) -> dict[str, Any]:
             "per_device_eval_batch_size": 4,
             "eval_steps": 10**5,
             "logging_steps": 5,
-            **({"lora_layers": args.lora_layers} if args.lora_layers else {}),  # default: every layer
+            **layer_option(args),
         },
         "gate": True,
     }
@@ -369,7 +374,7 @@ def report(results: dict[str, Any], args: argparse.Namespace, data_dir: Path) ->
         gate = r["gate"] or {}
         ratio = r["scores"]["f1"] / max(results["base"]["f1"], 1e-9)
         print(f"{method}: job wall {r['job_s'] / 60:.1f} min (training run {m.get('wall_s', 0) / 60:.1f} min, "
-              f"{m.get('global_step')} steps, {m.get('train_examples')} examples), F1 x{ratio:.1f} the base's; "
+              f"{m.get('global_step')} steps, {m.get('train_examples')} examples), F1 x{ratio:.2f} the base's; "
               f"gate passed={gate.get('passed')} {gate.get('improvement')}")  # fmt: skip
         layers = args.lora_layers or "all"
         print(f"      training {m.get('tokens_per_s')} tokens/s, worker peak RSS {m.get('peak_rss_mb')} MB "

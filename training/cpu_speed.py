@@ -10,7 +10,7 @@ Contract:
   compilers such as Neuron's); on CPU that is the whole prompt: with RAG prompts of ~550 tokens and answers of ~10, a
   quarter of each step went into logits nobody uses. The loss, its gradients and the logged entropy and accuracy are
   the same (positions without a label contribute zero either way; checked in tests/training/test_cpu_speed.py).
-  Idempotent; a TRL without the hook is left alone (logged once).
+  Idempotent; a TRL without the hook is left alone (and says so in the log).
 """
 
 from __future__ import annotations
