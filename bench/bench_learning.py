@@ -165,7 +165,9 @@ def train(base: str, method: str, file_id: str, args: argparse.Namespace, minute
 
 def dpo(base: str, args: argparse.Namespace) -> dict[str, Any]:
     """DPO on the shared sharegpt pairs; the job holds out 20% of the pairs by prompt and its gate scores the held-out
-    preference accuracy (log p(chosen) > log p(rejected)) of the base and of the adapter."""
+    preference accuracy of the base and of the adapter: the reward accuracy (the implicit DPO reward log p/p_base
+    higher on the chosen side; the base itself scores 0.5) beside the likelihood accuracy (log p(chosen) >
+    log p(rejected))."""
     upload = httpx.post(f"{base}/v1/training/files", timeout=120,
                         files={"file": ("dpo.json", (DATA / "dpo-sharegpt-300.json").read_bytes())}).json()  # fmt: skip
     spec = {
@@ -391,10 +393,18 @@ def report(results: dict[str, Any], args: argparse.Namespace, data_dir: Path) ->
         before = (gate.get("baseline_metrics") or {}).get("pairs", {})
         after = (gate.get("candidate") or {}).get("pairs", {})
         m = d["job_metrics"]
-        print(f"dpo: held-out pairs {before.get('pairs')}, preference accuracy base {before.get('accuracy')} -> "
-              f"adapter {after.get('accuracy')} (margin {before.get('margin')} -> {after.get('margin')}); job wall "
-              f"{d['job_s'] / 60:.1f} min, {m.get('global_step')} steps, {m.get('train_examples')} pairs, "
-              f"{m.get('tokens_per_s')} tokens/s, peak RSS {m.get('peak_rss_mb')} MB")  # fmt: skip
+        print(f"dpo: held-out pairs {before.get('pairs')}; job wall {d['job_s'] / 60:.1f} min, "
+              f"{m.get('global_step')} steps, {m.get('train_examples')} pairs, {m.get('tokens_per_s')} tokens/s, "
+              f"peak RSS {m.get('peak_rss_mb')} MB")  # fmt: skip
+        for key, label in (("reward_accuracy", "reward accuracy (log p/p_base)"),
+                           ("accuracy", "likelihood accuracy (log p)"), ("margin", "mean log p margin")):  # fmt: skip
+            was, now = before.get(key, float("nan")), after.get(key, float("nan"))
+            print(f"      {label:31} base {was:8.3f} -> adapter {now:8.3f}")
+        gain = after.get("reward_accuracy", 0.0) - before.get("reward_accuracy", 0.0)
+        print(
+            f"      goal (held-out preference accuracy +10 points): {'met' if gain >= 0.1 else 'NOT met'} "
+            f"({100 * gain:+.1f} points; gate passed={gate.get('passed')})"
+        )
     print(f"full results: {data_dir / 'bench-learning.json'}")
 
 

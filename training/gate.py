@@ -3,15 +3,17 @@
 Contract: `run_gate(settings, base_dir, candidate, baseline, heldout)` loads the base model once, attaches the
 candidate and the baseline adapter (the active version; None = the plain base model) under their own names, and
 scores each on what the job held out (`HeldOut`, never trained on):
-- `pairs`: `accuracy` (share of pairs where log p(chosen) > log p(rejected), summed over completion tokens + EOS,
-  prompts rendered exactly as served) and `margin` (mean of that log-probability difference);
+- `pairs`: `reward_accuracy` (share of pairs whose implicit reward log p(y)/p_base(y) is higher for the chosen side,
+  the base model as reference, ties half: what DPO optimises and TRL logs as `rewards/accuracies`), `accuracy`
+  (share of pairs where log p(chosen) > log p(rejected), summed over completion tokens + EOS, prompts rendered
+  exactly as served) and `margin` (mean of that log-probability difference);
 - `qa`: `exact_match` and `f1` (official SQuAD normalisation, `assistant.answer_metrics`) of greedy answers to
   questions whose sources come from the platform's retriever over the job's collections, through
   `assistant.prompts.prompt_sources` and the server's RAG template;
 - `lm`: the mean log-probability per completion token of held-out SFT examples (when there is nothing else).
 Held-out sets are split by group: pairs by prompt (`split_pairs_by_prompt`: one prompt never sits on both sides)
 and questions by document (`split_by_group`). `passed` is true only when the candidate's primary score (QA F1, else
-pair accuracy, else per-token log-probability) beats the baseline's by more than `training.gate_margin` and no
+pair reward accuracy, else per-token log-probability) beats the baseline's by more than `training.gate_margin` and no
 measured score is worse by more than `training.gate_tolerance`; an equal candidate fails. It is None when there was
 nothing to measure; `reasons` say what failed; `improvement` names the primary score and its change. Nothing here
 writes: the worker stores the result on the candidate's registry row (shown by `GET /v1/adapters`).
@@ -145,13 +147,43 @@ def completion_logprob_and_count(model: Any, tokenizer: Any, prompt: str, comple
     return total, len(answer_ids)
 
 
-def pair_scores(model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair]) -> dict[str, float]:
-    diffs = [
-        completion_logprob(model, tokenizer, p.prompt, p.chosen)
-        - completion_logprob(model, tokenizer, p.prompt, p.rejected)
+def pair_logprobs(model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair]) -> list[tuple[float, float]]:
+    """(log p(chosen), log p(rejected)) per pair, each summed over the completion tokens + EOS."""
+    return [
+        (completion_logprob(model, tokenizer, p.prompt, p.chosen),
+         completion_logprob(model, tokenizer, p.prompt, p.rejected))
         for p in pairs
-    ]
-    return {"pairs": len(diffs), "accuracy": sum(d > 0 for d in diffs) / len(diffs), "margin": sum(diffs) / len(diffs)}
+    ]  # fmt: skip
+
+
+def pair_scores(
+    model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair], reference: Sequence[tuple[float, float]] | None = None
+) -> dict[str, float]:
+    """`pair_summary` of the model's log-probabilities on the pairs."""
+    return pair_summary(pair_logprobs(model, tokenizer, pairs), reference)
+
+
+def pair_summary(
+    scored: Sequence[tuple[float, float]], reference: Sequence[tuple[float, float]] | None = None
+) -> dict[str, float]:
+    """`accuracy` and `margin` of a model's own log-probabilities; given the reference model's (the base), also
+    `reward_accuracy`: the share of pairs whose implicit DPO reward log p/p_ref is higher on the chosen side (TRL's
+    `rewards/accuracies`), a tie counting half, so that the reference scored against itself gets exactly 0.5."""
+    diffs = [chosen - rejected for chosen, rejected in scored]
+    scores = {
+        "pairs": len(diffs),
+        "accuracy": sum(d > 0 for d in diffs) / len(diffs),
+        "margin": sum(diffs) / len(diffs),
+    }
+    if reference is not None:
+        rewards = [d - (chosen - rejected) for d, (chosen, rejected) in zip(diffs, reference, strict=True)]
+        wins = sum(1.0 if r > REWARD_TIE else 0.5 if r >= -REWARD_TIE else 0.0 for r in rewards)
+        scores["reward_accuracy"] = wins / len(rewards)
+    return scores
+
+
+# Reward differences within this many nats are ties: the reference scored against itself gives exactly 0.
+REWARD_TIE = 1e-6
 
 
 def example_scores(model: Any, tokenizer: Any, examples: Sequence[HeldOutExample]) -> dict[str, float]:
@@ -189,11 +221,14 @@ class GateModels:
             self.model.load_adapter(str(baseline), adapter_name="baseline")
         self.has_baseline = baseline is not None
 
+    def is_base(self, which: str) -> bool:
+        return which == "base" or (which == "baseline" and not self.has_baseline)
+
     def use(self, which: str) -> Any:
-        """A context in which the model is `which` ('candidate', 'baseline' or the base when no baseline)."""
+        """A context in which the model is `which`: 'candidate', 'baseline' (the base when there is none) or 'base'."""
         from contextlib import nullcontext
 
-        if which == "baseline" and not self.has_baseline:
+        if self.is_base(which):
             return self.model.disable_adapter()
         self.model.set_adapter(which)
         return nullcontext()
@@ -236,8 +271,13 @@ def rag_answerer(settings: Settings, models: GateModels, collections: Sequence[s
 # ---------------------------------------------------------------- the gate
 
 
-CHECKED = {"qa": ("f1", "exact_match"), "pairs": ("accuracy", "margin"), "lm": ("logprob_per_token",)}
-PRIMARY = (("qa", "f1"), ("pairs", "accuracy"), ("lm", "logprob_per_token"))
+CHECKED = {
+    "qa": ("f1", "exact_match"),
+    "pairs": ("reward_accuracy", "accuracy", "margin"),
+    "lm": ("logprob_per_token",),
+}
+# The first present is the primary score; pairs scored without a reference have no reward accuracy.
+PRIMARY = (("qa", "f1"), ("pairs", "reward_accuracy"), ("pairs", "accuracy"), ("lm", "logprob_per_token"))
 
 
 def decide(
@@ -249,9 +289,9 @@ def decide(
         for family, keys in CHECKED.items()
         if family in candidate
         for key in keys
-        if candidate[family][key] < baseline[family][key] - tolerance
+        if key in candidate[family] and candidate[family][key] < baseline[family][key] - tolerance
     ]
-    family, key = next(((f, k) for f, k in PRIMARY if f in candidate), (None, None))
+    family, key = next(((f, k) for f, k in PRIMARY if k in candidate.get(f, {})), (None, None))
     if family is None or key is None:
         return None, ["no held-out pairs, questions or examples: nothing was compared"], None
     delta = candidate[family][key] - baseline[family][key]
@@ -277,12 +317,19 @@ def run_gate(
     models = GateModels(base_dir, candidate, baseline)
     scores: dict[str, dict[str, dict[str, float]]] = {"candidate": {}, "baseline": {}}
     answer = rag_answerer(settings, models, heldout.collections) if heldout.qa else None
+    reference = None
+    if heldout.pairs:  # the base model's, once: the reference of every reward accuracy
+        with models.use("base"):
+            reference = pair_logprobs(models.model, models.tokenizer, heldout.pairs)
     for which in ("candidate", "baseline"):
         with models.use(which):
             if heldout.qa and answer is not None:
                 scores[which]["qa"] = qa_scores(answer, heldout.qa)
-            if heldout.pairs:
-                scores[which]["pairs"] = pair_scores(models.model, models.tokenizer, heldout.pairs)
+            if heldout.pairs and reference is not None:
+                scored = (
+                    reference if models.is_base(which) else pair_logprobs(models.model, models.tokenizer, heldout.pairs)
+                )
+                scores[which]["pairs"] = pair_summary(scored, reference)
             if not heldout.qa and not heldout.pairs and heldout.examples:
                 scores[which]["lm"] = example_scores(models.model, models.tokenizer, heldout.examples)
     options = settings.training

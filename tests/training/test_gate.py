@@ -46,6 +46,33 @@ def test_margin_rule() -> None:
     assert decide({}, {}, 0.01, 0.0)[0] is None
 
 
+def test_pairs_are_decided_on_reward_accuracy_and_checked_on_likelihood() -> None:
+    base = {"pairs": {"reward_accuracy": 0.5, "accuracy": 0.45, "margin": -10.0}}
+    rewarded = {"pairs": {"reward_accuracy": 0.65, "accuracy": 0.45, "margin": -4.0}}
+    passed, reasons, improvement = decide(rewarded, base, 0.01, 0.0)
+    assert passed is True and improvement and improvement["metric"] == "pairs.reward_accuracy"
+    assert improvement["delta"] == pytest.approx(0.15)
+    less_likely = {"pairs": {"reward_accuracy": 0.65, "accuracy": 0.40, "margin": -4.0}}
+    passed, reasons, _ = decide(less_likely, base, 0.01, 0.0)
+    assert passed is False and "pairs.accuracy 0.4000 is worse" in reasons[0]
+    # scored without a reference (no reward accuracy): the likelihood accuracy decides
+    plain = {"pairs": {"accuracy": 0.6, "margin": 1.0}}
+    assert decide(plain, {"pairs": {"accuracy": 0.5, "margin": 0.0}}, 0.01, 0.0)[2]["metric"] == "pairs.accuracy"
+
+
+def test_reward_accuracy_by_hand() -> None:
+    from training.gate import pair_summary
+
+    reference = [(-10.0, -12.0), (-5.0, -5.0), (-8.0, -7.0), (-3.0, -4.0)]
+    # rewards (chosen - ref) - (rejected - ref): +1, 0 (a tie), +2, -3
+    scored = [(-9.0, -12.0), (-5.0, -5.0), (-6.0, -7.0), (-6.0, -4.0)]
+    summary = pair_summary(scored, reference)
+    assert summary["reward_accuracy"] == pytest.approx((1 + 0.5 + 1 + 0) / 4)
+    assert summary["accuracy"] == pytest.approx(2 / 4) and summary["margin"] == pytest.approx((3 + 0 + 1 - 2) / 4)
+    assert pair_summary(reference, reference)["reward_accuracy"] == 0.5  # the reference against itself: chance
+    assert "reward_accuracy" not in pair_summary(scored)
+
+
 def zero_lora(model_dir: Path, out_dir: Path) -> Path:
     """A LoRA adapter with B = 0: the model it makes is exactly the base model."""
     import torch
@@ -77,6 +104,7 @@ def test_real_gate_refuses_a_candidate_equal_to_the_base(
     equal = run_gate(settings, tiny_model_dir, zero_lora(tiny_model_dir, tmp_path / "zero"), None, heldout)
     base_scores = equal["baseline_metrics"]["pairs"]
     assert equal["candidate"]["pairs"] == base_scores and 0 < base_scores["accuracy"] < 1.0
+    assert base_scores["reward_accuracy"] == 0.5 and equal["improvement"]["metric"] == "pairs.reward_accuracy"
     assert equal["passed"] is False and "does not beat" in equal["reasons"][0]
 
 
@@ -96,8 +124,40 @@ def test_real_gate_accepts_a_candidate_trained_to_prefer_chosen(
     assert trained.adapter is not None
     better = run_gate(settings, tiny_model_dir, trained.adapter.path, None, heldout)
     assert better["candidate"]["pairs"]["accuracy"] > base_scores["accuracy"] + settings.training.gate_margin
+    # the reward accuracy against an independent computation: the base and the candidate loaded separately
+    rewards = [
+        (candidate_chosen - candidate_rejected) - (base_chosen - base_rejected)
+        for (base_chosen, base_rejected), (candidate_chosen, candidate_rejected) in zip(
+            separate_logprobs(tiny_model_dir, None, heldout.pairs),
+            separate_logprobs(tiny_model_dir, trained.adapter.path, heldout.pairs),
+            strict=True,
+        )
+    ]
+    expected = sum(1.0 if r > 1e-4 else 0.5 if r > -1e-4 else 0.0 for r in rewards) / len(rewards)
+    assert better["candidate"]["pairs"]["reward_accuracy"] == pytest.approx(expected) and expected > 0.5
     assert better["passed"] is True and better["reasons"] == [] and better["improvement"]["delta"] > 0
     # the same candidate against itself as the active version: equal again, refused
     again = run_gate(settings, tiny_model_dir, trained.adapter.path, trained.adapter.path, heldout, "pref@v1")
     assert again["passed"] is False and again["baseline"] == "pref@v1"
     json.dumps(better)  # stored as JSON on the registry row
+
+
+def separate_logprobs(model_dir: Path, adapter: Path | None, pairs: list[HeldOutPair]) -> list[tuple[float, float]]:
+    """(log p(chosen), log p(rejected)) from a model loaded on its own, scored token by token with plain torch."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = (PeftModel.from_pretrained(model, str(adapter)) if adapter else model).eval()
+
+    def logprob(prompt: str, completion: str) -> float:
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt_ids + answer_ids])).logits[0].double()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        return sum(float(logprobs[len(prompt_ids) - 1 + i, t]) for i, t in enumerate(answer_ids))
+
+    return [(logprob(p.prompt, p.chosen), logprob(p.prompt, p.rejected)) for p in pairs]

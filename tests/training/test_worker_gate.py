@@ -33,14 +33,14 @@ def test_sft_job_on_corrections_is_gated_and_the_report_stored(settings: Setting
         session.add(job)
         session.flush()
         job_id = job.id
-    JobWorker(settings, db).execute(job_id)
+    assert JobWorker(settings, db).run_once()  # claims the job (queued -> running) and runs it
     with db.session() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.state == "succeeded", job.error
         row = session.query(Adapter).one()
         gate = row.gate
     assert gate is not None and gate == job.metrics["gate"] and gate["baseline"] == "base"
-    assert "pairs" in gate["candidate"] and gate["improvement"]["metric"] == "pairs.accuracy"
+    assert "pairs" in gate["candidate"] and gate["improvement"]["metric"] == "pairs.reward_accuracy"
     assert gate["passed"] in (True, False) and "margin" in gate
     trained = [json.loads(line) for line in (settings.runs_dir / "jobs" / job_id / "pairs.jsonl").open()]
     held = gate["candidate"]["pairs"]["pairs"]
