@@ -325,11 +325,11 @@ def run_gate(
         with models.use(which):
             if heldout.qa and answer is not None:
                 scores[which]["qa"] = qa_scores(answer, heldout.qa)
-            if heldout.pairs and reference is not None:
-                scored = (
+            if reference is not None:  # the base is not scored twice
+                own = (
                     reference if models.is_base(which) else pair_logprobs(models.model, models.tokenizer, heldout.pairs)
                 )
-                scores[which]["pairs"] = pair_summary(scored, reference)
+                scores[which]["pairs"] = pair_summary(own, reference)
             if not heldout.qa and not heldout.pairs and heldout.examples:
                 scores[which]["lm"] = example_scores(models.model, models.tokenizer, heldout.examples)
     options = settings.training
