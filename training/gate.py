@@ -156,11 +156,9 @@ def pair_logprobs(model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair]) -> l
     ]  # fmt: skip
 
 
-def pair_scores(
-    model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair], reference: Sequence[tuple[float, float]] | None = None
-) -> dict[str, float]:
-    """`pair_summary` of the model's log-probabilities on the pairs."""
-    return pair_summary(pair_logprobs(model, tokenizer, pairs), reference)
+def pair_scores(model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair]) -> dict[str, float]:
+    """`pair_summary` of the model's log-probabilities on the pairs (no reference: no reward accuracy)."""
+    return pair_summary(pair_logprobs(model, tokenizer, pairs))
 
 
 def pair_summary(
