@@ -1,4 +1,4 @@
-"""CLI commands for training LoRA adapters: `assistant train sft|dpo|psft|kto|reward|grpo|classify|sweep`.
+"""CLI commands for training LoRA adapters: `assistant train <method>`, one per row of `training.methods.METHODS`.
 
 Contract: each command takes the request options declared here (data, name, base adapter, recipe, output, resume,
 `--set KEY=VALUE`, job id) and the config flags of its method (`training.options.METHOD_FLAGS`); the config flags are
@@ -22,6 +22,7 @@ import typer
 from typer.core import TyperCommand, TyperOption
 
 from cli.common import ConfigOption, DataDirOption, build_settings, echo, user_errors
+from training.methods import METHODS
 from training.options import BY_NAME, METHOD_FLAGS, Flag
 
 DataOpt = Annotated[list[Path], typer.Option("--data", "-d", help="Data file(s): JSON, JSONL, CSV, or a SQuAD JSON.")]
@@ -47,17 +48,6 @@ _REQUEST_OPTIONS: tuple[tuple[str, Any, Any], ...] = (  # (parameter, annotation
     ("set", SetOpt, None),
     ("job_id", JobOpt, None),
 )
-COMMANDS: dict[str, str] = {  # method -> the command's help
-    "sft": "Supervised fine-tuning (LoRA; loss on the assistant's tokens; SQuAD files become RAG examples).",
-    "dpo": "DPO on preference pairs (reference = the frozen base, adapter disabled).",
-    "psft": "Proximal SFT: clipped-ratio SFT against a periodically refreshed snapshot of the LoRA weights.",
-    "kto": "KTO on unpaired thumbs up/down (label / kto_tag records, or preference pairs unpaired).",
-    "reward": "A reward model (LoRA + score head) on preference pairs; registered with kind 'reward'.",
-    "grpo": "GRPO (online RL) with LoRA on prompts; rewards from a reward model and/or rule rewards.",
-    "classify": "Classification data (text,label CSV / JSONL) as SFT; label accuracy and macro-F1 before and after.",
-    "sweep": "Grid search over --grid-lr/--grid-batch-size/--grid-epochs/--grid-lora-r by validation loss; best "
-    "registered.",
-}
 _ANNOTATED: Any = Annotated  # built from a `Flag` at run time (a variable type mypy would refuse)
 
 
@@ -107,7 +97,7 @@ def train_command(method: str) -> Callable[..., None]:
     flags = [flag_parameter(BY_NAME[name]) for name in METHOD_FLAGS[method]]
     command.__signature__ = inspect.Signature([*request, *flags])  # type: ignore[attr-defined]
     command.__name__ = command.__qualname__ = method
-    command.__doc__ = COMMANDS[method]
+    command.__doc__ = METHODS[method].help
     return command
 
 
@@ -140,8 +130,8 @@ def _train(method: str, values: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:
-    """Add the `train sft|dpo|psft|kto|reward|grpo|classify|sweep` commands to the root app."""
-    train_app = typer.Typer(help="Train LoRA adapters (SFT, DPO, PSFT) and register them.", no_args_is_help=True)
-    for method in COMMANDS:
+    """Add a `train <method>` command per row of `training.methods.METHODS` to the root app."""
+    train_app = typer.Typer(help="Train LoRA adapters (a command per method) and register them.", no_args_is_help=True)
+    for method in METHODS:
         train_app.command(method, cls=ConfigOptionsCommand)(train_command(method))
     app.add_typer(train_app, name="train")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serving.services.jobs import JobRequest, TrainingData
+from training.methods import METHOD_NAMES
 from training.uploads import FILE_ID
 
 MAX_UNIX_TIME = 4_102_444_800  # 2100-01-01: bounds `since` so datetime conversion cannot overflow
@@ -132,7 +133,7 @@ class JobData(BaseModel):
 class JobSpec(BaseModel):
     """The body of `POST /v1/training/jobs` (and of `assistant jobs submit`); `request()` is the service's value."""
 
-    method: Literal["sft", "dpo", "psft", "kto", "reward", "grpo", "classify", "sweep"]
+    method: Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the rows of training.methods.METHODS
     name: str = Field("assistant", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Adapter name.")
     data: JobData = Field(default_factory=JobData)  # type: ignore[arg-type]
     base_adapter: str | None = Field(None, description="Continue from this adapter (NAME or NAME@vN).")

@@ -41,13 +41,14 @@ def _train_command(method: str) -> Any:
 
 @pytest.mark.parametrize("method", sorted(EXPECTED_FLAGS))
 def test_options_are_the_config_fields(method: str, tmp_path: Path) -> None:
-    from training.config import CONFIG_CLASSES, build_run_config
+    from training.config import build_run_config
+    from training.methods import config_class
 
     command = _train_command(method)
     command.get_help(typer.Context(command, info_name=method))  # help is filled in when shown
     options = {param.opts[0]: param for param in command.get_params(typer.Context(command))}
     assert set(options) == REQUEST | EXPECTED_FLAGS[method]
-    fields = {f.name: f for f in dataclasses.fields(CONFIG_CLASSES[method])}
+    fields = {f.name: f for f in dataclasses.fields(config_class(method))}
     run = build_run_config(method, tmp_path, NEEDED.get(method, {}))  # what a run without flags gets
     for name in EXPECTED_FLAGS[method]:
         option, flag = options[name], BY_NAME[name[2:].replace("-", "_")]

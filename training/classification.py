@@ -128,8 +128,6 @@ def label_metrics(model: Any, tokenizer: Any, prompts: Sequence[str], gold: Sequ
 class ClassifyRunner(SFTRunner):
     """SFT on `text,label` data with label accuracy and macro-F1 before and after."""
 
-    method = "classify"
-
     def load_examples(self) -> list[Any]:
         examples, self.labels = load_classification_examples([Path(p) for p in self.request.data_files])
         return examples

@@ -5,8 +5,9 @@ work on them) whose `__post_init__` runs TRL's own checks and then the cross-fie
 value raises `TrainingConfigError` naming the flag to change. `lora_target_modules(model_type, override)` picks the
 LoRA target modules per architecture from `LORA_TARGETS` (keyed on `config.model_type`). `build_run_config(method,
 output_dir, overrides)` builds the config of a method from a dict of field values, refusing unknown keys.
-`config_field(method, name)` and `field_default(method, name)` give a field's help (`metadata["help"]`, the one
-help text of the `train` options) and the value a run gets when nothing sets it.
+The config class of a method is its row's `config` in `training.methods.METHODS`
+(`config_class(method)`). `config_field(method, name)` and `field_default(method, name)` give a field's help
+(`metadata["help"]`, the one help text of the `train` options) and the value a run gets when nothing sets it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, SFTConfig
 
 from assistant.errors import UnprocessableError
 from training.cpu_speed import cpu_bf16_supported
+from training.methods import config_class
 
 _DENSE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA_TARGETS: dict[str, list[str]] = {
@@ -34,8 +36,6 @@ LORA_TARGETS: dict[str, list[str]] = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
 }
-TOOLBOX_METHODS = ("kto", "reward", "grpo", "classify", "sweep")  # issue 11: see the classes at the end
-METHODS = ("sft", "dpo", "psft", *TOOLBOX_METHODS)
 
 
 class TrainingConfigError(UnprocessableError):
@@ -188,12 +188,6 @@ class DPORunConfig(RunFields, DPOConfig):
             raise TrainingConfigError("beta", f"must be > 0 (got {self.beta})")
 
 
-CONFIG_CLASSES: dict[str, Any] = {
-    "sft": SFTRunConfig,
-    "psft": PSFTRunConfig,
-    "dpo": DPORunConfig,
-}
-
 # Defaults of this project that differ from TRL's (small-data LoRA runs with evaluation and checkpoints).
 PROJECT_DEFAULTS: dict[str, Any] = {
     "learning_rate": 2e-4,
@@ -227,12 +221,12 @@ def _cuda_available() -> bool:
 
 
 def config_fields(method: str) -> set[str]:
-    return {f.name for f in dataclasses.fields(CONFIG_CLASSES[method])}
+    return {f.name for f in dataclasses.fields(config_class(method))}
 
 
 def config_field(method: str, name: str) -> dataclasses.Field[Any]:
     """The dataclass field `name` of the method's config (its `metadata["help"]` is the option's help text)."""
-    fields = {f.name: f for f in dataclasses.fields(CONFIG_CLASSES[method])}
+    fields = {f.name: f for f in dataclasses.fields(config_class(method))}
     if name not in fields:
         raise TrainingConfigError(name, f"is not an option of `train {method}`")
     return fields[name]
@@ -253,8 +247,7 @@ def field_default(method: str, name: str) -> Any:
 
 def build_run_config(method: str, output_dir: Path, overrides: dict[str, Any] | None = None) -> Any:
     """The method's config with project defaults, then `overrides` (unknown keys are refused by name)."""
-    if method not in CONFIG_CLASSES:
-        raise TrainingConfigError("method", f"must be one of {METHODS} (got {method!r})")
+    config_type = config_class(method)  # an unknown method: 422 naming the known ones
     defaults = {k: v for k, v in PROJECT_DEFAULTS.items() if k in config_fields(method)}  # GRPO has no max_length
     values = {**defaults, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     unknown = sorted(set(values) - config_fields(method))
@@ -268,14 +261,14 @@ def build_run_config(method: str, output_dir: Path, overrides: dict[str, Any] | 
             values.setdefault("use_cpu", True)
         values.setdefault("dataloader_pin_memory", False)
     try:
-        return CONFIG_CLASSES[method](output_dir=str(output_dir), **values)
+        return config_type(output_dir=str(output_dir), **values)
     except (ValueError, TypeError) as exc:
         if isinstance(exc, TrainingConfigError):
             raise
         raise TrainingConfigError("config", f"is invalid: {exc}") from exc
 
 
-# --- issue 11: the rest of the toolbox (KTO, reward model, GRPO, classification SFT, sweep) ----------------------
+# --- KTO, reward model, GRPO, classification SFT, sweep -------------------------------------------------------------
 
 
 def check_selection_fields(run: Any) -> None:
@@ -410,14 +403,3 @@ class SweepRunConfig(ClassifyRunConfig):
         sizes = [len(v) or 1 for v in (self.sweep_learning_rates, self.sweep_batch_sizes, self.sweep_epochs,
                                        self.sweep_lora_ranks)]  # fmt: skip
         return math.prod(sizes)
-
-
-CONFIG_CLASSES.update(
-    {
-        "kto": KTORunConfig,
-        "reward": RewardRunConfig,
-        "grpo": GRPORunConfig,
-        "classify": ClassifyRunConfig,
-        "sweep": SweepRunConfig,
-    }
-)

@@ -27,8 +27,7 @@ from typing import Any
 from training.data.formats import _conversation, _string, parse_sft_record, read_records
 from training.data.records import DataValidationError, Message, check_conversation
 from training.data.render import encode, prompt_messages, render_prompt
-from training.modeling import load_base_model, lora_config
-from training.trainers import MethodRunner
+from training.trainers import PreferenceRunner
 
 log = logging.getLogger(__name__)
 _CITATION = re.compile(r"\[(\d+)\]")
@@ -145,10 +144,8 @@ def reward_model_function(scorer: Any) -> Callable[..., list[float]]:
 # ---------------------------------------------------------------- the runner
 
 
-class GRPORunner(MethodRunner):
+class GRPORunner(PreferenceRunner):
     """GRPO with LoRA on served prompts."""
-
-    method = "grpo"
 
     def load_examples(self) -> list[Any]:
         return load_prompt_examples([Path(p) for p in self.request.data_files])
@@ -187,13 +184,6 @@ class GRPORunner(MethodRunner):
         super().check_base_adapter()
         self.reward_functions()
 
-    def build_model(self) -> Any:
-        if self.base_adapter is not None:
-            return super().build_model()
-        model = load_base_model(self.base_dir, self.config.load_in_4bit)
-        self.peft_config = lora_config(model, self.config)
-        return model
-
     def build_trainer(self, model: Any, train: Any, val: Any) -> Any:
         from transformers import IntervalStrategy
         from trl import GRPOTrainer
@@ -201,15 +191,9 @@ class GRPORunner(MethodRunner):
         self.config.eval_strategy = IntervalStrategy.NO  # held-out prompts are scored by `evaluate`, not the trainer
         limit = self.config.grpo_eval_prompts
         self.eval_prompts = [] if val is None else list(val["prompt"][:limit])
-        return GRPOTrainer(
-            model=model,
-            reward_funcs=list(self.reward_functions()),  # type: ignore[arg-type]
-            args=self.config,
-            train_dataset=train,
-            processing_class=self.tokenizer,
-            callbacks=list(self.callbacks),
-            peft_config=getattr(self, "peft_config", None),
-        )
+        arguments = self.trainer_arguments(model, train, None)  # held-out prompts are scored by `evaluate`
+        del arguments["eval_dataset"]
+        return GRPOTrainer(reward_funcs=list(self.reward_functions()), **arguments)  # type: ignore[arg-type]
 
     def evaluate(self, trainer: Any, val: Any, stage: str) -> dict[str, float]:
         if not getattr(self, "eval_prompts", None):

@@ -26,8 +26,7 @@ from typing import Any
 from training.data.formats import _completion, _conversation, _string, parse_sft_record, read_records
 from training.data.records import DataValidationError, EmptyDatasetError, Message, check_conversation
 from training.data.render import encode, prompt_messages, render_prompt
-from training.modeling import load_base_model, lora_config
-from training.trainers import MethodRunner
+from training.trainers import PreferenceRunner
 
 log = logging.getLogger(__name__)
 _TRUE = {"true", "1", "up", "yes", "+1", "good", "desirable"}
@@ -140,10 +139,8 @@ def logp_gap(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]]) -> dict
     return {"desirable_logp": mean_up, "undesirable_logp": mean_down, "logp_gap": mean_up - mean_down}
 
 
-class KTORunner(MethodRunner):
+class KTORunner(PreferenceRunner):
     """KTO with LoRA on unpaired thumbs up/down."""
-
-    method = "kto"
 
     def load_examples(self) -> list[Any]:
         return load_kto_examples([Path(p) for p in self.request.data_files])
@@ -170,27 +167,11 @@ class KTORunner(MethodRunner):
         metrics["kto_weights"] = self.weights
         return metrics
 
-    def build_model(self) -> Any:
-        """As DPO: a fresh LoRA is left to KTOTrainer, whose reference is then the base with the adapter disabled."""
-        if self.base_adapter is not None:
-            return super().build_model()
-        model = load_base_model(self.base_dir, self.config.load_in_4bit)
-        self.peft_config = lora_config(model, self.config)
-        return model
-
     def build_trainer(self, model: Any, train: Any, val: Any) -> Any:
         from trl import KTOTrainer
 
         self.eval_rows = [] if val is None else [val[i] for i in range(len(val))]
-        return KTOTrainer(
-            model=model,
-            args=self.config,
-            train_dataset=train,
-            eval_dataset=val,
-            processing_class=self.tokenizer,
-            callbacks=list(self.callbacks),
-            peft_config=getattr(self, "peft_config", None),
-        )
+        return KTOTrainer(**self.trainer_arguments(model, train, val))
 
     def evaluate(self, trainer: Any, val: Any, stage: str) -> dict[str, float]:
         if val is None or not self.eval_rows:

@@ -19,15 +19,15 @@ from typing import Any
 from assistant.errors import AssistantError
 from assistant.settings import load_settings
 from assistant.startup import start_up
-from training.config import METHODS
-from training.options import BY_NAME, DPO_ONLY, FLAGS, PSFT_ONLY, Flag, flag_default, flag_help, options_from_flags
+from training.methods import METHOD_NAMES, METHODS
+from training.options import BY_NAME, FLAGS, Flag, flag_default, flag_help, options_from_flags
 
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.launch", description="Train a LoRA adapter.")
-    parser.add_argument("method", choices=METHODS, help="Training method.")
+    parser.add_argument("method", choices=METHOD_NAMES, help="Training method.")
     parser.add_argument("--data", nargs="+", type=Path, required=True, help="Data files (JSON, JSONL, CSV, SQuAD).")
     parser.add_argument("--config", type=Path, help="Platform settings YAML file.")
     parser.add_argument("--data-dir", type=Path, help="Data directory (database, models, adapters, runs).")
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _help(flag: Flag) -> str:
     """The config field's help (`training.options.flag_help`) of the first method the flag applies to."""
-    method = "psft" if flag.field in PSFT_ONLY else "dpo" if flag.field in DPO_ONLY else "sft"
+    method = next(name for name, row in METHODS.items() if flag.name in row.flags)
     text = f"{flag_help(method, flag)} (default {flag_default(method, flag)})"
     return text.replace("%", "%%")  # argparse %-formats help texts
 

@@ -4,7 +4,8 @@ Contract: a `Flag` names a shortcut flag, the config field it sets, the type its
 given (`kind`); its help text and default are the config field's own (`flag_help`, `flag_default`: the
 `field(metadata={"help": ...})` of the method's config dataclass in `training.config` and the default a run gets,
 project defaults included), so both commands describe an option in one place. `METHOD_FLAGS` lists the flags of
-each `train <method>` command, in order. `options_from_flags(values)` turns parsed flag values (None = not given)
+each `train <method>` command, in order (the `flags` of its `training.methods.METHODS` row); a flag of another method
+is refused. `options_from_flags(values)` turns parsed flag values (None = not given)
 plus `--set KEY=VALUE` pairs into the `TrainingRequest.options` dict (config field -> value); any config field of
 the method can be set with `--set`. Importing this module is cheap: `training.config` (TRL) is imported on use.
 """
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
+from training.methods import METHODS
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,6 @@ FLAGS: tuple[Flag, ...] = (
     Flag("eps_high", "eps_high", float),
     Flag("refresh_steps", "psft_refresh_steps", int),
 )
-PSFT_ONLY = {"eps_low", "eps_high", "psft_refresh_steps"}
-DPO_ONLY = {"beta"}
-BETA_METHODS = ("dpo", "kto", "grpo")  # issue 11: KTO and GRPO have a KL beta too
 TOOLBOX_FLAGS: tuple[Flag, ...] = (  # issue 11 (given with `--set` on `python -m training.launch`)
     Flag("relevance_threshold", "relevance_threshold", float),
     Flag("relevance_top", "relevance_top_fraction", float),
@@ -81,22 +81,7 @@ SHAPED_FLAGS: tuple[Flag, ...] = (
 )
 BY_NAME: dict[str, Flag] = {flag.name: flag for flag in (*FLAGS, *TOOLBOX_FLAGS, *SHAPED_FLAGS)}
 
-_SCHEDULE = ("epochs", "lr", "max_steps", "batch_size", "grad_accum")
-_EVALUATION = ("eval_split", "eval_steps", "save_steps", "seed", "lora_r", "lora_alpha", "lora_dropout")
-_COMMON = (*_SCHEDULE, "max_length", *_EVALUATION, "target_modules", "load_in_4bit")
-_SELECTION = ("relevance_threshold", "relevance_top", "diversity_target", "diversity_method")
-_GRPO_OWN = ("beta", "reward_model", "rule", "num_generations", "max_completion_length", "target_length")
-_GRPO = (*_SCHEDULE, *_EVALUATION, "target_modules", "load_in_4bit", *_GRPO_OWN)  # no max_length: GRPO has none
-METHOD_FLAGS: dict[str, tuple[str, ...]] = {
-    "sft": _COMMON,
-    "dpo": (*_COMMON, "beta"),
-    "psft": (*_COMMON, "eps_low", "eps_high", "refresh_steps"),
-    "kto": (*_COMMON, "beta", "desirable_weight", "undesirable_weight", *_SELECTION),
-    "reward": (*_COMMON, *_SELECTION),
-    "grpo": _GRPO,
-    "classify": (*_COMMON, *_SELECTION),
-    "sweep": (*_COMMON, "trial_method", "grid_lr", "grid_batch_size", "grid_epochs", "grid_lora_r"),
-}
+METHOD_FLAGS: dict[str, tuple[str, ...]] = {name: m.flags for name, m in METHODS.items()}
 
 
 def flag_help(method: str, flag: Flag) -> str:
@@ -141,7 +126,7 @@ def options_from_flags(
         value = values.get(flag.name)
         if value is None:
             continue
-        if (flag.field in PSFT_ONLY and method != "psft") or (flag.field in DPO_ONLY and method not in BETA_METHODS):
+        if flag.name not in METHOD_FLAGS.get(method, ()):
             raise TrainingConfigError(flag.name, f"does not apply to `train {method}`")
         options[flag.field] = flag.type(value)
     if target_modules:

@@ -20,7 +20,7 @@ from typing import Any
 from training.data.formats import load_preference_examples
 from training.data.render import preference_length, render_preference
 from training.modeling import lora_target_modules
-from training.registry import AdapterRecord, AdapterRegistry
+from training.registry import AdapterRegistry
 from training.trainers import MethodRunner
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,6 @@ def pair_accuracy(model: Any, tokenizer: Any, rows: Sequence[dict[str, str]]) ->
 class RewardRunner(MethodRunner):
     """Reward model on preference pairs (TRL RewardTrainer)."""
 
-    method = "reward"
-
     def load_examples(self) -> list[Any]:
         return list(load_preference_examples([Path(p) for p in self.request.data_files]))
 
@@ -122,20 +120,6 @@ class RewardRunner(MethodRunner):
         metrics = pair_accuracy(trainer.model, self.tokenizer, self.eval_rows)
         log.info("%s training: held-out pair accuracy %.3f, margin %.4f", stage, metrics["accuracy"], metrics["margin"])
         return metrics
-
-    def register(self, registry: AdapterRegistry, lineage: dict[str, Any], metrics: dict[str, Any]) -> AdapterRecord:
-        parent = self.base_adapter.record if self.base_adapter else None
-        return registry.register(
-            self.request.adapter_name,
-            self.adapter_dir,
-            base_model=str(self.base_dir),
-            method=self.method,
-            lineage=lineage,
-            metrics=metrics,
-            parent_id=parent.id if parent else None,
-            job_id=self.request.job_id,
-            kind="reward",
-        )
 
 
 class RewardScorer:

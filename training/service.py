@@ -25,9 +25,10 @@ from typing import Any
 
 from assistant.errors import InvalidRequestError
 from assistant.settings import Settings
-from training.config import METHODS, RunFields, TrainingConfigError, build_run_config
+from training.config import RunFields, TrainingConfigError, build_run_config
 from training.data.records import EmptyDatasetError
 from training.data.selection import SelectionReport
+from training.methods import method
 from training.registry import AdapterRecord, AdapterRegistry
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,7 @@ def file_sha256(path: Path) -> str:
 
 
 def check_request(request: TrainingRequest) -> None:
-    if request.method not in METHODS:
-        raise TrainingConfigError("method", f"must be one of {METHODS} (got {request.method!r})")
+    method(request.method)
     if not request.data_files:
         raise InvalidRequestError("no training data: pass at least one --data FILE", param="data")
     for path in request.data_files:

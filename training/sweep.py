@@ -47,8 +47,6 @@ def grid_points(config: Any) -> list[dict[str, Any]]:
 class SweepRunner(MethodRunner):
     """Runs the grid; each trial is a full run of the trial method."""
 
-    method = "sweep"
-
     def trial_runner(self, index: int, point: dict[str, Any]) -> Any:
         sweep_fields = {f.name for f in dataclasses.fields(self.config)} - set(_trial_fields(self.config.sweep_method))
         from training.service import load_recipe

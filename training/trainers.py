@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from assistant.models import resolve_lm
 from assistant.settings import Settings
@@ -49,6 +49,7 @@ from training.data.render import (
 from training.data.selection import SelectionOptions, SelectionReport, select_examples, write_report
 from training.evaluation import PerplexityCallback, language_model_metrics, write_metrics
 from training.gate import HeldOut, HeldOutExample, HeldOutPair, QAItem, split_by_group
+from training.methods import METHODS, runner_class
 from training.modeling import (
     base_fingerprint,
     check_adapter_base,
@@ -87,15 +88,9 @@ def peak_rss_mb() -> float:
 class MethodRunner:
     """Shared flow of a training run; subclasses supply the data form and the trainer."""
 
-    method: ClassVar[str] = ""
-    runners: ClassVar[dict[str, type[MethodRunner]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        MethodRunner.runners[cls.method] = cls
-
     def __init__(self, settings: Settings, request: Any, config: Any, base_adapter: Any, callbacks: list[Any]) -> None:
         self.settings, self.request, self.config = settings, request, config
+        self.method: str = request.method  # the row of training.methods.METHODS this run was created from
         self.base_adapter = base_adapter
         self.callbacks = callbacks
         self.run_dir = Path(config.output_dir)
@@ -112,7 +107,8 @@ class MethodRunner:
 
     @classmethod
     def create(cls, settings: Settings, request: Any, config: Any, base_adapter: Any, callbacks: list[Any]) -> Any:
-        return cls.runners[request.method](settings, request, config, base_adapter, callbacks)
+        """The runner of `request.method`: the class its `training.methods.METHODS` row names."""
+        return runner_class(request.method)(settings, request, config, base_adapter, callbacks)
 
     # --- data -------------------------------------------------------------------------------------------------
     def load_examples(self) -> list[Any]:
@@ -272,13 +268,40 @@ class MethodRunner:
             metrics=metrics,
             parent_id=parent.id if parent else None,
             job_id=self.request.job_id,
+            kind=METHODS[self.method].kind,
         )
+
+
+class PreferenceRunner(MethodRunner):
+    """The set-up DPO, KTO and GRPO share: a fresh LoRA is left to the TRL trainer (`peft_config`), whose reference
+    is then the base with the adapter disabled; a continued adapter comes wrapped (TRL then keeps a frozen copy of it
+    as the reference)."""
+
+    peft_config: Any = None
+
+    def build_model(self) -> Any:
+        if self.base_adapter is not None:
+            return super().build_model()
+        model = load_base_model(self.base_dir, self.config.load_in_4bit)
+        self.peft_config = lora_config(model, self.config)
+        return model
+
+    def trainer_arguments(self, model: Any, train: Any, val: Any) -> dict[str, Any]:
+        """The keyword arguments every TRL trainer of these methods takes."""
+        return {
+            "model": model,
+            "args": self.config,
+            "train_dataset": train,
+            "eval_dataset": val,
+            "processing_class": self.tokenizer,
+            "callbacks": list(self.callbacks),
+            "peft_config": self.peft_config,
+        }
 
 
 class SFTRunner(MethodRunner):
     """Supervised fine-tuning; loss on the assistant tokens only (labels prepared here, collated by TRL)."""
 
-    method = "sft"
     trainer_class_name = "SFTTrainer"
 
     def load_examples(self) -> list[Any]:
@@ -408,18 +431,14 @@ def _is_preference_file(path: Path) -> bool:
 class PSFTRunner(SFTRunner):
     """Proximal SFT (see training.psft)."""
 
-    method = "psft"
-
     def trainer_class(self) -> Any:
         from training.psft import PSFTTrainer
 
         return PSFTTrainer
 
 
-class DPORunner(MethodRunner):
+class DPORunner(PreferenceRunner):
     """DPO on preference pairs rendered with the server's prompt template."""
-
-    method = "dpo"
 
     def load_examples(self) -> list[Any]:
         pairs = list(load_preference_examples([Path(p) for p in self.request.data_files]))
@@ -448,15 +467,6 @@ class DPORunner(MethodRunner):
         prompt = len(self.tokenizer(encoded["prompt"], add_special_tokens=False)["input_ids"])
         return min(full, prompt + limit // 2)
 
-    def build_model(self) -> Any:
-        """A fresh LoRA is left to DPOTrainer (`peft_config`): its reference is then the base with the adapter
-        disabled. A continued adapter comes wrapped; TRL then keeps a frozen copy of it ('ref') as the reference."""
-        if self.base_adapter is not None:
-            return super().build_model()
-        model = load_base_model(self.base_dir, self.config.load_in_4bit)
-        self.peft_config = lora_config(model, self.config)
-        return model
-
     def build_trainer(self, model: Any, train: Any, val: Any) -> Any:
         from trl import DPOTrainer
 
@@ -464,16 +474,7 @@ class DPORunner(MethodRunner):
             # One reference pass over the data up front pays off from one epoch on, and spares the reference
             # forward of every evaluation; a short run over a large file would pay for examples it never sees.
             self.config.precompute_ref_log_probs = passes_over_data(self.config, len(train)) >= 1.0
-        return DPOTrainer(
-            model=model,
-            ref_model=None,
-            args=self.config,
-            train_dataset=train,
-            eval_dataset=val,
-            processing_class=self.tokenizer,
-            callbacks=list(self.callbacks),
-            peft_config=getattr(self, "peft_config", None),
-        )
+        return DPOTrainer(ref_model=None, **self.trainer_arguments(model, train, val))
 
     def evaluate(self, trainer: Any, val: Any, stage: str) -> dict[str, float]:
         if val is None or stage == "before":  # before training policy == reference: rewards are all zero
@@ -487,6 +488,3 @@ class DPORunner(MethodRunner):
             metrics.get("rewards/margins", 0.0),
         )
         return metrics
-
-
-import training.toolbox  # noqa: E402, F401 - registers the issue-11 runners (KTO, reward, GRPO, classify, sweep)

@@ -40,8 +40,9 @@ from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import Adapter, Database, Document, Job, PreferencePair
 from assistant.storage.queries import preference_filters
-from training.data.feedback import JOB_SOURCES, check_stored_source
+from training.data.feedback import STORED, check_stored_source
 from training.job_options import check_job_options
+from training.methods import METHODS
 from training.uploads import new_file_id, resolve_upload, uploads_dir
 
 log = logging.getLogger(__name__)
@@ -154,11 +155,15 @@ class JobService:
             return JobRecord.from_row(job)
 
     def _check_data(self, spec: JobRequest) -> None:
-        data = spec.data
-        if spec.method in JOB_SOURCES and data.source not in ("file", "preferences"):
+        """The data source must be one the method reads (its `training.methods.METHODS` row) and select something."""
+        data, sources = spec.data, METHODS[spec.method].sources
+        if data.source not in sources:
+            hint = ": upload a dataset (POST /v1/training/files) and use data.source=file" if "file" in sources else ""
+            raise UnprocessableError(
+                f"`{spec.method}` jobs read data.source in {sources}, not {data.source!r}{hint}", param="data.source"
+            )
+        if data.source in STORED:
             return check_stored_source(self.db, spec.method, data.source, data.since)
-        if data.source in ("feedback", "chats"):
-            raise UnprocessableError(f"`{spec.method}` jobs do not read data.source={data.source}", param="data.source")
         if data.source == "file":
             if not data.file_id:
                 raise UnprocessableError("data.source=file needs data.file_id", param="data.file_id")
@@ -166,12 +171,6 @@ class JobService:
             if data.collection is not None and not self._has_collection(data.collection):
                 raise NotFoundError(f"no documents in collection {data.collection!r}", param="data.collection")
             return
-        if spec.method not in ("dpo", "reward", "sft", "psft"):
-            raise UnprocessableError(
-                f"stored preference pairs train dpo, reward, sft and psft jobs (sft/psft on the corrections), not "
-                f"{spec.method}: upload a dataset (POST /v1/training/files) and use data.source=file",
-                param="data.source",
-            )
         if self.count_pairs(data) == 0:  # sft/psft train on the preferred side (the corrections) of the pairs
             raise UnprocessableError(
                 f"no stored preference pairs match (provenance={data.provenance}, since={data.since}): collect "

@@ -44,10 +44,12 @@ async def training_defaults() -> dict[str, dict[str, Any]]:
 @functools.cache
 def _training_defaults() -> dict[str, dict[str, Any]]:
     """{method: {option: default}} for the form's options (project defaults over TRL's)."""
-    from training.config import CONFIG_CLASSES, PROJECT_DEFAULTS
+    from training.config import PROJECT_DEFAULTS
+    from training.methods import METHOD_NAMES, config_class
 
     out: dict[str, dict[str, Any]] = {}
-    for method, config in CONFIG_CLASSES.items():
+    for method in METHOD_NAMES:  # the console's method list is this mapping's keys
+        config = config_class(method)
         fields = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
         values = {**fields, **PROJECT_DEFAULTS}
         out[method] = {name: values[name] for name in FORM_OPTIONS if name in fields}

@@ -6,8 +6,9 @@ Contract:
   A thumbs-down with a correction adds the correction as a thumbs-up example too. Empty answers are skipped.
 - `prompt_records(db, since, rated_only)`: the distinct rendered prompts of stored chats (of rated chats only with
   `rated_only`), `{rendered_prompt}`, for online RL.
-- `JOB_SOURCES` says which job data sources each toolbox method reads; `count_source(db, method, source, since)`
-  counts what a job would get; `write_source(db, method, source, since, path)` writes it as JSON lines for the worker.
+- `JOB_SOURCES` says which stored job data sources (`feedback`, `chats`) each method reads (the `sources` of its
+  `training.methods.METHODS` row); `count_source(db, method, source, since)` counts what a job would get;
+  `write_source(db, method, source, since, path)` writes it as JSON lines for the worker.
 """
 
 from __future__ import annotations
@@ -20,14 +21,10 @@ from sqlalchemy import func, select
 
 from assistant.storage import ChatRecord, Database, Feedback
 from assistant.storage.queries import utc_naive
+from training.methods import METHODS
 
-JOB_SOURCES: dict[str, tuple[str, ...]] = {
-    "kto": ("feedback", "file"),
-    "reward": ("preferences", "file"),
-    "grpo": ("chats", "feedback", "file"),
-    "classify": ("file",),
-    "sweep": ("file",),
-}
+STORED = ("feedback", "chats")  # the sources read here; `preferences` are read by the worker, `file` is an upload
+JOB_SOURCES: dict[str, tuple[str, ...]] = {n: m.sources for n, m in METHODS.items() if set(m.sources) & set(STORED)}
 
 
 def thumbs_records(db: Database, since: int | None = None) -> list[dict[str, Any]]:

@@ -252,7 +252,7 @@ function gateSummary(gate) {
 // The new-job form. Empty hyperparameter fields keep their default (shown as the placeholder).
 function jobForm() {
   const status = h("p", { class: "status", role: "status" });
-  const method = h("select", { id: "job-method", name: "method" }, ["dpo", "sft", "psft"].map((m) => h("option", { value: m }, m)));
+  const method = h("select", { id: "job-method", name: "method" }); // filled from /web/training-defaults (the method table)
   const name = h("input", { id: "job-name", name: "name", value: "assistant", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]{0,99}", required: true });
   const base = h("input", { id: "job-base", name: "base_adapter", placeholder: "none (start from the base model)" });
   const source = h("select", { id: "job-source" }, h("option", { value: "preferences" }, "Stored preference pairs"), h("option", { value: "file" }, "Upload a dataset file"));

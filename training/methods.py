@@ -1,0 +1,116 @@
+"""The training methods: one row per method, the one table every other place reads.
+
+Contract: `METHODS` maps a method's name to its `Method` row:
+- `runner` and `config`: where its runner class and its config dataclass live (`"module:Class"`, imported on use by
+  `runner_class(name)` and `config_class(name)`: reading the table imports neither TRL nor torch);
+- `sources`: the job data sources it reads (`data.source` of a job: stored `preferences`, `feedback`, `chats`, or
+  an uploaded `file`); the first is the one it is usually given;
+- `kind`: the registry kind of what it trains (`lm`: a chat adapter; `reward`: a reward model, never served);
+- `help`: the help of its `assistant train <name>` command;
+- `flags`: the `train <name>` flags (`training.options.BY_NAME` keys), in order;
+- `job_options`: the bounds of the options a job of this method may set beyond `training.option_bounds.COMMON`,
+  and `no_options`: common options it has no field for.
+`METHOD_NAMES` is the tuple of names (the REST schema's choices, the CLI's commands, the console's list).
+Adding a method: one row here and one module holding its runner (a `training.trainers.MethodRunner` subclass) and
+its config dataclass.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from assistant.errors import UnprocessableError
+from training.option_bounds import (
+    BATCHING,
+    DPO_OWN,
+    GRPO_OWN,
+    KTO_OWN,
+    PSFT_OWN,
+    RAFT,
+    REWARD_OWN,
+    SWEEP_OWN,
+    Bound,
+)
+
+# `train <method>` flag groups (training.options.BY_NAME)
+_SCHEDULE = ("epochs", "lr", "max_steps", "batch_size", "grad_accum")
+_EVALUATION = ("eval_split", "eval_steps", "save_steps", "seed", "lora_r", "lora_alpha", "lora_dropout")
+_COMMON = (*_SCHEDULE, "max_length", *_EVALUATION, "target_modules", "load_in_4bit")
+_SELECTION = ("relevance_threshold", "relevance_top", "diversity_target", "diversity_method")
+_GRPO = ("beta", "reward_model", "rule", "num_generations", "max_completion_length", "target_length")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training method (see the module contract)."""
+
+    name: str
+    runner: str
+    config: str
+    sources: tuple[str, ...]
+    help: str
+    flags: tuple[str, ...] = _COMMON
+    job_options: dict[str, Bound] = field(default_factory=dict)
+    kind: str = "lm"
+    no_options: frozenset[str] = frozenset()
+
+
+def _row(*rows: Method) -> dict[str, Method]:
+    return {row.name: row for row in rows}
+
+
+METHODS: dict[str, Method] = _row(
+    Method("sft", "training.trainers:SFTRunner", "training.config:SFTRunConfig", ("preferences", "file"),
+           "Supervised fine-tuning (LoRA; loss on the assistant's tokens; SQuAD files become RAG examples).",
+           job_options={**RAFT, **BATCHING}),
+    Method("dpo", "training.trainers:DPORunner", "training.config:DPORunConfig", ("preferences", "file"),
+           "DPO on preference pairs (reference = the frozen base, adapter disabled).",
+           (*_COMMON, "beta"), DPO_OWN),
+    Method("psft", "training.trainers:PSFTRunner", "training.config:PSFTRunConfig", ("preferences", "file"),
+           "Proximal SFT: clipped-ratio SFT against a periodically refreshed snapshot of the LoRA weights.",
+           (*_COMMON, "eps_low", "eps_high", "refresh_steps"), {**RAFT, **BATCHING, **PSFT_OWN}),
+    Method("kto", "training.kto:KTORunner", "training.config:KTORunConfig", ("feedback", "file"),
+           "KTO on unpaired thumbs up/down (label / kto_tag records, or preference pairs unpaired).",
+           (*_COMMON, "beta", "desirable_weight", "undesirable_weight", *_SELECTION), KTO_OWN),
+    Method("reward", "training.reward:RewardRunner", "training.config:RewardRunConfig", ("preferences", "file"),
+           "A reward model (LoRA + score head) on preference pairs; registered with kind 'reward'.",
+           (*_COMMON, *_SELECTION), REWARD_OWN, kind="reward"),
+    Method("grpo", "training.grpo:GRPORunner", "training.config:GRPORunConfig", ("chats", "feedback", "file"),
+           "GRPO (online RL) with LoRA on prompts; rewards from a reward model and/or rule rewards.",
+           (*_SCHEDULE, *_EVALUATION, "target_modules", "load_in_4bit", *_GRPO), GRPO_OWN,
+           no_options=frozenset({"max_length"})),  # GRPO bounds prompts and completions separately
+    Method("classify", "training.classification:ClassifyRunner", "training.config:ClassifyRunConfig", ("file",),
+           "Classification data (text,label CSV / JSONL) as SFT; label accuracy and macro-F1 before and after.",
+           (*_COMMON, *_SELECTION), {"classify_eval_limit": Bound(int, 1, 100_000)}),
+    Method("sweep", "training.sweep:SweepRunner", "training.config:SweepRunConfig", ("file",),
+           "Grid search over --grid-lr/--grid-batch-size/--grid-epochs/--grid-lora-r by validation loss; best "
+           "registered.",
+           (*_COMMON, "trial_method", "grid_lr", "grid_batch_size", "grid_epochs", "grid_lora_r"), SWEEP_OWN),
+)  # fmt: skip
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+
+
+def method(name: str) -> Method:
+    """The row of `name`; a 422 naming the known methods otherwise."""
+    if name not in METHODS:
+        raise UnprocessableError(
+            f"--method must be one of {METHOD_NAMES} (got {name!r})", param="method", code="invalid_training_config"
+        )
+    return METHODS[name]
+
+
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def runner_class(name: str) -> Any:
+    """The `MethodRunner` subclass of the method (its module imported now)."""
+    return _load(method(name).runner)
+
+
+def config_class(name: str) -> Any:
+    """The config dataclass of the method (TRL imported now)."""
+    return _load(method(name).config)
