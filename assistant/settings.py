@@ -432,6 +432,32 @@ class TrainingSettings(Section):
     )
 
 
+class SourcesSettings(Section):
+    """Directory sources kept in sync with a collection (`assistant sources`, `/v1/sources`)."""
+
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders a source may be under (empty = any folder the server can read). Set it when admin keys "
+        "are handed out: a source reads every file below its path.",
+    )
+    scheduler_tick_s: float = Field(
+        5.0, ge=0, description="How often the server checks for sources due a scheduled or event sync. 0 = off."
+    )
+    watch: bool = Field(
+        True, description="Sync a source when its folder changes (watchdog file-system events, debounced)."
+    )
+    debounce_s: float = Field(
+        3.0, ge=0, description="Quiet seconds after the last file-system event before the event-driven sync runs."
+    )
+    lease_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long a sync's claim on its source lasts without renewal (renewed after every batch of "
+        "files); a claim left by a crashed process on another machine expires after this.",
+    )
+    batch_files: int = Field(50, ge=1, description="Files per ingest call of a sync (its progress granularity).")
+
+
 class Settings(BaseSettings):
     """Platform settings. See the module docstring for the sources and their order."""
 
@@ -458,6 +484,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server options.")  # type: ignore[arg-type]
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="Training job options.")  # type: ignore[arg-type]
     answer: AnswerSettings = Field(default_factory=AnswerSettings, description="Grounded answer options.")  # type: ignore[arg-type]
+    sources: SourcesSettings = Field(default_factory=SourcesSettings, description="Synced directory sources.")  # type: ignore[arg-type]
 
     @field_validator("log_level")
     @classmethod
