@@ -48,8 +48,7 @@ def eval_answers(
 
 
 async def _evaluate(settings, items, model, collection, name) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    import threading
-
+    from assistant.index.locking import IndexLock
     from assistant.models import resolve_lm
     from assistant.parts import Parts
     from serving.app import build_retrieval
@@ -66,7 +65,7 @@ async def _evaluate(settings, items, model, collection, name) -> dict[str, Any]:
     await engine.start()
     try:
         metrics = Metrics()
-        retrieval = build_retrieval(parts, threading.RLock(), metrics)
+        retrieval = build_retrieval(parts, IndexLock(), metrics)
         chat = ChatService(settings, engine, catalog, db, metrics, retrieval)
         model = model or catalog.base_name
         chat.catalog.resolve(model)

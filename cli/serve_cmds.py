@@ -64,8 +64,8 @@ def chat(
 
 async def _chat_once(settings, message, model, system, options) -> None:  # type: ignore[no-untyped-def]
     import sys
-    import threading
 
+    from assistant.index.locking import IndexLock
     from assistant.models import resolve_lm
     from assistant.parts import Parts
     from serving.app import build_retrieval
@@ -86,7 +86,7 @@ async def _chat_once(settings, message, model, system, options) -> None:  # type
             {"model": model or catalog.base_name, "messages": messages, **options}
         )
         metrics = Metrics()
-        retrieval = build_retrieval(parts, threading.RLock(), metrics) if options["use_retrieval"] else None
+        retrieval = build_retrieval(parts, IndexLock(), metrics) if options["use_retrieval"] else None
         service = ChatService(settings, engine, catalog, db, metrics, retrieval)
         prepared = await service.prepare(request)
         async for piece in service.answer_stream(prepared):  # text pieces, then the finished Answer

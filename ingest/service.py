@@ -33,8 +33,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class IngestService:
         embedder: Embedder,
         *,
         recover: bool = True,
-        write_lock: threading.RLock | None = None,
+        write_lock: AbstractContextManager[Any] | None = None,
         read_only: bool = False,
     ) -> None:
         self.settings = settings
@@ -130,12 +131,12 @@ class IngestService:
     # ------------------------------------------------------------ the parts' settings, shared with callers
 
     @property
-    def write_lock(self) -> threading.RLock:
+    def write_lock(self) -> AbstractContextManager[Any]:
         """Held only while rows/vectors are written or the index saved, never while parsing or embedding: the server
         passes the lock its searches take (`use_write_lock`), so retrieval waits for a write step, not an upload."""
         return self.store.write_lock
 
-    def use_write_lock(self, lock: threading.RLock) -> None:
+    def use_write_lock(self, lock: AbstractContextManager[Any]) -> None:
         """Share the lock the caller's readers take (see `write_lock`)."""
         self.store.write_lock = lock
 

@@ -40,6 +40,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,7 @@ class DocumentStore:
         index: VectorIndex,
         embedder: Embedder,
         *,
-        write_lock: threading.RLock | None = None,
+        write_lock: AbstractContextManager[Any] | None = None,
         on_failed: Callable[[PreparedFile], None] | None = None,
     ) -> None:
         self.db = db
@@ -232,6 +233,7 @@ class DocumentStore:
             size_bytes=prepared.size,
             status=status,
             meta=meta,
+            parse_report=prepared.parse_report,
         )
 
     def _save_index(self) -> None:
@@ -259,6 +261,7 @@ class DocumentStore:
                 document.title, document.mime_type = staging.title, staging.mime_type
                 document.content_hash, document.size_bytes = staging.content_hash, staging.size_bytes
                 document.meta = {k: v for k, v in staging.meta.items() if k != "replaces"}
+                document.parse_report = staging.parse_report
                 document.status, document.error = "ready", None
                 session.flush()
                 session.delete(staging)

@@ -6,15 +6,25 @@ services receive well-formed values; unknown OpenAI fields are accepted and igno
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from serving.services.jobs import JobRequest, TrainingData
-from training.methods import METHOD_NAMES
-from training.uploads import FILE_ID
+from training.request import MAX_UNIX_TIME, JobData, JobRequest  # noqa: F401 - the job's types (one home)
 
-MAX_UNIX_TIME = 4_102_444_800  # 2100-01-01: bounds `since` so datetime conversion cannot overflow
+MAX_COLLECTIONS = 100
+
+
+def _distinct(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))  # duplicates would only grow the database query (its variable limit)
+
+
+CollectionList = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=200)]],
+    Field(min_length=1, max_length=MAX_COLLECTIONS),
+    AfterValidator(_distinct),
+]
+"""A request's `collections`: 1-100 names (duplicates removed, order kept); [] is refused (it would mean none)."""
 
 
 class ChatMessage(BaseModel):
@@ -60,9 +70,8 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     # Platform extensions (extra body fields; with the openai client pass them in `extra_body`).
     use_retrieval: bool = Field(True, description="Ground the answer in retrieved documents (RAG).")
-    collections: list[str] | None = Field(
+    collections: CollectionList | None = Field(
         None,
-        min_length=1,
         description="Retrieve only from these collections (omit for every collection the key may read; [] is refused).",
     )
     top_k: int | None = Field(
@@ -108,44 +117,6 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class JobData(BaseModel):
-    """What a job trains on: stored preference pairs (since a point) or an uploaded dataset file."""
-
-    source: Literal["preferences", "file", "feedback", "chats"] = Field(
-        "preferences",
-        description="preferences (dpo, reward), feedback = thumbs (kto) or rated prompts (grpo), "
-        "chats = served prompts (grpo), file = an upload.",
-    )
-    provenance: Literal["feedback", "imported"] | None = Field(None, description="Only pairs of this provenance.")
-    since: int | None = Field(None, ge=0, le=MAX_UNIX_TIME, description="Unix time: only pairs created at or after it.")
-    file_id: str | None = Field(
-        None, pattern=FILE_ID.pattern, description="For source=file: the id returned by POST /v1/training/files."
-    )
-    collection: str | None = Field(
-        None,
-        description="For sft/psft on question files (SQuAD or question/answer JSONL): build each example's sources "
-        "with the server's retriever over this uploaded collection (RAFT).",
-        max_length=200,
-        pattern=r"^[\w.\-]+$",
-    )
-
-
-class JobSpec(BaseModel):
-    """The body of `POST /v1/training/jobs` (and of `assistant jobs submit`); `request()` is the service's value."""
-
-    method: Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the rows of training.methods.METHODS
-    name: str = Field("assistant", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Adapter name.")
-    data: JobData = Field(default_factory=JobData)  # type: ignore[arg-type]
-    base_adapter: str | None = Field(None, description="Continue from this adapter (NAME or NAME@vN).")
-    hyperparameters: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Training options from a per-method whitelist with bounds (training/job_options.py): "
-        "learning_rate, num_train_epochs, max_steps, batch sizes, max_length, lora_r/alpha/dropout/target_modules, "
-        "beta (dpo), eps_low/eps_high/psft_refresh_steps (psft), ...; anything else is refused (422).",
-    )
-    gate: bool = Field(True, description="Evaluate the candidate against the active version when it is trained.")
-
-    def request(self) -> JobRequest:
-        """The validated body as the job service's `JobRequest`."""
-        body = self.model_dump(mode="json")
-        return JobRequest(**{**body, "data": TrainingData(**body["data"])})
+class JobSpec(JobRequest):
+    """The body of `POST /v1/training/jobs` (and of `assistant jobs submit`): `training.request.JobRequest`, the one
+    request type of a job from this route to the runner, under its REST name."""

@@ -6,7 +6,6 @@ engine answer 503 (so `/health` can report liveness while a large model is still
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
@@ -14,6 +13,7 @@ from fastapi import Depends, Request
 
 from assistant.engine import GenerationEngine
 from assistant.errors import ServiceUnavailableError
+from assistant.index.locking import IndexLock
 from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import Database
@@ -47,7 +47,7 @@ class AppState:
     jobs: JobService | None = None
     admission: Admission | None = None
     evaluations: EvaluationService | None = None
-    index_lock: threading.RLock = field(default_factory=threading.RLock)
+    index_lock: IndexLock = field(default_factory=IndexLock)
     ready: bool = False
     load_error: str | None = None
     started_at: float = 0.0

@@ -27,9 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,7 +137,7 @@ class SyncStatus:
 class IndexFollower:
     """Keeps one process's vector index in step with the chunk rows and the change log (module contract)."""
 
-    def __init__(self, db: Database, index: VectorIndex, lock: threading.RLock, space: str) -> None:
+    def __init__(self, db: Database, index: VectorIndex, lock: AbstractContextManager[Any], space: str) -> None:
         self.db = db
         self.index = index
         self.lock = lock

@@ -47,13 +47,21 @@ class KeywordSearch(Protocol):
     def search(self, query: str, k: int, collections: Sequence[str] | None = None) -> list[tuple[int, float]]: ...
 
 
+MAX_QUERY_TERMS = 64
+"""Keyword terms searched per query: the first 64 distinct ones. A question has a handful; a pasted page of thousands
+of distinct words would otherwise be searched (and probed for pruning) term by term while other searches wait."""
+
+
 def query_tokens(query: str) -> list[str]:
-    """The query's distinct non-stop-word tokens, lower-cased, in order."""
-    tokens: list[str] = []
-    for token in _TOKEN.findall(query.lower()):
-        if token not in STOP_WORDS and token not in tokens:
-            tokens.append(token)
-    return tokens
+    """The query's distinct non-stop-word tokens, lower-cased, in order; at most `MAX_QUERY_TERMS` of them."""
+    tokens: dict[str, None] = {}
+    for token in _TOKEN.finditer(query.lower()):
+        word = token.group(0)
+        if word not in STOP_WORDS:
+            tokens[word] = None
+            if len(tokens) == MAX_QUERY_TERMS:
+                break
+    return list(tokens)
 
 
 class CommonTermPruning:

@@ -191,6 +191,9 @@ class TransformersEngine(TokenizerMixin):
     def stats(self) -> EngineStats:
         return EngineStats(running=self._running, waiting=self._waiting)
 
+    def dead_reason(self) -> str | None:
+        return None  # runs in the server's own process: if it dies, so does the server
+
     async def shutdown(self) -> None:
         self.model = None
 

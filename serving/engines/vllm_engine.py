@@ -169,6 +169,11 @@ class VLLMEngine(TokenizerMixin):
         running = self._llm.output_processor.get_num_unfinished_requests() if self._llm is not None else 0
         return EngineStats(running=running, waiting=self._stats.waiting)
 
+    def dead_reason(self) -> str | None:
+        if self._llm is None or not self._llm.errored:  # not started (or shut down on purpose), or serving
+            return None
+        return "the vLLM engine core stopped (its process died or an engine step failed; see the server log)"
+
     async def shutdown(self) -> None:
         if self._llm is not None:
             self._llm.shutdown()

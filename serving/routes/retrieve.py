@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from assistant.errors import ServiceUnavailableError
 from serving.access import Access, allow
 from serving.auth import PrincipalDep
+from serving.schemas import CollectionList
 from serving.services.retrieval import RetrievalService
 from serving.state import StateDep
 
@@ -19,8 +20,8 @@ router = APIRouter(tags=["retrieval"], dependencies=[allow(Access.MEMBER)])
 class RetrieveRequest(BaseModel):
     query: str = Field(..., min_length=1, max_length=8000, description="What to search for.")
     k: int | None = Field(None, ge=1, le=100, description="Hits to return (default retrieval.top_k).")
-    collections: list[str] | None = Field(
-        None, min_length=1, description="Only these collections (omit for all the key may read; [] is refused)."
+    collections: CollectionList | None = Field(
+        None, description="Only these collections (omit for all the key may read; [] is refused)."
     )
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
 

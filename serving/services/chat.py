@@ -2,9 +2,11 @@
 
 Contract:
 - `ChatService.prepare(request, principal)` does everything that can fail before generation (unknown model or
-  collection, a collection the key may not read, oversized messages, a prompt that cannot fit) and raises project
-  errors (4xx). Retrieval is on by default: the query is the last user turn, joined with the previous user turn when
-  it is a short follow-up (`retrieval.condense_below_words`); the hits become numbered sources in the prompt through
+  collection, a model or collection the key may not use, oversized messages, a prompt that cannot fit, an adapter the
+  engine cannot load) and raises project errors (4xx). An adapter version is loaded through the engine's add call
+  before its first request (`load_adapter`), so its files never fail inside an engine step. Retrieval is on by
+  default: the query is the last user turn, joined with the previous user turn when it is a short follow-up
+  (`retrieval.condense_below_words`); the hits become numbered sources in the prompt through
   `assistant.prompts.prompt_sources` (count, per-source trimming, order) and `build_rag_messages`, the functions
   training uses too. Citations and `sources` follow the prompt's numbering and carry the text the model saw.
 - Grounded answers (retrieval mode 'rag') get the `answer` settings' generation defaults when the request does not set
@@ -37,7 +39,7 @@ from typing import Any, Protocol
 
 from assistant.answer_metrics import cited_indices, is_abstention, supporting_source
 from assistant.engine import AdapterRef, GenerationChunk, GenerationEngine, SamplingOptions
-from assistant.errors import InvalidRequestError
+from assistant.errors import InvalidRequestError, UnprocessableError
 from assistant.prompts import NO_SOURCES_ANSWER, Source, build_rag_messages, prompt_sources
 from assistant.retrieval import Hit
 from assistant.settings import Settings
@@ -137,11 +139,29 @@ class ChatService:
         self.metrics = metrics
         self.retrieval = retrieval
         self._overhead: int | None = None  # template tokens per message, measured on first use
+        self._loads: dict[str, str | None] = {}  # engine identity -> None (loaded) or why it could not be loaded
+
+    async def load_adapter(self, adapter: AdapterRef) -> None:
+        """Load a version through the engine's add call before its first request (once per identity), so a bad file
+        fails this request alone (422, remembered for that version) instead of failing inside an engine step, which
+        would stop the engine for every caller."""
+        if adapter.name not in self._loads:
+            try:
+                await self.engine.add_adapter(adapter)
+                self._loads[adapter.name] = None
+            except Exception as exc:  # the engine refused the files; it keeps serving everything else
+                log.warning("adapter %s could not be loaded from %s: %s", adapter.name, adapter.path, exc)
+                self._loads[adapter.name] = str(exc).splitlines()[-1][:500] if str(exc) else type(exc).__name__
+        error = self._loads[adapter.name]
+        if error is not None:
+            raise UnprocessableError(f"{adapter.name} could not be loaded by the engine: {error}", param="model")
 
     # ------------------------------------------------------------------ preparing
 
     async def prepare(self, request: ChatCompletionRequest, principal: Principal = ANONYMOUS) -> PreparedChat:
-        adapter = self.catalog.resolve(request.model)
+        adapter = self.catalog.resolve(request.model, principal)
+        if adapter is not None:
+            await self.load_adapter(adapter)
         history = [message.as_dict() for message in request.messages]
         self._check_message_sizes(history)
         hits, mode = await self._retrieve(request, history, principal)

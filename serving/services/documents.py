@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,9 @@ def document_dict(document: Document, chunk_count: int) -> dict[str, Any]:
 
 
 class DocumentsService:
-    def __init__(self, ingest: IngestService, db: Database, lock: threading.RLock, sync_limit_bytes: int) -> None:
+    def __init__(
+        self, ingest: IngestService, db: Database, lock: AbstractContextManager[Any], sync_limit_bytes: int
+    ) -> None:
         self.ingest = ingest
         self.db = db
         self.lock = lock
@@ -171,6 +173,7 @@ class DocumentsService:
                 select(Chunk).where(Chunk.document_id == document_id).order_by(Chunk.ordinal)
             ).all()
             body = document_dict(document, len(chunks))
+            body["parse_report"] = document.parse_report  # pages, method per page, tables, warnings (None before)
             if with_chunks:
                 body["chunk_list"] = [_chunk_dict(chunk) for chunk in chunks]
         return body

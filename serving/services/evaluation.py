@@ -327,7 +327,7 @@ class EvaluationService:
     ) -> dict[str, Any]:
         items = parse_qa_file(filename, data)[:limit]
         model = model or self.chat.catalog.base_name
-        self.chat.catalog.resolve(model)  # 404 for an unknown model, before anything runs
+        self.chat.catalog.resolve(model, principal)  # 404 for an unknown model, before anything runs
         if self.chat.retrieval is not None:
             named = sorted({c for c in [collection, *(i.collection for i in items)] if c})
             self.chat.retrieval.scope(named or None, principal)  # 404 unknown / 403 not readable

@@ -3,20 +3,20 @@
 Contract: `RetrievalService.scope(requested, principal)` checks that each named collection is readable by the key
 (403, checked first so a member learns nothing about collections outside its scope) and exists (404); with none named
 it is every collection the key may read. `search(query, k, collections, mode)` runs the search in a worker thread
-under the shared index lock (the FAISS index is not safe to search while an upload writes it), and records the
-retrieval latency metric.
+holding the index lock shared (`IndexLock.read`: searches run side by side; an index write step, during which the
+FAISS index is not safe to search, excludes them), and records the retrieval latency metric.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Sequence
 
 from sqlalchemy import select
 
 from assistant.errors import NotFoundError
+from assistant.index.locking import IndexLock
 from assistant.retrieval import Hit, Retriever
 from assistant.storage import Database, Document
 from serving.metrics import Metrics
@@ -24,7 +24,7 @@ from serving.principal import Principal
 
 
 class RetrievalService:
-    def __init__(self, retriever: Retriever, db: Database, lock: threading.RLock, metrics: Metrics) -> None:
+    def __init__(self, retriever: Retriever, db: Database, lock: IndexLock, metrics: Metrics) -> None:
         self.retriever = retriever
         self.db = db
         self.lock = lock
@@ -50,5 +50,5 @@ class RetrievalService:
         return hits
 
     def _search(self, query: str, k: int | None, collections: list[str] | None, mode: str) -> list[Hit]:
-        with self.lock:
+        with self.lock.read():  # searches run side by side; only an index write step excludes them
             return self.retriever.search(query, k=k, collections=collections, mode=mode)
