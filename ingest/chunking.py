@@ -6,6 +6,11 @@ lines, sentences, clauses, words, characters, merging neighbouring pieces up to 
 embedder's `max_tokens`) with `ingest.chunk_overlap` tokens of overlap. A chunk still over `max_tokens` is halved at
 whitespace until it fits, so the embedder never truncates. Every chunk's text equals
 `doc.text[char_start:char_end]`, and carries the section's page and section label.
+Tables (`Section.table`: a Markdown table, `ingest.tables`) are split by whole rows, never inside one, without
+overlap; every chunk starts with the table's header and separator lines, so it names its columns. The first chunk
+is the contiguous span `doc.text[char_start:char_end]`; a later one's text is the header lines, a newline, then
+`doc.text[char_start:char_end]` (its rows). A header too long to repeat (over half a chunk) is not repeated, and a
+row too long for one chunk is split like text: such chunks follow the plain rule.
 
 Cost: a section is tokenized once (the embedder's `token_starts` when it has one, else a word/punctuation
 approximation); the splitter works on character spans and counts tokens by bisecting those starts, so a 100k
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from assistant.dedup import content_hash
 from assistant.embedding import Embedder
 from ingest.documents import ChunkDraft, CleanDocument, Section
+from ingest.tables import TABLE_HEADER_LINES
 
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ": ", ", ", " ", ""]
 _APPROXIMATE_TOKEN = re.compile(r"\w+|[^\w\s]")  # linear: no nested quantifiers
@@ -65,9 +71,53 @@ class Chunker:
     def chunk(self, doc: CleanDocument) -> list[ChunkDraft]:
         drafts: list[ChunkDraft] = []
         for section in doc.sections:
+            table = self._split_table(doc.text, section) if section.table else None
+            if table is not None:
+                drafts.extend(
+                    _draft(len(drafts) + i, text, start, tokens, section, end)
+                    for i, (start, end, text, tokens) in enumerate(table)
+                )
+                continue
             for start, text, tokens in self._split_section(doc.text, section):
                 drafts.append(_draft(len(drafts), text, start, tokens, section))
         return drafts
+
+    def _split_table(self, text: str, section: Section) -> list[tuple[int, int, str, int]] | None:
+        """(absolute start, absolute end, chunk text, tokens) of a table's row chunks, each headed by the header
+        lines; None when the table fits one chunk or its header is too long to repeat (split as text instead)."""
+        body = _Body(text[section.start : section.end], [])
+        body.starts = token_starts(self.embedder, body.text)
+        if body.count((0, len(body.text))) <= self.chunk_size:
+            return None
+        lines = _pieces(body.text, (0, len(body.text)), "\n")
+        if len(lines) <= TABLE_HEADER_LINES:
+            return None
+        header_end = lines[TABLE_HEADER_LINES - 1][1]  # just after the separator line's newline
+        header = body.text[: header_end - 1]
+        budget = self.chunk_size - body.count((0, header_end))
+        if budget < self.chunk_size // 2:
+            return None
+        spans: list[Span] = []
+        first, total = TABLE_HEADER_LINES, 0
+        for i in range(TABLE_HEADER_LINES, len(lines)):
+            size = body.count(lines[i])
+            if total + size > budget and i > first:
+                spans.append((lines[first][0], lines[i - 1][1]))
+                first, total = i, 0
+            total += size
+        spans.append((lines[first][0], lines[-1][1]))
+        spans = [_strip(body.text, *span) for span in spans]
+        texts = [body.text[: spans[0][1]]] + [f"{header}\n{body.text[a:b]}" for a, b in spans[1:]]
+        starts = [0] + [a for a, _b in spans[1:]]
+        counts = count_many(self.embedder, texts)
+        chunks: list[tuple[int, int, str, int]] = []
+        for (_start, end), chunk_start, chunk, count in zip(spans, starts, texts, counts, strict=True):
+            if count <= self.max_tokens:
+                chunks.append((section.start + chunk_start, section.start + end, chunk, count))
+                continue
+            for offset, part, tokens in self._fit(body.text, chunk_start, end):  # one huge row: plain pieces
+                chunks.append((section.start + offset, section.start + offset + len(part), part, tokens))
+        return chunks
 
     def _split_section(self, text: str, section: Section) -> list[tuple[int, str, int]]:
         """(absolute start offset, text, token count) of each chunk of one section."""
@@ -164,12 +214,12 @@ def _strip(text: str, start: int, end: int) -> Span:
     return start, end
 
 
-def _draft(ordinal: int, text: str, start: int, tokens: int, section: Section) -> ChunkDraft:
+def _draft(ordinal: int, text: str, start: int, tokens: int, section: Section, end: int | None = None) -> ChunkDraft:
     return ChunkDraft(
         ordinal=ordinal,
         text=text,
         char_start=start,
-        char_end=start + len(text),
+        char_end=start + len(text) if end is None else end,
         page=section.page,
         section=section.section,
         token_count=tokens,

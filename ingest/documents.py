@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest.report import ParseReport
+
 
 @dataclass
 class Block:
@@ -30,6 +32,7 @@ class ParsedDocument:
     title: str
     mime_type: str
     blocks: list[Block]
+    report: ParseReport = field(default_factory=ParseReport)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Section:
     end: int
     page: int | None
     section: str | None
+    table: bool = False  # a Markdown table: chunked by rows, its header lines repeated in every chunk
 
 
 @dataclass
@@ -50,6 +54,7 @@ class CleanDocument:
     mime_type: str
     text: str
     sections: list[Section]
+    report: ParseReport = field(default_factory=ParseReport)
 
 
 @dataclass
@@ -81,3 +86,4 @@ class PreparedFile:
     drafts: list[ChunkDraft]
     dropped_chunks: int
     row_id: str | None = None  # set by the store: the row holding the new chunks until the swap (document or staging)
+    parse_report: dict[str, Any] | None = None  # `ParseReport.to_dict()`, stored with the document

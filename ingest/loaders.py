@@ -4,10 +4,12 @@ Contract: `load_document(name, data, options)` picks the loader from the file ex
 blocks; it raises `UnsupportedMediaError` (415) for an unknown type and `UnprocessableError` (422) for a file that
 cannot be read (empty, corrupt, password-protected, binary garbage, no text). Any parser failure is converted to a
 422 naming the file, so one bad file never escapes as an unexpected exception.
-Formats: PDF (pypdf text layer, one block per page), DOCX (python-docx: heading sections, paragraphs, tables as
-"cell | cell" rows), HTML (BeautifulSoup: main content only, scripts/nav/header/footer/aside removed, heading
-sections), Markdown (heading sections, fenced code kept), TXT (UTF-8, else charset-normalizer detection), CSV and
-JSON/JSONL (one block per record; `record_text_fields` / `record_title_field` choose the text and the label).
+Formats: PDF (`ingest.pdf`: text layer, ruled tables, OCR of scanned pages; one block per page), DOCX (python-docx:
+heading sections, paragraphs, tables), HTML (BeautifulSoup: main content only, scripts/nav/header/footer/aside
+removed, heading sections, data tables), Markdown (heading sections, fenced code kept, tables), TXT (UTF-8, else
+charset-normalizer detection), CSV and JSON/JSONL (one block per record; `record_text_fields` / `record_title_field`
+choose the text and the label), PPTX, XLSX and EML (`ingest.formats`). Tables become Markdown table blocks
+(`ingest.tables`); every loader returns a `ParseReport` with its document (pages, methods, tables, warnings).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from assistant.dedup import is_garbage
 from assistant.errors import AssistantError, PayloadTooLargeError, UnprocessableError, UnsupportedMediaError
 from assistant.settings import IngestSettings
 from ingest.documents import Block, ParsedDocument
+from ingest.report import ParseReport
+from ingest.tables import markdown_table, split_markdown_tables, table_block
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ HTML_BOILERPLATE = (
     "template",
 )
 HTML_BOILERPLATE_ROLES = ("navigation", "banner", "contentinfo")
+MAX_TABLE_CELL_CHARS = 1000  # an HTML table cell longer than this is page layout, not data
+MAX_COLSPAN = 50
 HTML_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 HTML_BLOCKS = ("p", "div", "li", "tr", "pre", "table", "section", "article", "blockquote", "dd", "dt", "br", "ul", "ol")
 
@@ -62,19 +68,30 @@ class LoaderOptions:
     max_archive_entries: int = 5000
     max_pdf_pages: int = 2000
     max_text_chars: int = 50 * 2**20
+    ocr: str = "auto"
+    ocr_engine: str = "rapidocr"
+    ocr_languages: str = "eng"
+    ocr_dpi: int = 200
+    pdf_tables: bool = True
+    time_budget_s: float | None = None  # the parse budget (set by `ingest.parsing`): OCR stops starting pages near it
 
     @classmethod
     def from_settings(cls, ingest: IngestSettings) -> LoaderOptions:
         fields = ingest.record_text_fields
         return cls(
-            tuple(fields) if fields else None,
-            ingest.record_title_field,
-            ingest.max_unprintable_ratio,
-            int(ingest.max_archive_mb * 2**20),
-            ingest.max_archive_ratio,
-            ingest.max_archive_entries,
-            ingest.max_pdf_pages,
-            int(ingest.max_text_mb * 2**20),
+            record_text_fields=tuple(fields) if fields else None,
+            record_title_field=ingest.record_title_field,
+            max_unprintable_ratio=ingest.max_unprintable_ratio,
+            max_archive_bytes=int(ingest.max_archive_mb * 2**20),
+            max_archive_ratio=ingest.max_archive_ratio,
+            max_archive_entries=ingest.max_archive_entries,
+            max_pdf_pages=ingest.max_pdf_pages,
+            max_text_chars=int(ingest.max_text_mb * 2**20),
+            ocr=ingest.ocr,
+            ocr_engine=ingest.ocr_engine,
+            ocr_languages=ingest.ocr_languages,
+            ocr_dpi=ingest.ocr_dpi,
+            pdf_tables=ingest.pdf_tables,
         )
 
 
@@ -114,33 +131,9 @@ def _detect(data: bytes, name: str) -> str:
 
 
 def load_pdf(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
-    from pypdf import PdfReader
+    from ingest.pdf import load_pdf as read_pdf
 
-    reader = PdfReader(io.BytesIO(data))
-    if reader.is_encrypted and not _decrypt_empty(reader):
-        raise UnprocessableError(f"{name}: the PDF is password-protected; upload an unencrypted copy")
-    pages = len(reader.pages)
-    if pages > options.max_pdf_pages:
-        raise PayloadTooLargeError(
-            f"{name}: {pages} pages is over the {options.max_pdf_pages} page limit (ingest.max_pdf_pages)"
-        )
-    blocks: list[Block] = []
-    chars = 0
-    for number, page in enumerate(reader.pages, start=1):
-        blocks.append(Block(page.extract_text() or "", page=number))
-        chars += len(blocks[-1].text)
-        check_text_size(name, chars, options)
-    metadata: Any = reader.metadata or {}
-    title = str(metadata.get("/Title") or "") or stem(name)
-    return ParsedDocument(title, "application/pdf", blocks)
-
-
-def _decrypt_empty(reader: Any) -> bool:
-    """Open a PDF encrypted with an empty user password (common for 'no copy' PDFs)."""
-    try:
-        return bool(reader.decrypt(""))
-    except Exception:  # pypdf raises several types for wrong passwords / missing crypto
-        return False
+    return read_pdf(data, name, options)
 
 
 # ---------------------------------------------------------------- DOCX
@@ -153,11 +146,16 @@ def load_docx(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
     check_archive(name, data, options)
     document = docx.Document(io.BytesIO(data))
     blocks: list[Block] = []
+    report = ParseReport()
     section: str | None = None
     lines: list[str] = []
     for item in document.iter_inner_content():
         if isinstance(item, Table):
-            lines.append(_docx_table(item))
+            _flush(blocks, lines, section)
+            table = table_block([[cell.text for cell in row.cells] for row in item.rows], section=section)
+            if table is not None:
+                blocks.append(table)
+                report.tables += 1
         elif _is_heading(item):
             _flush(blocks, lines, section)
             section, lines = item.text.strip() or section, [item.text]
@@ -165,7 +163,8 @@ def load_docx(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
             lines.append(item.text)
     _flush(blocks, lines, section)
     title = document.core_properties.title or stem(name)
-    return ParsedDocument(title, "application/vnd.openxmlformats-officedocument.wordprocessingml.document", blocks)
+    mime = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    return ParsedDocument(title, mime, blocks, report)
 
 
 def check_archive(name: str, data: bytes, options: LoaderOptions) -> None:
@@ -177,7 +176,7 @@ def check_archive(name: str, data: bytes, options: LoaderOptions) -> None:
     try:
         entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
     except (zipfile.BadZipFile, ValueError) as exc:
-        raise UnprocessableError(f"{name}: not a valid DOCX/ZIP file ({exc})") from exc
+        raise UnprocessableError(f"{name}: not a valid Office (ZIP) file ({exc})") from exc
     if len(entries) > options.max_archive_entries:
         raise PayloadTooLargeError(
             f"{name}: {len(entries)} archive entries is over the limit of {options.max_archive_entries} "
@@ -210,14 +209,6 @@ def _is_heading(paragraph: Any) -> bool:
     return bool(style) and (style.startswith("Heading") or style == "Title")
 
 
-def _docx_table(table: Any) -> str:
-    rows = []
-    for row in table.rows:
-        cells = [cell.text.strip() for cell in row.cells]
-        rows.append(" | ".join(cells))
-    return "\n".join(rows) + "\n"
-
-
 def _flush(blocks: list[Block], lines: list[str], section: str | None) -> None:
     text = "\n\n".join(line for line in lines if line.strip())
     if text:
@@ -240,12 +231,23 @@ def markdown_blocks(text: str) -> list[Block]:
         if heading is None:
             lines.append(line)
             continue
-        _flush(blocks, ["\n".join(lines)], _section_label(path))
+        _flush_markdown(blocks, lines, _section_label(path))
         level, title = heading
         path = [(lvl, name) for lvl, name in path if lvl < level] + [(level, title)]
         lines = [title, ""]
-    _flush(blocks, ["\n".join(lines)], _section_label(path))
+    _flush_markdown(blocks, lines, _section_label(path))
     return blocks
+
+
+def _flush_markdown(blocks: list[Block], lines: list[str], section: str | None) -> None:
+    """The section's lines as prose blocks and table blocks, in order."""
+    for text, rows in split_markdown_tables("\n".join(lines)):
+        table = table_block(rows, section=section) if rows is not None else None
+        if table is not None:
+            blocks.append(table)
+        elif rows is None:
+            _flush(blocks, [text], section)
+    lines.clear()
 
 
 def atx_heading(line: str) -> tuple[int, str] | None:
@@ -305,12 +307,33 @@ def html_text(root: Any) -> str:
             if node.name in HTML_HEADINGS:
                 parts.append(f"\n\n{'#' * int(node.name[1])} {node.get_text(' ', strip=True)}\n\n")
                 continue
+            if node.name == "table" and (rows := html_table_rows(node)) is not None:
+                parts.append(f"\n\n{markdown_table(rows)}\n\n")  # `markdown_blocks` makes it a table block
+                continue
             if node.name in HTML_BLOCKS:
                 stack.append((node, True))
             stack.extend((child, False) for child in reversed(node.contents))
         elif type(node) in (NavigableString, CData):  # not comments, doctypes, processing instructions
             parts.append(str(node))
     return "".join(parts)
+
+
+def html_table_rows(table: Any) -> list[list[str]] | None:
+    """The cells of a data table (a `colspan` cell repeated), or None for a layout table (a nested table, or cells
+    holding whole paragraphs), which is read as text instead."""
+    if table.find("table") is not None:
+        return None
+    rows: list[list[str]] = []
+    for row in table.find_all("tr"):
+        cells: list[str] = []
+        for cell in row.find_all(("th", "td"), recursive=False):
+            text = cell.get_text(" ", strip=True)
+            if len(text) > MAX_TABLE_CELL_CHARS:
+                return None
+            span = str(cell.get("colspan") or "1")
+            cells.extend([text] * min(int(span) if span.isdigit() else 1, MAX_COLSPAN))
+        rows.append(cells)
+    return rows if sum(1 for row in rows if any(row)) >= 2 else None
 
 
 def load_text(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
@@ -391,7 +414,18 @@ LOADERS: dict[str, Loader] = {
     ".json": load_json,
     ".jsonl": load_jsonl,
     ".ndjson": load_jsonl,
+    ".pptx": lambda data, name, options: _formats().load_pptx(data, name, options),
+    ".xlsx": lambda data, name, options: _formats().load_xlsx(data, name, options),
+    ".xlsm": lambda data, name, options: _formats().load_xlsx(data, name, options),
+    ".eml": lambda data, name, options: _formats().load_eml(data, name, options),
 }
+
+
+def _formats() -> Any:
+    """`ingest.formats` (imported on use: it imports this module's helpers)."""
+    import ingest.formats
+
+    return ingest.formats
 
 
 def loader_for(name: str) -> Loader:

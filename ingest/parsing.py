@@ -5,12 +5,15 @@ Contract: `parse_file(name, data, options, timeout_s)` returns what `load_docume
 `timeout_s`, the work runs in one long-lived child process per server/CLI process (started with 'spawn', so it
 shares no threads or locks with the parent); a file that is not done within `timeout_s` seconds gets the child
 killed (a thread could not be stopped: a runaway parser inside lxml or pypdf never checks a flag) and fails with a
-422 naming the setting; the next file starts a fresh child. A child that dies (a parser crash, the OOM killer) is a
-422 for that file only. With `timeout_s=None` the work runs in the calling thread, unbounded.
+422 naming the setting (OCR of scanned pages runs in the same child, so it counts against the same budget; the PDF
+loader is told the budget and stops starting OCR pages before it is spent); the next file starts a fresh child. A
+child that dies (a parser crash, the OOM killer) is a 422 for that file only. With `timeout_s=None` the work runs in
+the calling thread, unbounded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import threading
@@ -117,4 +120,5 @@ def parse_file(name: str, data: bytes, options: LoaderOptions, timeout_s: float 
     """Load + clean one file, within `timeout_s` seconds when given (see the module contract)."""
     if timeout_s is None:
         return parse_in_process(name, data, options)
-    return _CHILD.parse(name, data, options, timeout_s)
+    # The loaders see the budget too: OCR stops starting pages before it is spent (`ingest.pdf`).
+    return _CHILD.parse(name, data, dataclasses.replace(options, time_budget_s=timeout_s), timeout_s)

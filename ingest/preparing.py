@@ -152,6 +152,7 @@ class FilePreparer:
             clean.mime_type,
             drafts,
             sum(1 for d in report.dropped if d.level == "chunk"),
+            parse_report=clean.report.to_dict(),
         )
 
     def _select_chunks(

