@@ -1,11 +1,16 @@
-"""API keys: when `server.api_keys` is non-empty, every route not declared public needs `Authorization: Bearer KEY`.
+"""API keys: every route not declared public needs `Authorization: Bearer KEY` once any key exists.
 
-Contract: the token's sha256 digest is compared in constant time with every configured key's digest
-(`hmac.compare_digest`, no early exit, so the time taken does not reveal which key or how much of it matched; keys
-may be configured as digests, so the server never needs the token itself); a missing or wrong key is 401. The
-resolved `Principal` carries the key's role, its owner fingerprint and the collections it may read (None = all);
-services refuse (403) a request naming a collection outside it and limit unscoped retrieval to the allowed ones.
-Which role each route needs is declared in `serving.access`, not here.
+Contract: `authenticate(state, authorization)` resolves the `Authorization` header to a `Principal`, synchronously and
+without I/O (it may run in an ASGI middleware before the request body is read). Keys come from two places: the
+settings file (`server.api_keys`, the bootstrap) and the database (`POST /v1/keys`, cached by the
+`serving.services.keys.KeyStore` on `state.extras["keys"]`). When neither holds a key every caller is `ANONYMOUS`
+(an unauthenticated admin on a loopback server); once either does, a missing or wrong key is 401, and so is a
+revoked or expired stored key. The token's sha256 digest is compared in constant time with every settings key's
+digest (`hmac.compare_digest`, no early exit, so the time taken does not reveal which key or how much of it matched);
+stored keys are found by the digest alone (a dictionary lookup on a hash reveals nothing of the secret). The resolved
+`Principal` carries the key's role, its owner fingerprint, the collections it may read (None = all) and, for a stored
+key, its id (quotas). `require_api_key` is the FastAPI dependency over it. Which role each route needs is declared in
+`serving.access`, not here.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ from fastapi import Depends, Request
 from assistant.errors import AuthenticationError
 from assistant.settings import APIKey
 from serving.principal import ANONYMOUS, Principal, Role
-from serving.state import StateDep
+from serving.services.keys import KeyStore, StoredKey
+from serving.state import AppState, StateDep
+
+MISSING_KEY = "missing API key: send the header 'Authorization: Bearer YOUR_KEY'"
 
 
-def _match(token: str, keys: list[APIKey]) -> APIKey | None:
-    digest = hashlib.sha256(token.encode()).hexdigest().encode()
+def _match(digest: str, keys: list[APIKey]) -> APIKey | None:
     found = None
     for key in keys:  # no early exit: every key is compared, whatever matches
-        if hmac.compare_digest(digest, key.digest.encode()):
+        if hmac.compare_digest(digest.encode(), key.digest.encode()):
             found = key
     return found
 
@@ -43,17 +50,47 @@ def principal_of(key: APIKey) -> Principal:
     )
 
 
-def require_api_key(request: Request, state: StateDep) -> Principal:
-    keys = state.settings.server.api_keys
-    if not keys:
+def stored_principal(key: StoredKey) -> Principal:
+    role = Role(key.role)
+    allowed = frozenset(key.collections) if key.collections is not None and role is Role.MEMBER else None
+    # The owner is the key's id, not its digest: chats and quotas stay with the key when it is rotated.
+    return Principal(
+        name=key.name, collections=allowed, role=role, owner=f"key:{key.id}", authenticated=True, key_id=key.id
+    )
+
+
+def key_store(state: AppState) -> KeyStore | None:
+    store = state.extras.get("keys")
+    return store if isinstance(store, KeyStore) else None
+
+
+def keys_required(state: AppState) -> bool:
+    store = key_store(state)
+    return bool(state.settings.server.api_keys) or (store is not None and store.any_stored)
+
+
+def authenticate(state: AppState, authorization: str | None) -> Principal:
+    """The caller named by an `Authorization` header (module contract); raises `AuthenticationError` (401)."""
+    if not keys_required(state):
         return ANONYMOUS
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationError("missing API key: send the header 'Authorization: Bearer YOUR_KEY'")
-    key = _match(token.strip(), keys)
-    if key is None:
-        raise AuthenticationError("invalid API key")
-    return principal_of(key)
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError(MISSING_KEY)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    bootstrap = _match(digest, state.settings.server.api_keys)
+    if bootstrap is not None:
+        return principal_of(bootstrap)
+    store = key_store(state)
+    stored = store.lookup(digest) if store is not None else None
+    if stored is None or store is None:
+        raise AuthenticationError("invalid API key (unknown, revoked or expired)")
+    store.touch(stored.id)
+    return stored_principal(stored)
+
+
+def require_api_key(request: Request, state: StateDep) -> Principal:
+    return authenticate(state, request.headers.get("authorization"))
 
 
 PrincipalDep = Annotated[Principal, Depends(require_api_key)]

@@ -1,8 +1,9 @@
 """Pure ASGI guards in front of every route: the Host header, CORS, and the size of the body actually received.
 
 Contract:
-- `check_exposure(settings)` raises `ConfigError` when the server would bind beyond loopback with no API keys, unless
-  `server.allow_unauthenticated` says so on purpose (with no keys every caller is admin).
+- `check_exposure(settings, stored_keys)` raises `ConfigError` when the server would bind beyond loopback with no API
+  keys (neither in the settings nor issued through `/v1/keys`), unless `server.allow_unauthenticated` says so on
+  purpose (with no keys every caller is admin).
 - `install_guards(app, settings)` adds, outermost first: the Host check (`server.allowed_hosts`; default localhost,
   127.0.0.1, ::1 and `server.host`; '*.example.com' patterns; ['*'] = any), CORS for `server.cors_origins`, and the
   body limit. The body limit counts the bytes the client really sends (a chunked body included), not the declared
@@ -45,10 +46,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(settings: Settings) -> None:
-    """Refuse to serve open (no keys) on a non-loopback address unless told to."""
+def check_exposure(settings: Settings, stored_keys: Callable[[], bool] = lambda: False) -> None:
+    """Refuse to serve open (no keys) on a non-loopback address unless told to. `stored_keys()` says whether the
+    database holds keys issued through `/v1/keys` (then keys are required even with none in the settings)."""
     server = settings.server
-    if server.api_keys or server.allow_unauthenticated or is_loopback(server.host):
+    if server.api_keys or server.allow_unauthenticated or is_loopback(server.host) or stored_keys():
         return
     raise ConfigError(
         f"server.host is {server.host!r} (reachable beyond this machine) and no server.api_keys are configured, so "
@@ -171,10 +173,15 @@ class BodyLimit:
 
 
 def install_guards(app: FastAPI, settings: Settings) -> None:
-    """Body limit, CORS and Host check, in that order inside-out (the Host check runs first)."""
+    """Body limit, credentials first, cross-site refusal, CORS and Host check, in that order inside-out (the Host
+    check runs first; `serving.request_guards` has the credentials and cross-site guards)."""
+    from serving.request_guards import AuthFirst, CrossSiteGuard
+
     server = settings.server
     json_limit, upload_limit = int(server.max_json_mb * MB), int(server.max_upload_mb * MB)
     app.add_middleware(BodyLimit, fastapi_app=app, json_limit=json_limit, upload_limit=upload_limit)
+    app.add_middleware(AuthFirst, fastapi_app=app, settings=settings)  # no body is read before the key is checked
+    app.add_middleware(CrossSiteGuard, settings=settings)
     if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

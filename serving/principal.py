@@ -27,6 +27,7 @@ class Principal:
     role: Role = Role.ADMIN
     owner: str = "anonymous"
     authenticated: bool = False
+    key_id: str | None = None  # a key issued through `/v1/keys` (quotas count per key); None for settings keys
 
     @property
     def is_admin(self) -> bool:

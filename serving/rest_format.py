@@ -5,7 +5,8 @@ so both show the same JSON. Jobs: `job_body` (`training.job`, with `log_tail` wh
 `job_list_body`, `upload_body` (`file`). Adapters: `adapter_body` (`adapter`, `id` = `NAME@vN`),
 `adapter_list_body` (with `active`: name -> the active version's id). Feedback: `feedback_body` (`feedback`),
 `pair_body` (`preference_pair`), `pair_page_body` (with `counts`: total and per provenance), `import_body`
-(`preference_import`). Timestamps are Unix seconds (int) or null.
+(`preference_import`). Keys: `api_key_body` (`api_key`, never the secret), `issued_key_body` (the secret under
+`key`, shown once). Audit: `audit_body` (`audit_event`). Timestamps are Unix seconds (int) or null.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from assistant.adapters import AdapterStatus
+from serving.services.audit import AuditEntry
 from serving.services.feedback import FeedbackReceipt, ImportReport, PairPage, PairRecord
 from serving.services.jobs import JobRecord, UploadedFile
+from serving.services.keys import IssuedKey, StoredKey
 from training.registry import AdapterRecord
 
 
@@ -127,3 +130,49 @@ def _ts(value: datetime | None) -> int | None:
 def _utc_ts(value: datetime | None) -> int | None:
     """Unix seconds; a naive datetime (SQLite drops the zone) is read as UTC."""
     return int(value.replace(tzinfo=value.tzinfo or UTC).timestamp()) if value else None
+
+
+def api_key_body(key: StoredKey, now: datetime | None = None) -> dict[str, Any]:
+    """An `api_key` (never its secret; `prefix` is its first characters, to recognise it)."""
+    now = now or datetime.now(UTC)
+    status = "revoked" if key.revoked_at else ("expired" if key.expires_at and key.expires_at <= now else "active")
+    return {
+        "id": key.id,
+        "object": "api_key",
+        "name": key.name,
+        "owner": key.owner,
+        "role": key.role,
+        "collections": key.collections,
+        "prefix": key.prefix,
+        "status": status,
+        "tokens_per_day": key.tokens_per_day,
+        "requests_per_minute": key.requests_per_minute,
+        "created_at": _ts(key.created_at),
+        "last_used_at": _ts(key.last_used_at),
+        "expires_at": _ts(key.expires_at),
+        "rotated_at": _ts(key.rotated_at),
+        "revoked_at": _ts(key.revoked_at),
+    }
+
+
+def issued_key_body(issued: IssuedKey) -> dict[str, Any]:
+    """A key just created or rotated: its `api_key` object and, this once, the secret under `key`."""
+    return {**api_key_body(issued.key), "key": issued.secret}
+
+
+def audit_body(entry: AuditEntry) -> dict[str, Any]:
+    """One `audit_event`; `at` in Unix seconds (float, to the microsecond)."""
+    return {
+        "id": entry.id,
+        "object": "audit_event",
+        "at": entry.at.timestamp() if entry.at else None,
+        "actor": entry.actor,
+        "actor_id": entry.actor_id,
+        "role": entry.role,
+        "action": entry.action,
+        "target": entry.target,
+        "outcome": entry.outcome,
+        "status": entry.status,
+        "detail": entry.detail,
+        "request_id": entry.request_id,
+    }

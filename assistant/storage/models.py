@@ -55,9 +55,6 @@ class Document(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending", doc="pending | processing | ready | failed")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    parse_report: Mapped[dict[str, Any] | None] = mapped_column(
-        JSON, nullable=True, doc="How it was parsed: pages, method per page (text/ocr/failed), tables, warnings."
-    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -134,6 +131,9 @@ class ChatRecord(Base):
         String(80), nullable=True, index=True, doc="Fingerprint of the API key that created it (never the key)."
     )
     citations: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True, doc="The citations the response carried.")
+    trace_id: Mapped[str | None] = mapped_column(
+        String(32), nullable=True, doc="OpenTelemetry trace id of the request that produced it (hex)."
+    )
 
 
 class Feedback(Base):
@@ -252,3 +252,54 @@ class SourceFile(Base):
         String(20), default="pending", doc="pending | synced | duplicate | failed | missing"
     )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ApiKeyRecord(Base):
+    """An API key issued through `POST /v1/keys`: only the sha256 digest of its secret is stored (issue 27)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
+    name: Mapped[str] = mapped_column(String(200))
+    digest: Mapped[str] = mapped_column(String(64), unique=True, doc="sha256 hex digest of the secret.")
+    prefix: Mapped[str] = mapped_column(String(16), doc="The secret's first characters, to recognise it in lists.")
+    role: Mapped[str] = mapped_column(String(20), doc="admin | member")
+    collections: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True, doc="None: every collection.")
+    created_by: Mapped[str] = mapped_column(String(200), doc="Name of the key that issued it (its owner).")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    tokens_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class QuotaUsage(Base):
+    """What one key spent in one period: `kind` 'tokens_day' (period = Unix day) or 'requests_minute' (Unix
+    minute). Counted with atomic updates, so every replica on the database shares the count."""
+
+    __tablename__ = "quota_usage"
+
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    period: Mapped[int] = mapped_column(Integer, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditEvent(Base):
+    """One row of the append-only audit log: who did what, when, to what, with which outcome."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200), index=True, doc="Key name, or '(no key)' / '(invalid key)'.")
+    actor_id: Mapped[str | None] = mapped_column(String(80), nullable=True, doc="The key's owner fingerprint.")
+    role: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    target: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(20), doc="ok | refused | error")
+    status: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    request_id: Mapped[str | None] = mapped_column(String(80), nullable=True)

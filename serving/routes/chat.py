@@ -11,9 +11,10 @@ from starlette.types import Receive, Scope, Send
 
 from serving.access import Access, allow
 from serving.admission import Lease
-from serving.auth import PrincipalDep
+from serving.auth import PrincipalDep, key_store
 from serving.openai_format import completion_body, sse_events
 from serving.schemas import ChatCompletionRequest
+from serving.services.quotas import Quotas, spent_tokens
 from serving.state import ChatDep, StateDep
 
 router = APIRouter(tags=["chat"], dependencies=[allow(Access.MEMBER)])
@@ -23,18 +24,22 @@ router = APIRouter(tags=["chat"], dependencies=[allow(Access.MEMBER)])
 async def chat_completions(
     request: ChatCompletionRequest, chat: ChatDep, principal: PrincipalDep, state: StateDep
 ) -> dict[str, Any] | StreamingResponse:
+    quotas = Quotas(state.db, key_store(state))
+    await quotas.admit(principal)  # the key's own tokens/day and requests/minute: 429 before any work
     prepared = await chat.prepare(request, principal)
     # A fixed answer generates nothing; everything else needs a generation slot (or a 429 when the queue is full).
     admission = state.admission if prepared.fixed_answer is None else None
     lease = await admission.acquire() if admission is not None else None
     if not request.stream:
         try:
-            return completion_body(prepared, await chat.answer(prepared))
+            answer = await chat.answer(prepared)
+            await quotas.spend(principal, spent_tokens(prepared, answer))
+            return completion_body(prepared, answer)
         finally:
             if lease is not None:
                 lease.release()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    events = sse_events(prepared, chat.answer_stream(prepared))
+    events = sse_events(prepared, quotas.metered(principal, prepared, chat.answer_stream(prepared)))
     if lease is None:
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     return _LeasedStream(lease, lease.guard(events), media_type="text/event-stream", headers=headers)

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from serving.access import Access, allow
-from serving.auth import PrincipalDep
+from serving.auth import PrincipalDep, key_store
 from serving.services.chats import ChatHistory
+from serving.services.quotas import Quotas
 from serving.state import StateDep
 
 router = APIRouter(tags=["chats"], dependencies=[allow(Access.MEMBER)])
 
 
 @router.get("/v1/me")
-async def whoami(principal: PrincipalDep) -> dict[str, Any]:
-    """The calling key: name, role, readable collections (null = all) and whether a key was checked."""
-    return principal.to_dict()
+async def whoami(principal: PrincipalDep, state: StateDep) -> dict[str, Any]:
+    """The calling key: name, role, readable collections (null = all), whether a key was checked, and its `quota`."""
+    quota = await asyncio.to_thread(Quotas(state.db, key_store(state)).status, principal)
+    return {**principal.to_dict(), "quota": quota}
 
 
 @router.get("/v1/chats")

@@ -226,6 +226,22 @@ def _rollback_target(world: World, who: str) -> Call:
     return {}
 
 
+def _key_target(world: World, who: str, suffix: str = "") -> Call:
+    """A fresh issued key for the admin to revoke or rotate; an existing one for the refused callers."""
+    key = world.admin_post("/v1/keys", json={"name": f"matrix-{who}"}).json()
+    return {"path": f"/v1/keys/{key['id']}{suffix}"}
+
+
+def _key_changed(world: World, who: str, response: httpx.Response) -> None:
+    body = response.json()
+    assert body["object"] == "api_key" and (body["status"] == "revoked") == ("key" not in body)
+
+
+def _audit_listed(world: World, who: str, response: httpx.Response) -> None:
+    events = response.json()["data"]
+    assert events and {e["action"].split(".")[0] for e in events} == {"documents"}
+
+
 PAIRS_JSONL = b'{"prompt": "Which team?", "chosen": "Platform.", "rejected": "No idea."}\n'
 MEMBER_OK = {"member_in": 200, "member_out": 200, "admin": 200}
 SCOPED = {"member_in": 200, "member_out": 403, "admin": 200}
@@ -276,6 +292,11 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/v1/training/jobs/{job_id}"): Row(lambda w, p: {"path": f"/v1/training/jobs/{w.job_id}"}, ADMIN_ONLY),
     ("POST", "/v1/training/jobs/{job_id}/cancel"): Row(_cancel_target, ADMIN_ONLY),
     ("GET", "/metrics"): Row(lambda w, p: {}, ADMIN_ONLY, _metrics),
+    ("POST", "/v1/keys"): Row(lambda w, p: {"json": {"name": f"matrix-{p}"}}, {**ADMIN_ONLY, "admin": 201}),
+    ("GET", "/v1/keys"): Row(lambda w, p: {}, ADMIN_ONLY),
+    ("GET", "/v1/audit"): Row(lambda w, p: {"params": {"action": "documents"}}, ADMIN_ONLY, _audit_listed),
+    ("DELETE", "/v1/keys/{key_id}"): Row(_key_target, ADMIN_ONLY, _key_changed),
+    ("POST", "/v1/keys/{key_id}/rotate"): Row(lambda w, p: _key_target(w, p, "/rotate"), ADMIN_ONLY, _key_changed),
 }
 ROUTES = _app_routes()
 
