@@ -104,6 +104,14 @@ class EngineSettings(Section):
     )
     seed: int = Field(0, description="Engine seed for reproducible sampling.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (vLLM tensor parallelism).")
+    on_failure: Literal["restart", "exit"] = Field(
+        "restart",
+        description="When the engine dies while serving (its process crashed): 'restart' builds a new engine in this "
+        "process (requests get 503 meanwhile, `/health` too); 'exit' stops the server so its supervisor (systemd, "
+        "Kubernetes) restarts it. After `max_restarts` restarts the server exits whatever this says.",
+    )
+    max_restarts: int = Field(3, ge=0, description="Engine restarts a server makes before it exits instead.")
+    watchdog_s: float = Field(1.0, gt=0, description="How often the server checks that its engine is alive (seconds).")
 
 
 class RetrievalSettings(Section):
@@ -249,6 +257,30 @@ class IngestSettings(Section):
         gt=0,
         description="Per-file time budget for parsing and cleaning, which run in a separate process that is killed "
         "when the budget is spent (the file fails with a 422, the others go on). None parses in-process, unbounded.",
+    )
+    ocr: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="PDF pages read by OCR (rendered with pypdfium2): 'auto' = the pages whose text layer is missing, "
+        "nearly empty or garbage; 'always' = every page; 'never' = none (a scanned PDF is then refused with a 422). "
+        "OCR counts against parse_timeout_s: pages left when the budget runs low are reported, not recognised.",
+    )
+    ocr_engine: Literal["rapidocr", "tesseract"] = Field(
+        "rapidocr",
+        description="'rapidocr' (rapidocr-onnxruntime; its models ship in the wheel, offline) or 'tesseract' "
+        "(Debian's tesseract-ocr binary on PATH; languages from ocr_languages).",
+    )
+    ocr_languages: str = Field("eng", description="Tesseract languages, '+'-joined (e.g. 'eng+deu').")
+    ocr_dpi: int = Field(
+        200,
+        ge=72,
+        le=600,
+        description="Resolution pages are rendered at for OCR (RapidOCR ran words together at 150; the cost grows as "
+        "dpi squared).",
+    )
+    pdf_tables: bool = Field(
+        True,
+        description="Find ruled tables on PDF text pages with pdfplumber and keep them as Markdown tables (about "
+        "twice the PDF parse time); False reads PDF pages as plain text only.",
     )
 
     @model_validator(mode="after")

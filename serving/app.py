@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 
 from assistant.engine import GenerationEngine
 from assistant.errors import AssistantError
+from assistant.index.locking import IndexLock
 from assistant.models import resolve_lm
 from assistant.parts import Parts
 from assistant.settings import Settings
@@ -51,6 +53,7 @@ from serving.routes import (
     models,
     retrieve,
     rewards,
+    sources,
 )
 from serving.routes.audit import AuditRecorder
 from serving.services.adapters import AdapterService
@@ -61,6 +64,7 @@ from serving.services.feedback import FeedbackService, PreferenceImporter, Prefe
 from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
 from serving.services.keys import KeyStore, run_key_sync, stored_keys_exist
 from serving.services.retrieval import RetrievalService
+from serving.services.sources import SourcesService
 from serving.state import AppState
 from serving.web import install_web
 from training.uploads import prune_expired
@@ -68,12 +72,12 @@ from training.uploads import prune_expired
 log = logging.getLogger(__name__)
 
 
-def build_retrieval(parts: Parts, lock: threading.RLock, metrics: Metrics) -> RetrievalService:
+def build_retrieval(parts: Parts, lock: IndexLock, metrics: Metrics) -> RetrievalService:
     """The retrieval service over the parts' retriever (searches take `lock`, which index writes hold)."""
     return RetrievalService(parts.retriever, parts.db, lock, metrics)
 
 
-def build_documents(parts: Parts, lock: threading.RLock) -> DocumentsService:
+def build_documents(parts: Parts, lock: IndexLock) -> DocumentsService:
     """The documents service over the parts' ingest service (recovers an interrupted ingest under `lock`)."""
     from assistant.embedding import embedder_space
     from assistant.index.replication import IndexFollower, space_key
@@ -88,9 +92,23 @@ def build_documents(parts: Parts, lock: threading.RLock) -> DocumentsService:
     return DocumentsService(ingest, parts.db, lock, sync_limit)
 
 
-def build_store(parts: Parts, lock: threading.RLock, metrics: Metrics) -> tuple[DocumentsService, RetrievalService]:
+def build_store(parts: Parts, lock: IndexLock, metrics: Metrics) -> tuple[DocumentsService, RetrievalService]:
     """Documents and retrieval services over one data directory (the embedder and index are shared)."""
     return build_documents(parts, lock), build_retrieval(parts, lock, metrics)
+
+
+def _wire_engine(state: AppState, engine: GenerationEngine) -> None:
+    """Build the services that use the engine (again after an engine restart: none keeps a dead engine)."""
+    state.engine = engine
+    state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics, state.retrieval)
+    state.evaluations = EvaluationService(state.settings, state.chat)
+    state.adapters = AdapterService.of(state.parts, engine)
+    state.preference_importer = PreferenceImporter.of(state.parts, engine.render_chat)
+
+
+async def _new_engine(state: AppState) -> GenerationEngine:
+    model_dir = await asyncio.to_thread(resolve_lm, state.settings)
+    return make_engine(state.settings.engine, model_dir, state.catalog.base_name)
 
 
 async def _load(state: AppState, engine: GenerationEngine | None) -> None:
@@ -99,17 +117,12 @@ async def _load(state: AppState, engine: GenerationEngine | None) -> None:
         await asyncio.to_thread(import_model_libraries)  # before the engine and the embedder load side by side
         store = asyncio.to_thread(build_store, state.parts, state.index_lock, state.metrics)
         if engine is None:
-            model_dir = await asyncio.to_thread(resolve_lm, state.settings)
-            engine = make_engine(state.settings.engine, model_dir, state.catalog.base_name)
+            engine = await _new_engine(state)
         started = time.perf_counter()
         (state.documents, state.retrieval), _ = await asyncio.gather(store, engine.start())
-        state.engine = engine
-        state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics, state.retrieval)
-        state.evaluations = EvaluationService(state.settings, state.chat)
-        state.adapters = AdapterService.of(state.parts, engine)
+        _wire_engine(state, engine)
         state.preferences = PreferenceStore.of(state.parts)
         state.feedback = FeedbackService.of(state.parts)
-        state.preference_importer = PreferenceImporter.of(state.parts, engine.render_chat)
         state.ready = True
         log.info("ready in %.1f s; serving '%s'", time.perf_counter() - started, state.catalog.base_name)
     except AssistantError as exc:
@@ -120,6 +133,51 @@ async def _load(state: AppState, engine: GenerationEngine | None) -> None:
         log.exception("the server could not start")
 
 
+async def _watch_engine(state: AppState) -> None:
+    """Lifespan task: when the engine dies, answer 503 at once, then restart it or exit (`engine.on_failure`).
+
+    Every request that needs the engine reads `state.ready` first, so from the moment the death is seen no request
+    reaches the dead engine; `/health` says 503 with the reason until a new engine serves.
+    """
+    settings = state.settings.engine
+    restarts = 0
+    while True:
+        await asyncio.sleep(settings.watchdog_s)
+        engine = state.engine
+        reason = engine.dead_reason() if state.ready and engine is not None else None
+        if reason is None or engine is None:
+            continue
+        state.ready = False
+        state.load_error = f"the generation engine stopped: {reason}"
+        state.extras["engine_restarts"] = restarts
+        log.error("%s", state.load_error)
+        if settings.on_failure == "exit" or restarts >= settings.max_restarts:
+            log.error("exiting so the supervisor restarts the server (engine.on_failure=%s, %d restarts made)",
+                      settings.on_failure, restarts)  # fmt: skip
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        restarts += 1
+        await _restart_engine(state, engine, restarts)
+
+
+async def _restart_engine(state: AppState, dead: GenerationEngine, attempt: int) -> None:
+    with contextlib.suppress(Exception):  # what is left of the dead engine: its own shutdown may fail too
+        await dead.shutdown()
+    try:
+        engine = await _new_engine(state)
+        await engine.start()
+    except Exception as exc:
+        state.load_error = f"the generation engine stopped and could not be restarted: {exc}"
+        log.exception("engine restart %d failed; exiting so the supervisor restarts the server", attempt)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _wire_engine(state, engine)
+    state.extras["engine_restarts"] = attempt
+    state.load_error = None
+    state.ready = True
+    log.warning("engine restarted (%d of at most %d)", attempt, state.settings.engine.max_restarts)
+
+
 async def _retention(settings: Settings, db: Database, interval_s: float = 3600.0) -> None:
     """Delete expired training uploads and run directories (`training.retention_days`) now and every hour."""
     while True:
@@ -128,6 +186,13 @@ async def _retention(settings: Settings, db: Database, interval_s: float = 3600.
         except Exception:  # a locked file or a busy database must not stop the server's background tasks
             log.exception("retention pass failed")
         await asyncio.sleep(interval_s)
+
+
+def _sources(state: AppState) -> SourcesService:
+    """The directory sources service, on `state.extras["sources"]`: it syncs through the documents' ingest service."""
+    service = SourcesService(state.settings, state.db, lambda: state.documents.ingest if state.documents else None)
+    state.extras["sources"] = service
+    return service
 
 
 async def _activate(state: AppState, name: str, version: int, force: bool) -> None:
@@ -167,6 +232,9 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
             asyncio.create_task(_retention(settings, db)),
             asyncio.create_task(run_replica_sync(state)),  # other replicas' index changes and activations
             asyncio.create_task(run_key_sync(key_store, server.key_sync_s)),  # keys issued/revoked through any replica
+            asyncio.create_task(_sources(state).run()),  # scheduled and file-event syncs of directory sources
+            asyncio.create_task(run_key_sync(key_store, server.key_sync_s)),  # keys issued/revoked through any replica
+            asyncio.create_task(_watch_engine(state)),  # a dead engine: 503, then a restart or an exit
         ]
         try:
             yield
@@ -211,6 +279,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         audit,
     ):
         app.include_router(module.router)
+    app.include_router(sources.router)  # directory sources (admins)
     install_web(app)  # the console at / (assets under /static)
     check_declared(app)
     install_links(app)

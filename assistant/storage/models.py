@@ -55,6 +55,9 @@ class Document(Base):
     status: Mapped[str] = mapped_column(String(20), default="pending", doc="pending | processing | ready | failed")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    parse_report: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, nullable=True, doc="How it was parsed: pages, method per page (text/ocr/failed), tables, warnings."
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
