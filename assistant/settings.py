@@ -387,6 +387,13 @@ class ServerSettings(Section):
     max_json_mb: float = Field(
         2.0, gt=0, description="Largest accepted body of every other request (JSON), counted as it is received."
     )
+    max_uploads_in_flight: int = Field(
+        8, ge=1, description="Upload requests received at once, all keys together (more wait with 429 + Retry-After); "
+        "with max_upload_mb this bounds the bytes being received to max_uploads_in_flight x max_upload_mb."
+    )
+    max_uploads_in_flight_per_key: int = Field(
+        2, ge=1, description="Upload requests one key (or the open mode's one caller) may have in flight at once."
+    )
     max_messages: int = Field(256, ge=1, description="Most messages one chat request may carry.")
     max_message_chars: int = Field(32_000, ge=1, description="Longest accepted single chat message.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a chat request gives none.")

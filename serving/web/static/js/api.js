@@ -27,7 +27,9 @@ export class ApiError extends Error {
 }
 
 function headers(extra = {}) {
-  const out = { ...extra };
+  // X-Requested-With: the server refuses state-changing browser requests without it (or a key, or JSON), so a page
+  // on another site cannot post forms to a server running without keys.
+  const out = { "X-Requested-With": "assistant-console", ...extra };
   if (session.key) out.Authorization = `Bearer ${session.key}`;
   return out;
 }
