@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from assistant.adapters import parse_adapter_ref, versioned_name
+from assistant.durable import fsync_dir, fsync_tree
 from assistant.errors import InvalidRequestError, NotFoundError
 from assistant.parts import Parts
 from assistant.storage.db import Database
@@ -135,8 +136,10 @@ class AdapterRegistry:
         parent_id: str | None = None,
         job_id: str | None = None,
         kind: str = "lm",
+        gate: dict[str, Any] | None = None,
     ) -> AdapterRecord:
-        """Copy `source_dir` into the next version directory atomically, then insert the row."""
+        """Copy `source_dir` into the next version directory atomically, then insert the row (with the gate's
+        verdict when the candidate was gated before it was registered)."""
         check_name(name)
         check_adapter_dir(source_dir)
         version = self.next_version(name)
@@ -155,6 +158,7 @@ class AdapterRegistry:
                     metrics=metrics,
                     job_id=job_id,
                     kind=kind,
+                    gate=gate,
                 )
                 session.add(row)
                 session.flush()
@@ -172,6 +176,8 @@ class AdapterRegistry:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             shutil.copytree(source_dir, tmp)
+            fsync_tree(tmp)  # the files are on disk before the row that points to them commits
             os.rename(tmp, final)  # fails if `final` appeared meanwhile: never overwrite a version
+            fsync_dir(final.parent)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

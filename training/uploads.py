@@ -28,7 +28,8 @@ from assistant.storage import Database, Job
 
 log = logging.getLogger(__name__)
 FILE_ID = re.compile(r"^file-[0-9a-f]{20}$")
-_KEEP_IN_RUNS = {"jobs", "worker.log", "worker-settings.yaml"}
+# Folders of runs_dir pruned entry by entry (never wholesale), and files kept.
+_KEEP_IN_RUNS = {"jobs", "evaluations", "worker.log", "worker-settings.yaml"}
 
 
 def uploads_dir(settings: Settings) -> Path:
@@ -93,6 +94,8 @@ def prune_expired(settings: Settings, db: Database, now: float | None = None) ->
         candidates += [p for p in runs.iterdir() if p.name not in _KEEP_IN_RUNS]
         if (runs / "jobs").is_dir():
             candidates += [p for p in (runs / "jobs").iterdir() if p.name.split(".")[0] not in jobs_in_use]
+        if (runs / "evaluations").is_dir():  # each run by its own age: a running one is written to as it runs
+            candidates += list((runs / "evaluations").iterdir())
     removed = [p for p in candidates if _age_days(p, now) > days]
     for path in removed:
         _remove(path)

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from assistant import answer_metrics as m
-from assistant.errors import NotFoundError
+from assistant.durable import write_atomic
+from assistant.errors import NotFoundError, UnprocessableError
 from assistant.qa_sets import QAItem, parse_qa_file
 from assistant.settings import Settings
 from serving.principal import ANONYMOUS, Principal
@@ -275,8 +276,8 @@ def write_report(folder: Path, report: dict[str, Any]) -> dict[str, str]:
     """report.json, report.md and curves.png in `folder`; returns the files written by kind."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {"json": folder / "report.json", "markdown": folder / "report.md"}
-    files["json"].write_text(json.dumps(report, indent=2))
-    files["markdown"].write_text(markdown_report(report))
+    write_atomic(files["json"], json.dumps(report, indent=2))
+    write_atomic(files["markdown"], markdown_report(report))
     curve = plot_curve(report["curve"], folder / "curves.png")
     if curve is not None:
         files["curves"] = curve
@@ -284,6 +285,18 @@ def write_report(folder: Path, report: dict[str, Any]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- the REST job
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    """An evaluation's stored state, or None (logged) when the file is damaged: it is skipped, never fatal."""
+    try:
+        state = json.loads(path.read_text())
+        if isinstance(state, dict) and isinstance(state.get("id"), str) and isinstance(state.get("status"), str):
+            return state
+        raise ValueError("not an evaluation state")
+    except (OSError, ValueError) as exc:
+        log.warning("skipping the damaged evaluation file %s: %s", path, exc)
+        return None
 
 
 class EvaluationService:
@@ -299,17 +312,15 @@ class EvaluationService:
         return self.folder / Path(run_id).name / "evaluation.json"
 
     def _save(self, state: dict[str, Any]) -> None:
-        path = self._state_path(state["id"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(path)  # readers never see half a file
+        write_atomic(self._state_path(state["id"]), json.dumps(state))  # old or new after a crash, never half
 
     def fail_interrupted(self) -> list[str]:
         """Runs left 'queued'/'running' by a previous server process are marked failed."""
         failed = []
         for path in sorted(self.folder.glob("*/evaluation.json")) if self.folder.is_dir() else []:
-            state = json.loads(path.read_text())
+            state = _read_state(path)
+            if state is None:  # one damaged file must not stop the server from becoming ready
+                continue
             if state["status"] not in FINAL:
                 state.update(status="failed", error="interrupted: the server stopped during the run")
                 self._save(state)
@@ -388,7 +399,9 @@ class EvaluationService:
         path = self._state_path(run_id)
         if not path.is_file():
             raise NotFoundError(f"no evaluation {run_id}", param="evaluation_id")
-        state: dict[str, Any] = json.loads(path.read_text())
+        state = _read_state(path)
+        if state is None:
+            raise UnprocessableError(f"the stored state of evaluation {run_id} is damaged (see the server log)")
         if not with_results and state.get("report"):
             state["report"] = {k: v for k, v in state["report"].items() if k != "results"}
         return state
@@ -401,7 +414,8 @@ class EvaluationService:
 
     def list_runs(self, limit: int = 50) -> dict[str, Any]:
         paths = sorted(self.folder.glob("*/evaluation.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        runs = [self._public(json.loads(p.read_text())) for p in paths[:limit]]
+        states = (_read_state(p) for p in paths[:limit])
+        runs = [self._public(state) for state in states if state is not None]
         return {"object": "list", "data": runs}
 
     async def shutdown(self) -> None:

@@ -3,9 +3,10 @@
 Contract:
 - `JobService` returns domain values (`JobRecord`, `UploadedFile`); their REST JSON is made in `serving.rest_format`.
   `JobService.of(parts)` is how the server and the CLI build it.
-- `JobService.create(spec)` validates a `JobRequest` (method, data, base adapter) and queues it (a `Job` row in
-  'queued', its `params` the request as JSON); a job whose data selects nothing is refused (422) before it is
-  queued. Training itself never runs in the server: a worker process (`training.worker`, started by
+- `JobService.create(request)` validates a `training.request.JobRequest` (method, data, base adapter, options; a
+  chat adapter's `lora_r`/`sweep_lora_ranks` at most `engine.max_lora_rank`) and queues it (a `Job` row in 'queued',
+  its `params` the request's `model_dump`, validated back by the worker); a job whose data selects nothing is refused
+  (422) before it is queued. Training itself never runs in the server: a worker process (`training.worker`, started by
   `WorkerSupervisor` or by `assistant worker`) claims queued jobs.
 - `get(id)` returns state, progress, metrics so far and the tail of the job's log; `cancel(id)` cancels a queued job
   at once and asks a running one to stop ('cancelling'; the worker stops at the next step and registers nothing).
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from assistant.adapters import AdapterStatus, parse_adapter_ref
+from assistant.durable import write_atomic
 from assistant.errors import ConflictError, NotFoundError, UnprocessableError
 from assistant.jobs import FINAL, WORKER_WRITABLE, JobState, job_log_path
 from assistant.parts import Parts
@@ -43,34 +45,13 @@ from assistant.storage.queries import preference_filters
 from training.data.feedback import STORED, check_stored_source
 from training.job_options import check_job_options
 from training.methods import METHODS
+from training.option_bounds import LORA_R_DEFAULT
+from training.request import JobData, JobRequest
 from training.uploads import new_file_id, resolve_upload, uploads_dir
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 0.5  # how often the supervisor looks at its worker process
 STABLE_AFTER_S = 60.0  # a worker that ran this long before dying restarts after the base backoff again
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """What a job trains on: stored preference pairs (since a point), stored feedback or chats, or an upload."""
-
-    source: str = "preferences"
-    provenance: str | None = None
-    since: int | None = None
-    file_id: str | None = None
-    collection: str | None = None
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """A job to queue: `serving.schemas.JobSpec.request()` of the validated REST body (the CLI builds it so too)."""
-
-    method: str
-    name: str = "assistant"
-    data: TrainingData = field(default_factory=TrainingData)
-    base_adapter: str | None = None
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    gate: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,6 +62,8 @@ class JobRecord:
     method: str
     state: str
     progress: float
+    phase: str | None
+    phase_progress: dict[str, Any] | None
     params: dict[str, Any]
     metrics: dict[str, Any]
     error: str | None
@@ -97,6 +80,8 @@ class JobRecord:
             job.kind,
             job.state,
             job.progress,
+            job.phase,
+            job.phase_progress,
             job.params,
             job.metrics,
             job.error,
@@ -145,14 +130,33 @@ class JobService:
 
     def create(self, spec: JobRequest) -> JobRecord:
         check_job_options(spec.method, spec.hyperparameters)
+        self._check_rank(spec)
         self._check_data(spec)
         if spec.base_adapter:
             self._check_adapter(spec.base_adapter)
         with self.db.session() as session:
-            job = Job(kind=spec.method, params=asdict(spec))  # the worker reads these (training.worker)
+            job = Job(kind=spec.method, params=spec.model_dump(mode="json"))  # the worker validates it back
             session.add(job)
             session.flush()
             return JobRecord.from_row(job)
+
+    def _check_rank(self, spec: JobRequest) -> None:
+        """A chat adapter of a rank the engine cannot load would pass training and the gate, then fail every request
+        that names it: refuse it before it is queued (reward models are scored in the worker, never served)."""
+        if METHODS[spec.method].kind != "lm":
+            return
+        limit = self.settings.engine.max_lora_rank
+        options = spec.hyperparameters
+        ranks = [("lora_r", options.get("lora_r", LORA_R_DEFAULT))]
+        ranks += [("sweep_lora_ranks", r) for r in options.get("sweep_lora_ranks", [])]
+        for key, rank in ranks:
+            if rank > limit:
+                raise UnprocessableError(
+                    f"hyperparameters.{key} {rank} is larger than engine.max_lora_rank ({limit}), the largest rank the "
+                    f"server loads: lower {key} or raise engine.max_lora_rank in the settings",
+                    param=f"hyperparameters.{key}",
+                    code="out_of_bounds",
+                )
 
     def _check_data(self, spec: JobRequest) -> None:
         """The data source must be one the method reads (its `training.methods.METHODS` row) and select something."""
@@ -183,7 +187,7 @@ class JobService:
         with self.db.session() as session:
             return session.scalar(select(Document.id).where(Document.collection == name).limit(1)) is not None
 
-    def count_pairs(self, data: TrainingData) -> int:
+    def count_pairs(self, data: JobData) -> int:
         query = select(func.count(PreferencePair.id)).where(*preference_filters(data.provenance, data.since))
         with self.db.session() as session:
             return int(session.scalar(query) or 0)
@@ -376,8 +380,8 @@ class WorkerSupervisor:
         # The worker gets the server's settings, written out as YAML and passed with --config; API keys only as
         # sha256 digests (`Settings.safe_dump`), so no key reaches the disk in plain text.
         config = self.settings.runs_dir / "worker-settings.yaml"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(yaml.safe_dump(self.settings.safe_dump(), sort_keys=False))
+        # Mode 0600: the settings may hold a database URL with its password.
+        write_atomic(config, yaml.safe_dump(self.settings.safe_dump(), sort_keys=False), mode=0o600)
         return [sys.executable, "-m", "training.worker", "--config", str(config)]
 
     def _watch(self) -> None:
