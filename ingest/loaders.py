@@ -69,7 +69,7 @@ class LoaderOptions:
     max_pdf_pages: int = 2000
     max_text_chars: int = 50 * 2**20
     ocr: str = "auto"
-    ocr_engine: str = "rapidocr"
+    ocr_engine: str = "auto"
     ocr_languages: str = "eng"
     ocr_dpi: int = 200
     pdf_tables: bool = True

@@ -60,13 +60,17 @@ def test_the_garbage_check_decides_which_pages_need_ocr() -> None:
     assert needs_ocr("Backups run every night.", "always", 0.05) and not needs_ocr("", "never", 0.05)
 
 
-def test_a_scanned_pdf_is_read_by_ocr_page_by_page() -> None:
-    parsed = load_document("policy.pdf", scan(POLICY), OPTIONS)
+NO_TESSERACT = pytest.mark.skipif(shutil.which("tesseract") is None, reason="Debian's tesseract-ocr is not installed")
+
+
+@pytest.mark.parametrize("engine", ["rapidocr", pytest.param("tesseract", marks=NO_TESSERACT)])
+def test_a_scanned_pdf_is_read_by_ocr_page_by_page(engine: str) -> None:
+    parsed = load_document("policy.pdf", scan(POLICY), LoaderOptions(ocr_engine=engine))
     assert [b.page for b in parsed.blocks] == [1, 2]
     for block, lines in zip(parsed.blocks, POLICY, strict=True):
         assert _recall(lines, block.text) >= 0.9, block.text
     report = parsed.report.to_dict()
-    assert report["methods"] == {"ocr": 2} and report["ocr_engine"] == "rapidocr" and report["warnings"] == []
+    assert report["methods"] == {"ocr": 2} and report["ocr_engine"] == engine and report["warnings"] == []
     for page, block in zip(report["page_details"], parsed.blocks, strict=True):
         assert page["chars"] == len(block.text) and page["confidence"] > 0.8
 
@@ -76,6 +80,7 @@ def test_text_pages_keep_their_text_layer_and_scanned_ones_get_ocr() -> None:
     parsed = load_document("mixed.pdf", pdf, OPTIONS)
     details = parsed.report.to_dict()["page_details"]
     assert [(d["page"], d["method"]) for d in details] == [(1, "text"), (2, "ocr")]
+    assert parsed.report.ocr_engine == ("tesseract" if shutil.which("tesseract") else "rapidocr")  # ocr_engine: auto
     assert details[0]["confidence"] is None and parsed.blocks[0].text == "\n".join(POLICY[0])
     assert _recall(POLICY[1], parsed.blocks[1].text) >= 0.9
 
@@ -103,14 +108,6 @@ def test_a_missing_ocr_engine_is_named_with_what_to_install(monkeypatch: pytest.
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(UnprocessableError, match="apt-get install tesseract-ocr"):
         load_document("policy.pdf", scan(POLICY[:1]), LoaderOptions(ocr_engine="tesseract"))
-
-
-@pytest.mark.skipif(shutil.which("tesseract") is None, reason="Debian's tesseract-ocr is not installed")
-def test_tesseract_is_the_configurable_alternative() -> None:
-    parsed = load_document("policy.pdf", scan(POLICY[:1]), LoaderOptions(ocr_engine="tesseract"))
-    assert parsed.report.ocr_engine == "tesseract" and parsed.report.pages[0].method == "ocr"
-    assert _recall(POLICY[0], parsed.blocks[0].text) >= 0.9
-    assert 0.5 < (parsed.report.pages[0].confidence or 0) <= 1
 
 
 def test_a_scanned_pdf_is_searchable_after_ingest(make_service: Callable[..., IngestService]) -> None:
