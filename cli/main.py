@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import eval_cmds, export_cmds, ingest_cmds, loop_cmds, serve_cmds, train_cmds
+from cli import eval_cmds, export_cmds, ingest_cmds, loop_cmds, serve_cmds, sources_cmds, train_cmds
 
 app = typer.Typer(
     name="assistant",
@@ -21,6 +21,7 @@ ingest_cmds.register(app, eval_app)
 train_cmds.register(app, eval_app)
 eval_cmds.register(eval_app)
 export_cmds.register(app)
+sources_cmds.register(app)
 app.add_typer(eval_app, name="eval")
 
 

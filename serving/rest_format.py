@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from assistant.adapters import AdapterStatus
+from ingest.sources import SourceRecord, SyncReport
 from serving.services.audit import AuditEntry
 from serving.services.feedback import FeedbackReceipt, ImportReport, PairPage, PairRecord
 from serving.services.jobs import JobRecord, UploadedFile
@@ -115,6 +116,47 @@ def import_body(report: ImportReport) -> dict[str, Any]:
         "records": report.records,
         "stored": report.stored,
         "duplicates": report.duplicates,
+    }
+
+
+def source_body(source: SourceRecord) -> dict[str, Any]:
+    """A `source` (a directory kept in sync with a collection); `counts` are the last sync's."""
+    return {
+        "id": source.id,
+        "object": "source",
+        "name": source.name,
+        "path": source.path,
+        "collection": source.collection,
+        "delete": source.delete_policy,
+        "interval_s": source.interval_s,
+        "status": source.status,
+        "syncing": source.syncing,
+        "counts": source.counts,
+        "errors": source.errors,
+        "last_error": source.last_error,
+        "last_sync_at": _utc_ts(source.last_sync_at),
+        "created_at": _utc_ts(source.created_at),
+    }
+
+
+def source_list_body(sources: Sequence[SourceRecord]) -> dict[str, Any]:
+    return list_body([source_body(source) for source in sources])
+
+
+def sync_body(report: SyncReport) -> dict[str, Any]:
+    """A `source.sync`: what a sync did (`dry_run`: would do), file paths relative to the source folder."""
+    return {
+        "object": "source.sync",
+        "source_id": report.source_id,
+        "dry_run": report.dry_run,
+        "counts": report.counts(),
+        "added": report.added,
+        "changed": report.changed,
+        "deleted": report.deleted,
+        "kept": report.kept,
+        "unchanged": len(report.unchanged),
+        "failed": report.failed,
+        "seconds": round(report.seconds, 3),
     }
 
 

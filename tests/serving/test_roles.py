@@ -10,9 +10,11 @@ without a row in `ROWS` still get the generic checks of their declared level.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -242,6 +244,18 @@ def _audit_listed(world: World, who: str, response: httpx.Response) -> None:
     assert events and {e["action"].split(".")[0] for e in events} == {"documents"}
 
 
+def _source_folder() -> str:
+    folder = Path(tempfile.mkdtemp(prefix="roles-source-"))
+    (folder / "note.txt").write_text("A synced note: the canteen opens at noon.")
+    return str(folder)
+
+
+def _source_path(world: World, who: str, suffix: str = "") -> Call:
+    """A fresh source (registered by the admin, never synced) for the call to name."""
+    source = world.admin_post("/v1/sources", json={"path": _source_folder(), "collection": "roles-sources"}).json()
+    return {"path": f"/v1/sources/{source['id']}{suffix}"}
+
+
 PAIRS_JSONL = b'{"prompt": "Which team?", "chosen": "Platform.", "rejected": "No idea."}\n'
 MEMBER_OK = {"member_in": 200, "member_out": 200, "admin": 200}
 SCOPED = {"member_in": 200, "member_out": 403, "admin": 200}
@@ -291,6 +305,15 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/v1/training/jobs"): Row(lambda w, p: {}, ADMIN_ONLY),
     ("GET", "/v1/training/jobs/{job_id}"): Row(lambda w, p: {"path": f"/v1/training/jobs/{w.job_id}"}, ADMIN_ONLY),
     ("POST", "/v1/training/jobs/{job_id}/cancel"): Row(_cancel_target, ADMIN_ONLY),
+    ("POST", "/v1/sources"): Row(
+        lambda w, p: {"json": {"path": _source_folder(), "collection": "roles-sources"}}, {**ADMIN_ONLY, "admin": 201}
+    ),
+    ("GET", "/v1/sources"): Row(lambda w, p: {}, ADMIN_ONLY),
+    ("GET", "/v1/sources/{source_id}"): Row(_source_path, ADMIN_ONLY),
+    ("POST", "/v1/sources/{source_id}/sync"): Row(
+        lambda w, p: {**_source_path(w, p, "/sync"), "json": {"dry_run": True}}, ADMIN_ONLY
+    ),
+    ("DELETE", "/v1/sources/{source_id}"): Row(_source_path, ADMIN_ONLY),
     ("GET", "/metrics"): Row(lambda w, p: {}, ADMIN_ONLY, _metrics),
     ("POST", "/v1/keys"): Row(lambda w, p: {"json": {"name": f"matrix-{p}"}}, {**ADMIN_ONLY, "admin": 201}),
     ("GET", "/v1/keys"): Row(lambda w, p: {}, ADMIN_ONLY),
