@@ -2,9 +2,10 @@
 
 Contract: `load_pdf(data, name, options)` returns one text block per page (page = its 1-based number) plus one
 table block per table found, and a `ParseReport` with each page's method:
-- 'text': the page's own text layer. With `options.pdf_tables`, pdfplumber looks for ruled tables on the page; each
-  becomes a Markdown table block (`ingest.tables`) and the page's text is what lies outside the tables, read band by
-  band from the top so text above a table stays before it.
+- 'text': the page's own text layer. With `options.pdf_tables`, pdfplumber looks for ruled tables on the pages whose
+  content stream draws lines or rectangles (`may_have_ruled_table`: pdfplumber is 20-30x slower than pypdf); each
+  table becomes a Markdown table block (`ingest.tables`) and the page's text is what lies outside the tables, read
+  band by band from the top so text above a table stays before it.
 - 'ocr': the page rendered (pypdfium2, `options.ocr_dpi`) and recognised (`ingest.ocr`, `options.ocr_engine`).
   `options.ocr` = 'auto' reads a page by OCR when its text layer has fewer than `MIN_TEXT_CHARS` non-space
   characters or is garbage (`assistant.dedup.is_garbage`, the same check cleaning applies); 'always' every page
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 
 MIN_TEXT_CHARS = 10  # fewer non-space characters than this in the text layer: treat the page as scanned
 OCR_BUDGET_SHARE = 0.8  # OCR starts no page after this share of the parse time budget
+MIN_RULES = 4  # a ruled table draws at least this many lines or rectangles
+_PATH_OPERATORS = re.compile(rb"[\d.]\s+(?:re|l)\s")  # 'x y w h re' and 'x y l' after a number operand
 
 
 @dataclass
@@ -123,7 +127,7 @@ def _read_page(pdf: _Pdf, page: Any, number: int) -> list[Block]:
     if not text.strip() or is_garbage(text, pdf.options.max_unprintable_ratio):
         _fail_page(pdf, number, text)
         return []
-    blocks = _text_page(pdf, number, text)
+    blocks = _text_page(pdf, number, text, page)
     chars = sum(len(block.text) for block in blocks)
     pdf.report.pages.append(PageReport(number, "text", chars))
     return blocks
@@ -176,9 +180,9 @@ def _ocr_unavailable(pdf: _Pdf) -> str | None:
     return None
 
 
-def _text_page(pdf: _Pdf, number: int, text: str) -> list[Block]:
+def _text_page(pdf: _Pdf, number: int, text: str, page: Any) -> list[Block]:
     """The page's text block, or with `pdf_tables` its tables and the text around them."""
-    if not pdf.options.pdf_tables:
+    if not pdf.options.pdf_tables or not may_have_ruled_table(page):
         return [Block(text, page=number)]
     try:
         found = _tables_and_text(pdf, number)
@@ -188,6 +192,21 @@ def _text_page(pdf: _Pdf, number: int, text: str) -> list[Block]:
     if found is None:
         return [Block(text, page=number)]
     return found
+
+
+def may_have_ruled_table(page: Any) -> bool:
+    """Whether the page draws enough straight lines or rectangles to hold a ruled table (or uses form XObjects,
+    which may draw one): a scan of its content stream, so pdfplumber (about 0.3 s a page, 20-30x pypdf's text
+    extraction) only reads the pages that can have a table."""
+    try:
+        contents = page.get_contents()
+        data = contents.get_data() if contents is not None else b""
+        resources = page.get("/Resources") or {}
+        xobjects = resources.get("/XObject") or {}
+        forms = any(xobject.get_object().get("/Subtype") == "/Form" for xobject in xobjects.values())
+    except Exception:  # an unreadable stream: let pdfplumber decide
+        return True
+    return forms or len(_PATH_OPERATORS.findall(data)) >= MIN_RULES
 
 
 def _tables_and_text(pdf: _Pdf, number: int) -> list[Block] | None:

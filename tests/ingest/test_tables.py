@@ -4,8 +4,10 @@ retrieves the chunk holding that row."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
+from pypdf import PdfReader
 from sqlalchemy import select
 
 from assistant.dedup import SelectionReport
@@ -14,9 +16,10 @@ from assistant.storage.models import Chunk
 from ingest.chunking import Chunker
 from ingest.cleaning import clean_document
 from ingest.loaders import LoaderOptions, load_document
+from ingest.pdf import may_have_ruled_table
 from ingest.service import IngestService
 from ingest.tables import markdown_table, parse_table_row, split_markdown_tables
-from tests.fixtures.documents import make_table_pdf, make_xlsx
+from tests.fixtures.documents import make_pdf, make_table_pdf, make_xlsx
 from tests.fixtures.retrieval_env import shared_embedder
 
 OPTIONS = LoaderOptions()
@@ -53,6 +56,8 @@ def test_tables_of_every_format_become_markdown_tables() -> None:
     parsed = load_document("settings.pdf", pdf, OPTIONS)
     assert [b.text for b in parsed.blocks] == ["Memory settings are below.", expected, "Restart after changing them."]
     assert parsed.report.tables == 1 and all(b.page == 1 for b in parsed.blocks)
+    plain = PdfReader(io.BytesIO(make_pdf([["Memory settings are below.", "a | b | c"]]))).pages[0]
+    assert may_have_ruled_table(PdfReader(io.BytesIO(pdf)).pages[0]) and not may_have_ruled_table(plain)
     html = "<html><body><h1>Memory</h1><p>Settings:</p><table><thead><tr><th>Setting</th><th>Default</th><th>Unit"
     html += "</th></tr></thead><tbody><tr><td>work_mem</td><td>4MB</td><td>kB</td></tr><tr><td>shared_buffers</td>"
     html += "<td>128MB</td><td>8kB</td></tr></tbody></table><p>After.</p></body></html>"
