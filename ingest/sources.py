@@ -230,6 +230,10 @@ class SourceRegistry:
         root = path.expanduser().resolve()
         if not root.is_dir():
             raise UnprocessableError(f"{path} is not a directory this process can read", param="path")
+        data_dir = self.settings.data_dir.expanduser().resolve()
+        if root == data_dir or root.is_relative_to(data_dir) or data_dir.is_relative_to(root):
+            # its own database and index would be read as documents, and every write would look like a change
+            raise UnprocessableError(f"{root} holds or is inside the data directory {data_dir}", param="path")
         allowed = [Path(p).expanduser().resolve() for p in self.settings.sources.allowed_roots]
         if allowed and not any(root == a or root.is_relative_to(a) for a in allowed):
             roots = ", ".join(str(a) for a in allowed)

@@ -321,3 +321,31 @@ def test_bad_files_fail_alone_and_are_not_reparsed_until_changed(tmp_path: Path,
     with service.db.session() as session:
         assert session.scalars(select(SourceFile.rel_path).where(SourceFile.rel_path == "broken.pdf")).all() == []
     _assert_matches(service, folder, versions, kept={})
+
+
+def test_sources_are_refused_outside_allowed_roots_around_the_data_dir_and_twice(tmp_path: Path) -> None:
+    from assistant.settings import Settings
+    from assistant.storage.db import Database
+
+    folder, _versions = _folder(tmp_path, 1)
+    settings = Settings(data_dir=tmp_path / "data", sources={"allowed_roots": [str(tmp_path / "allowed")]})
+    (tmp_path / "data").mkdir()
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    registry = SourceRegistry(settings, db)
+    with pytest.raises(UnprocessableError, match=r"outside sources\.allowed_roots"):
+        registry.create(folder, "team")
+    for around in (tmp_path, tmp_path / "data"):  # would read its own database and index as documents
+        with pytest.raises(UnprocessableError, match="data directory"):
+            registry.create(around, "team")
+    with pytest.raises(UnprocessableError, match="not a directory"):
+        registry.create(tmp_path / "nothing-here", "team")
+    allowed = tmp_path / "allowed" / "docs"
+    allowed.mkdir(parents=True)
+    record = registry.create(allowed, "team", delete_policy="keep", interval_s=60)
+    assert (record.name, record.delete_policy, record.interval_s, record.status) == ("docs", "keep", 60, "new")
+    with pytest.raises(ConflictError, match="already synced"):
+        registry.create(allowed, "team")
+    with pytest.raises(ConflictError, match="already exists"):
+        registry.create(allowed, "other", name="docs")
+    assert [r.id for r in registry.records()] == [record.id]
