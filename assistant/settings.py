@@ -395,6 +395,14 @@ class ServerSettings(Section):
     max_uploads_in_flight_per_key: int = Field(
         2, ge=1, description="Upload requests one key (or the open mode's one caller) may have in flight at once."
     )
+    max_concurrent_evaluations: int = Field(
+        1, ge=1, description="Evaluation runs (POST /v1/evaluations) at once; another is refused with 429 meanwhile. "
+        "Their questions also take generation slots like any chat, so they never crowd out users."
+    )
+    max_concurrent_scoring: int = Field(
+        1, ge=1, description="Reward-scoring requests computed at once (each also takes a generation slot); up to "
+        "4 more wait, beyond that 429."
+    )
     max_messages: int = Field(256, ge=1, description="Most messages one chat request may carry.")
     max_message_chars: int = Field(32_000, ge=1, description="Longest accepted single chat message.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a chat request gives none.")

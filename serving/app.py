@@ -101,7 +101,7 @@ def _wire_engine(state: AppState, engine: GenerationEngine) -> None:
     """Build the services that use the engine (again after an engine restart: none keeps a dead engine)."""
     state.engine = engine
     state.chat = ChatService(state.settings, engine, state.catalog, state.db, state.metrics, state.retrieval)
-    state.evaluations = EvaluationService(state.settings, state.chat)
+    state.evaluations = EvaluationService(state.settings, state.chat, state.admission)
     state.adapters = AdapterService.of(state.parts, engine)
     state.preference_importer = PreferenceImporter.of(state.parts, engine.render_chat)
 
@@ -231,7 +231,6 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
             asyncio.create_task(monitor.run()),
             asyncio.create_task(_retention(settings, db)),
             asyncio.create_task(run_replica_sync(state)),  # other replicas' index changes and activations
-            asyncio.create_task(run_key_sync(key_store, server.key_sync_s)),  # keys issued/revoked through any replica
             asyncio.create_task(_sources(state).run()),  # scheduled and file-event syncs of directory sources
             asyncio.create_task(run_key_sync(key_store, server.key_sync_s)),  # keys issued/revoked through any replica
             asyncio.create_task(_watch_engine(state)),  # a dead engine: 503, then a restart or an exit
@@ -255,6 +254,8 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         version="0.1.0",
         description="Grounded chat over your documents (OpenAI-compatible), with LoRA adapters trained from feedback.",
         lifespan=lifespan,
+        docs_url=None,  # /docs is served by serving.web from vendored Swagger UI files (no CDN)
+        redoc_url=None,
     )
     install_error_handlers(app)
     install_metrics(app, app_metrics)

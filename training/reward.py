@@ -53,9 +53,11 @@ def load_reward_base(base_dir: Path, pad_token_id: int, seed: int = 42) -> Any:
 
 
 def score_texts(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 8) -> list[float]:
-    """The model's scalar score of each text (tokenized without special tokens, as served)."""
+    """The model's scalar score of each text (tokenized without special tokens, as served). A text longer than the
+    model's context keeps its last tokens (the answer and its end, which the score reads), never an error."""
     import torch
 
+    longest = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
     scores: list[float] = []
     was_training = model.training
     model.eval()
@@ -63,6 +65,8 @@ def score_texts(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: in
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             chunk = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[start : start + batch_size]]
+            if longest is not None:
+                chunk = [ids[-longest:] for ids in chunk]
             width = max(len(ids) for ids in chunk)
             pad = tokenizer.pad_token_id
             ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in chunk], device=device)

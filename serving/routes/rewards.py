@@ -34,7 +34,7 @@ class RewardRequest(BaseModel):
 def reward_service(state: Any) -> RewardService:
     service = state.extras.get("rewards")
     if service is None:
-        service = state.extras.setdefault("rewards", RewardService(state.parts))
+        service = state.extras.setdefault("rewards", RewardService(state.parts, state.admission))
     return service  # type: ignore[no-any-return]
 
 

@@ -336,7 +336,10 @@ class ChatService:
             last = chunk
             yield chunk
         if self.metrics is not None and last is not None and ttft is not None:
-            self.metrics.observe_generation(chat.model, ttft, last.completion_tokens, time.perf_counter() - started)
+            # The resolved identity, never the request's text: `team@1` and `team@v0001` are one series, and no
+            # caller can mint new label values.
+            label = chat.adapter.name if chat.adapter is not None else self.catalog.base_name
+            self.metrics.observe_generation(label, ttft, last.completion_tokens, time.perf_counter() - started)
 
     def _citation_suffix(self, chat: PreparedChat, text: str) -> str:
         """ " [n]" for a grounded answer that cites nothing (n: the source supporting it best), else ""."""

@@ -35,9 +35,10 @@ from typing import Any
 
 from assistant import answer_metrics as m
 from assistant.durable import write_atomic
-from assistant.errors import NotFoundError, UnprocessableError
+from assistant.errors import NotFoundError, RateLimitedError, UnprocessableError
 from assistant.qa_sets import QAItem, parse_qa_file
 from assistant.settings import Settings
+from serving.admission import Admission, Lease
 from serving.principal import ANONYMOUS, Principal
 from serving.schemas import ChatCompletionRequest
 from serving.services.chat import ChatService
@@ -138,9 +139,10 @@ class RunningCurve:
 class AnswerEvaluator:
     """Asks questions through the chat service and scores the replies."""
 
-    def __init__(self, chat: ChatService, max_tokens: int | None = None) -> None:
+    def __init__(self, chat: ChatService, max_tokens: int | None = None, admission: Admission | None = None) -> None:
         self.chat = chat
         self.max_tokens = max_tokens
+        self.admission = admission  # the server's: each question takes a generation slot like any user's chat
 
     async def ask(self, item: QAItem, model: str, collection: str | None, principal: Principal) -> QuestionResult:
         collections = item.collection or collection
@@ -155,7 +157,12 @@ class AnswerEvaluator:
         )
         started = time.perf_counter()
         prepared = await self.chat.prepare(request, principal)
-        answer = await self.chat.answer(prepared)
+        lease = await self._slot() if prepared.fixed_answer is None else None
+        try:
+            answer = await self.chat.answer(prepared)
+        finally:
+            if lease is not None:
+                lease.release()
         latency = time.perf_counter() - started
         return score_reply(
             item,
@@ -166,6 +173,15 @@ class AnswerEvaluator:
             finish_reason=answer.finish_reason,
             completion_tokens=answer.completion_tokens,
         )
+
+    async def _slot(self) -> Lease | None:
+        """A generation slot; an evaluation waits for one (retrying after a full queue's 429) rather than fail."""
+        while self.admission is not None:
+            try:
+                return await self.admission.acquire()
+            except RateLimitedError as exc:
+                await asyncio.sleep(exc.retry_after)
+        return None
 
     async def run(
         self,
@@ -302,8 +318,10 @@ def _read_state(path: Path) -> dict[str, Any] | None:
 class EvaluationService:
     """Evaluation runs inside the server: started over REST, run as background tasks, stored as JSON files."""
 
-    def __init__(self, settings: Settings, chat: ChatService) -> None:
+    def __init__(self, settings: Settings, chat: ChatService, admission: Admission | None = None) -> None:
         self.chat = chat
+        self.admission = admission
+        self.max_running = settings.server.max_concurrent_evaluations
         self.folder = settings.runs_dir / "evaluations"
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.fail_interrupted()
@@ -336,6 +354,13 @@ class EvaluationService:
         limit: int | None = None,
         principal: Principal = ANONYMOUS,
     ) -> dict[str, Any]:
+        running = [task for task in self._tasks.values() if not task.done()]
+        if len(running) >= self.max_running:
+            raise RateLimitedError(
+                f"{len(running)} evaluation(s) running, the limit (server.max_concurrent_evaluations); retry when "
+                "it has finished",
+                retry_after=30,
+            )
         items = parse_qa_file(filename, data)[:limit]
         model = model or self.chat.catalog.base_name
         self.chat.catalog.resolve(model, principal)  # 404 for an unknown model, before anything runs
@@ -376,7 +401,9 @@ class EvaluationService:
 
         try:
             params = state["params"]
-            await AnswerEvaluator(self.chat).run(items, params["model"], params["collection"], principal, on_result)
+            await AnswerEvaluator(self.chat, admission=self.admission).run(
+                items, params["model"], params["collection"], principal, on_result
+            )
             report = build_report(results, params, curve)
             state["files"] = await asyncio.to_thread(write_report, self._state_path(state["id"]).parent, report)
             state.update(status="succeeded", report=report)

@@ -7,30 +7,42 @@ per adapter id, on this process's CPU/GPU) and returns one score per item, in or
 `prompt` (one user question); the last two are rendered like served chats without retrieval (serving template,
 chat template with the generation prompt). 404 when no such reward model exists; 422 for an adapter that is not a
 reward model or an item without a prompt.
+Bounds: at most `server.max_concurrent_scoring` requests score at once, up to `WAITING` more wait, beyond that 429;
+each scoring request also holds a generation slot (`serving.admission`) while it runs, since it takes the same CPU
+or GPU the engine does. At most `CACHED_SCORERS` reward models stay loaded (least recently used goes first). Inputs
+longer than the model's context are cut from the left (`training.reward.score_texts`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 
 from assistant.chat_template import render_prompt
-from assistant.errors import NotFoundError, UnprocessableError
+from assistant.errors import NotFoundError, RateLimitedError, UnprocessableError
 from assistant.parts import Parts
 from assistant.storage import Adapter
+from serving.admission import Admission
+
+CACHED_SCORERS = 2
+WAITING = 4
 
 
 class RewardService:
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Parts, admission: Admission | None = None) -> None:
         self.parts = parts
         self.settings = parts.settings
         self.db = parts.db
-        self._scorers: dict[str, Any] = {}
+        self.admission = admission
+        self._scorers: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._slots = asyncio.Semaphore(self.settings.server.max_concurrent_scoring)
+        self._admitted = 0  # scoring or waiting for a slot
 
     def _record(self, model: str | None) -> Any:
         from training.registry import AdapterRegistry
@@ -59,6 +71,9 @@ class RewardService:
                 from training.reward import RewardScorer
 
                 self._scorers[record.id] = RewardScorer(resolve_lm(self.settings), record.path)
+                while len(self._scorers) > CACHED_SCORERS:
+                    self._scorers.popitem(last=False)
+            self._scorers.move_to_end(record.id)
             return self._scorers[record.id]
 
     def render(self, scorer: Any, item: dict[str, Any], index: int) -> str:
@@ -89,4 +104,20 @@ class RewardService:
         }
 
     async def score(self, model: str | None, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return await asyncio.to_thread(self.score_sync, model, items)
+        limit = self.settings.server.max_concurrent_scoring
+        if self._admitted >= limit + WAITING:
+            raise RateLimitedError(
+                f"reward scoring is at capacity ({limit} running, {WAITING} waiting; server.max_concurrent_scoring)",
+                retry_after=5,
+            )
+        self._admitted += 1
+        try:
+            async with self._slots:
+                lease = await self.admission.acquire() if self.admission is not None else None
+                try:
+                    return await asyncio.to_thread(self.score_sync, model, items)
+                finally:
+                    if lease is not None:
+                        lease.release()
+        finally:
+            self._admitted -= 1
