@@ -267,10 +267,12 @@ def part_select(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 
 
 def part_grpo(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
-    from training.service import TrainingRequest, default_registry, run_training
+    from assistant.parts import Parts
+    from training.registry import AdapterRegistry
+    from training.service import TrainingRequest, run_training
 
     try:
-        default_registry(settings).resolve("bench-rm")
+        AdapterRegistry.of(Parts(settings)).resolve("bench-rm")
         reward = {"reward_model": "bench-rm"}
     except Exception:  # no reward model yet: the rule rewards alone
         reward = {}

@@ -34,10 +34,11 @@ def export(
             raise InvalidRequestError("give exactly one of --merged DIR or --adapter-only DIR", param="output")
         settings = build_settings(config, data_dir)
         from assistant.models import resolve_lm
+        from assistant.parts import Parts
         from training.export import export_adapter_only, export_merged, resolve_export_source
-        from training.service import default_registry
+        from training.registry import AdapterRegistry
 
-        registry = None if Path(adapter).is_dir() else default_registry(settings)
+        registry = None if Path(adapter).is_dir() else AdapterRegistry.of(Parts(settings))
         source, record = resolve_export_source(adapter, registry)
         if merged is not None:
             out = export_merged(source, resolve_lm(settings), merged, record)

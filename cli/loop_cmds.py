@@ -19,12 +19,6 @@ jobs_app = typer.Typer(help="Queue, inspect and cancel training jobs.", no_args_
 adapters_app = typer.Typer(help="The adapter registry: list, activate, roll back.", no_args_is_help=True)
 
 
-def _db(settings: Any) -> Any:
-    from assistant.parts import Parts
-
-    return Parts(settings).db
-
-
 def _job_service(settings: Any) -> Any:
     from assistant.parts import Parts
     from serving.services.jobs import JobService
@@ -84,7 +78,7 @@ def jobs_submit(
                 "hyperparameters": json.loads(hyperparameters),
             }
         )
-        _print(job_body(service.create(spec.request())))
+        _print(job_body(service.create(spec)))
 
 
 @jobs_app.command("list")
@@ -96,12 +90,50 @@ def jobs_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> No
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
-    """State, progress, metrics and log tail of one job."""
+def jobs_show(
+    job_id: str,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Show the phase, its progress and ETA until the job ends.")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between looks at the job (--follow).", min=0.1)] = 1.0,
+) -> None:
+    """State, progress, metrics and log tail of one job (with --follow: a progress bar until it ends, then those)."""
     from serving.rest_format import job_body
 
     with user_errors():
-        _print(job_body(_job_service(build_settings(config, data_dir)).get(job_id)))
+        service = _job_service(build_settings(config, data_dir))
+        if follow:
+            follow_job(service, job_id, interval)
+        _print(job_body(service.get(job_id)))
+
+
+def follow_job(service: Any, job_id: str, interval: float) -> None:
+    """A progress bar (on stderr, so stdout stays the job's JSON) of the job's phase: done/total and the worker's ETA,
+    the budget left, refreshed every `interval` seconds until the job is final."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from assistant.jobs import FINAL
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[eta]}"))  # fmt: skip
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(job_id, total=None, eta="")
+        while True:
+            job = service.get(job_id, tail=0)
+            detail = job.phase_progress or {}
+            eta, left = detail.get("eta_s"), detail.get("budget_left_s")
+            times = [f"ETA {eta:.0f} s" if eta is not None else "", f"budget left {left:.0f} s" if left else ""]
+            bar.update(task, description=f"{job.state} · {job.phase or 'waiting for a worker'}",
+                       total=detail.get("total"), completed=detail.get("done") or 0,
+                       eta=" ".join(t for t in times if t))  # fmt: skip
+            if job.state in FINAL:
+                return
+            time.sleep(interval)
 
 
 @jobs_app.command("cancel")
@@ -168,7 +200,9 @@ def worker(
 
     with user_errors():
         settings = build_settings(config, data_dir)
-        job_worker = JobWorker(settings, _db(settings))
+        from assistant.parts import Parts
+
+        job_worker = JobWorker(Parts(settings))
         signal.signal(signal.SIGTERM, on_sigterm)
         try:
             job_worker.run_once() if once else job_worker.run_forever()

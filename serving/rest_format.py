@@ -32,6 +32,8 @@ def job_body(job: JobRecord) -> dict[str, Any]:
         "method": job.method,
         "state": job.state,
         "progress": job.progress,
+        "phase": job.phase,  # training.progress.PHASES; None while queued
+        "phase_progress": job.phase_progress,  # done, total, eta_s, elapsed_s, budget_left_s, phases seen
         "params": job.params,
         "metrics": job.metrics,
         "error": job.error,

@@ -87,3 +87,44 @@ def test_flags_reach_the_training_request(tmp_path: Path, monkeypatch: pytest.Mo
     }
     bad = CliRunner().invoke(app, ["train", "sft", "-d", "a.json", "--beta", "0.2"])
     assert bad.exit_code == 2 and "No such option" in bad.output  # --beta is not an option of `train sft`
+
+
+def test_jobs_show_follow_shows_the_phase_until_the_job_ends(tmp_path: Path) -> None:
+    """`jobs show --follow` follows a job's phase row until it is final, then prints the job's JSON."""
+    import json
+    import threading
+    import time
+
+    from assistant.parts import Parts
+    from assistant.settings import Settings
+    from assistant.storage import Job
+    from training.progress import PHASES
+
+    db = Parts(Settings(data_dir=tmp_path)).db
+    with db.session() as session:
+        job = Job(kind="sft", params={"method": "sft"}, state="running")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+
+    def worker() -> None:  # what a worker writes, phase by phase
+        for done, phase in enumerate(PHASES):
+            time.sleep(0.3)
+            with db.session() as session:
+                row = session.get(Job, job_id)
+                assert row is not None
+                row.phase, row.phase_progress = phase, {"done": done, "total": 6, "eta_s": 1.0, "phases": []}
+        with db.session() as session:
+            row = session.get(Job, job_id)
+            assert row is not None
+            row.state = "succeeded"
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    result = CliRunner().invoke(app, ["jobs", "show", job_id, "--follow", "--interval", "0.1", "--data-dir",
+                                      str(tmp_path)], terminal_width=200)  # fmt: skip
+    thread.join()
+    assert result.exit_code == 0, result.output
+    assert "succeeded · registering" in result.output and "5/6" in result.output  # the bar's last state
+    body = json.loads(result.output[result.output.index("{") :])
+    assert body["state"] == "succeeded" and body["phase"] == "registering"

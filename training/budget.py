@@ -37,7 +37,7 @@ class TimeBudgetCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         now = time.monotonic()
         self.last_step_s = now - self._step_began
-        if self.stopped or now < self.deadline:
+        if self.stopped or now < self.deadline:  # the runner may move the deadline (training.trainers)
             return
         self.stopped, self.stopped_at_step = True, state.global_step
         self.stopped_after_s = now - self.started

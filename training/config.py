@@ -23,6 +23,7 @@ from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, SFTConfig
 from assistant.errors import UnprocessableError
 from training.cpu_speed import cpu_bf16_supported
 from training.methods import config_class
+from training.option_bounds import LORA_R_DEFAULT
 
 _DENSE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA_TARGETS: dict[str, list[str]] = {
@@ -64,7 +65,10 @@ def _help(text: str) -> dict[str, str]:
 class RunFields:
     """Fields shared by every method: LoRA, quantization and data selection."""
 
-    lora_r: int = field(default=16, metadata=_help("LoRA rank."))
+    lora_r: int = field(
+        default=LORA_R_DEFAULT,
+        metadata=_help("LoRA rank (a served adapter's is bounded by the server's engine.max_lora_rank)."),
+    )
     lora_alpha: float = field(default=32.0, metadata=_help("LoRA scaling numerator (scale = alpha / r)."))
     lora_dropout: float = field(default=0.05, metadata=_help("Dropout on the LoRA input, in [0, 1)."))
     lora_target_modules: list[str] | None = field(

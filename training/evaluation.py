@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +27,34 @@ def _batches(dataset: Sequence[dict[str, Any]], batch_size: int) -> list[list[di
     return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
-def language_model_metrics(model: Any, dataset: Any, collator: Any, batch_size: int = 4) -> dict[str, float]:
-    """Token-level NLL, perplexity and entropy of `model` on a tokenized dataset (input_ids + labels)."""
+def language_model_metrics(
+    model: Any,
+    dataset: Any,
+    collator: Any,
+    batch_size: int = 4,
+    seconds: float | None = None,
+    tick: Callable[..., None] = lambda *a, **k: None,
+) -> dict[str, float]:
+    """Token-level NLL, perplexity and entropy of `model` on a tokenized dataset (input_ids + labels), without
+    gradients. With `seconds`, batches stop once that much time has passed (at least one is scored): `examples` says how
+    many were; `tick(done, total)` follows each batch."""
     import torch
 
     device = next(model.parameters()).device
-    nll_sum, entropy_sum, tokens = 0.0, 0.0, 0
+    nll_sum, entropy_sum, tokens, examples = 0.0, 0.0, 0, 0
     was_training = model.training
     model.eval()
+    started = time.monotonic()
     with torch.no_grad():
         for rows in _batches(dataset, batch_size):
+            if examples and seconds is not None and time.monotonic() - started >= seconds:
+                log.info("evaluation stopped by the time budget after %d of %d examples", examples, len(dataset))
+                break
             batch = collator([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
             moved = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}  # padding-free: ints too
             nll, ent, n = _batch_sums(model, moved)
-            nll_sum, entropy_sum, tokens = nll_sum + nll, entropy_sum + ent, tokens + n
+            nll_sum, entropy_sum, tokens, examples = nll_sum + nll, entropy_sum + ent, tokens + n, examples + len(rows)
+            tick(examples, len(dataset))
     model.train(was_training)
     loss = nll_sum / max(tokens, 1)
     return {
@@ -47,6 +62,7 @@ def language_model_metrics(model: Any, dataset: Any, collator: Any, batch_size: 
         "perplexity": math.exp(min(loss, 50.0)),
         "entropy": entropy_sum / max(tokens, 1),
         "tokens": float(tokens),
+        "examples": float(examples),
     }
 
 

@@ -1,6 +1,6 @@
 """The evaluation gate: is a candidate adapter measurably better than the version it would replace?
 
-Contract: `run_gate(settings, base_dir, candidate, baseline, heldout)` loads the base model once, attaches the
+Contract: `run_gate(parts, base_dir, candidate, baseline, heldout)` loads the base model once, attaches the
 candidate and the baseline adapter (the active version; None = the plain base model) under their own names, and
 scores each on what the job held out (`HeldOut`, never trained on):
 - `pairs`: `reward_accuracy` (share of pairs whose implicit reward log p(y)/p_base(y) is higher for the chosen side,
@@ -11,7 +11,7 @@ scores each on what the job held out (`HeldOut`, never trained on):
   questions whose sources come from the platform's retriever over the job's collections, through
   `assistant.prompts.prompt_sources` and the server's RAG template;
 - `lm`: the mean log-probability per completion token of held-out SFT examples (when there is nothing else).
-Held-out sets are split by group: pairs by prompt (`split_pairs_by_prompt`: one prompt never sits on both sides)
+Held-out sets are split by group in the runner (`split_by_group`): pairs by prompt (one prompt never on both sides)
 and questions by document (`split_by_group`). `passed` is true only when the candidate's primary score (QA F1, else
 pair reward accuracy, else per-token log-probability) beats the baseline's by more than `training.gate_margin` and no
 measured score is worse by more than `training.gate_tolerance`; an equal candidate fails. It is None when there was
@@ -21,17 +21,18 @@ writes: the worker stores the result on the candidate's registry row (shown by `
 
 from __future__ import annotations
 
-import json
 import logging
 import random
+import time
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from assistant.answer_metrics import best_exact_match, best_f1
 from assistant.chat_template import encode, render_prompt
-from assistant.settings import Settings
+from assistant.parts import Parts
+from training.progress import RunProgress
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,33 +60,12 @@ class HeldOutExample:
 
 @dataclass
 class HeldOut:
-    """What a job kept out of training for the gate; saved next to the run as `gate_heldout.json`."""
+    """What a run kept out of training for the gate; handed to it in memory (`training.service.TrainedRun`)."""
 
     pairs: list[HeldOutPair] = field(default_factory=list)
     qa: list[QAItem] = field(default_factory=list)
     examples: list[HeldOutExample] = field(default_factory=list)
     collections: list[str] | None = None
-
-    FILE = "gate_heldout.json"
-
-    def save(self, run_dir: Path) -> Path:
-        path = Path(run_dir) / self.FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), ensure_ascii=False))
-        return path
-
-    @classmethod
-    def load(cls, run_dir: Path) -> HeldOut:
-        path = Path(run_dir) / cls.FILE
-        if not path.is_file():
-            return cls()
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return cls(
-            pairs=[HeldOutPair(**p) for p in raw.get("pairs", [])],
-            qa=[QAItem(q["question"], tuple(q["answers"]), q.get("document", "")) for q in raw.get("qa", [])],
-            examples=[HeldOutExample(**e) for e in raw.get("examples", [])],
-            collections=raw.get("collections"),
-        )
 
     def empty(self) -> bool:
         return not (self.pairs or self.qa or self.examples)
@@ -118,13 +98,6 @@ def split_by_group(
     return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
 
 
-def split_pairs_by_prompt(
-    pairs: Sequence[dict[str, str]], share: float, min_pairs: int, seed: int | str
-) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Preference pairs split by their rendered prompt: a prompt is never both trained on and held out."""
-    return split_by_group(pairs, lambda p: p.get("rendered_prompt") or p.get("prompt") or "", share, seed, min_pairs)
-
-
 # ---------------------------------------------------------------- scoring
 
 
@@ -147,13 +120,16 @@ def completion_logprob_and_count(model: Any, tokenizer: Any, prompt: str, comple
     return total, len(answer_ids)
 
 
-def pair_logprobs(model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair]) -> list[tuple[float, float]]:
-    """(log p(chosen), log p(rejected)) per pair, each summed over the completion tokens + EOS."""
-    return [
-        (completion_logprob(model, tokenizer, p.prompt, p.chosen),
-         completion_logprob(model, tokenizer, p.prompt, p.rejected))
-        for p in pairs
-    ]  # fmt: skip
+def pair_logprobs(
+    model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair], tick: Callable[[], None] = lambda: None
+) -> list[tuple[float, float]]:
+    """(log p(chosen), log p(rejected)) per pair, each summed over the completion tokens + EOS; `tick` after each."""
+    out = []
+    for p in pairs:
+        out.append((completion_logprob(model, tokenizer, p.prompt, p.chosen),
+                    completion_logprob(model, tokenizer, p.prompt, p.rejected)))  # fmt: skip
+        tick()
+    return out
 
 
 def pair_scores(model: Any, tokenizer: Any, pairs: Sequence[HeldOutPair]) -> dict[str, float]:
@@ -184,20 +160,26 @@ def pair_summary(
 REWARD_TIE = 1e-6
 
 
-def example_scores(model: Any, tokenizer: Any, examples: Sequence[HeldOutExample]) -> dict[str, float]:
+def example_scores(
+    model: Any, tokenizer: Any, examples: Sequence[HeldOutExample], tick: Callable[[], None] = lambda: None
+) -> dict[str, float]:
     total, tokens = 0.0, 0
     for example in examples:
         logp, n = completion_logprob_and_count(model, tokenizer, example.prompt, example.completion)
         total, tokens = total + logp, tokens + n
+        tick()
     return {"examples": len(examples), "logprob_per_token": total / max(tokens, 1)}
 
 
-def qa_scores(answer: Callable[[str], str], items: Sequence[QAItem]) -> dict[str, float]:
+def qa_scores(
+    answer: Callable[[str], str], items: Sequence[QAItem], tick: Callable[[], None] = lambda: None
+) -> dict[str, float]:
     em = f1 = 0.0
     for item in items:
         prediction = answer(item.question)
         em += best_exact_match(prediction, item.answers)
         f1 += best_f1(prediction, item.answers)
+        tick()
     return {"questions": len(items), "exact_match": em / len(items), "f1": f1 / len(items)}
 
 
@@ -247,12 +229,12 @@ class GateModels:
         return str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)).strip()
 
 
-def rag_answerer(settings: Settings, models: GateModels, collections: Sequence[str] | None) -> Callable[[str], str]:
+def rag_answerer(parts: Parts, models: GateModels, collections: Sequence[str] | None) -> Callable[[str], str]:
     """Answers a question the way the server does: retrieve, the server's sources, the RAG prompt, greedy decoding."""
     from assistant.prompts import build_rag_messages
     from training.data.rag import ServingSources
 
-    sources_for = ServingSources(settings, collections)
+    sources_for = ServingSources(parts.settings, collections, parts)
 
     def answer(question: str) -> str:
         sources = sources_for(question)
@@ -303,33 +285,79 @@ def decide(
     return not reasons, reasons, improvement
 
 
+def spread(items: Sequence[T], key: Callable[[T], Hashable]) -> list[T]:
+    """The items round-robin over their groups (documents): any prefix samples across the groups."""
+    groups: dict[Hashable, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    queues = list(groups.values())
+    return [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
+
+
+def fit_to_budget(models: GateModels, answer: Any, heldout: HeldOut, seconds: float | None) -> HeldOut:
+    """The held-out sets cut to what fits `seconds`: the time of one item, measured on the candidate, sets how many
+    items of each family (sampled across documents) the passes over it can score; None: every item."""
+    qa, pairs, examples = spread(heldout.qa, lambda q: q.document), list(heldout.pairs), list(heldout.examples)
+    if seconds is None:
+        return HeldOut(pairs, qa, examples, heldout.collections)
+    families = [f for f in (qa, pairs, [] if (qa or pairs) else examples) if f]
+    per_family = seconds / max(len(families), 1)
+    with models.use("candidate"):
+        if qa:
+            qa = qa[: _fitting(per_family, 2, lambda: qa_scores(answer, qa[:1]))]
+        if pairs:
+            pairs = pairs[: _fitting(per_family, 3, lambda: pair_logprobs(models.model, models.tokenizer, pairs[:1]))]
+        if examples and not (qa or pairs):
+            examples = examples[
+                : _fitting(per_family, 2, lambda: example_scores(models.model, models.tokenizer, examples[:1]))
+            ]
+    log.info("gate sets fitted to %.0f s: %d questions, %d pairs, %d examples", seconds, len(qa), len(pairs),
+             len(examples))  # fmt: skip
+    return HeldOut(pairs, qa, examples, heldout.collections)
+
+
+def _fitting(seconds: float, passes: int, score_one: Callable[[], Any]) -> int:
+    """How many items `passes` passes can score in `seconds`, from the measured time of one (at least one)."""
+    started = time.monotonic()
+    score_one()
+    per_item = max(time.monotonic() - started, 1e-3)
+    return max(1, int(seconds / (passes * per_item)))
+
+
 def run_gate(
-    settings: Settings,
+    parts: Parts,
     base_dir: Path,
     candidate: Path,
     baseline: Path | None,
     heldout: HeldOut,
     baseline_name: str = "base",
+    progress: RunProgress | None = None,
+    seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Score candidate and baseline on the held-out data; see the module contract."""
+    """Score candidate and baseline on the held-out data (fitted to `seconds`); see the module contract."""
+    progress = progress or RunProgress()
     models = GateModels(base_dir, candidate, baseline)
     scores: dict[str, dict[str, dict[str, float]]] = {"candidate": {}, "baseline": {}}
-    answer = rag_answerer(settings, models, heldout.collections) if heldout.qa else None
+    settings = parts.settings
+    answer = rag_answerer(parts, models, heldout.collections) if heldout.qa else None
+    heldout = fit_to_budget(models, answer, heldout, seconds)
+    lm_only = not heldout.qa and not heldout.pairs
+    progress.advance(0, total=2 * len(heldout.qa) + 3 * len(heldout.pairs) + 2 * len(heldout.examples) * lm_only)
+    tick = progress.advance
     reference = None
     if heldout.pairs:  # the base model's, once: the reference of every reward accuracy
         with models.use("base"):
-            reference = pair_logprobs(models.model, models.tokenizer, heldout.pairs)
+            reference = pair_logprobs(models.model, models.tokenizer, heldout.pairs, tick)
     for which in ("candidate", "baseline"):
         with models.use(which):
             if heldout.qa and answer is not None:
-                scores[which]["qa"] = qa_scores(answer, heldout.qa)
+                scores[which]["qa"] = qa_scores(answer, heldout.qa, tick)
             if reference is not None:  # the base is not scored twice
-                own = (
-                    reference if models.is_base(which) else pair_logprobs(models.model, models.tokenizer, heldout.pairs)
-                )
+                base = models.is_base(which)
+                own = reference if base else pair_logprobs(models.model, models.tokenizer, heldout.pairs, tick)
                 scores[which]["pairs"] = pair_summary(own, reference)
-            if not heldout.qa and not heldout.pairs and heldout.examples:
-                scores[which]["lm"] = example_scores(models.model, models.tokenizer, heldout.examples)
+            if lm_only and heldout.examples:
+                scores[which]["lm"] = example_scores(models.model, models.tokenizer, heldout.examples, tick)
     options = settings.training
     passed, reasons, improvement = decide(
         scores["candidate"], scores["baseline"], options.gate_margin, options.gate_tolerance

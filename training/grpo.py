@@ -172,10 +172,10 @@ class GRPORunner(PreferenceRunner):
             c = self.config
             functions = rule_reward_functions(c.rule_rewards, c.target_length, c.max_completion_length or 256)
             if c.reward_model:
+                from training.registry import AdapterRegistry
                 from training.reward import RewardScorer
-                from training.service import default_registry
 
-                scorer = RewardScorer.from_registry(default_registry(self.settings), c.reward_model, self.base_dir)
+                scorer = RewardScorer.from_registry(AdapterRegistry.of(self.parts), c.reward_model, self.base_dir)
                 functions.insert(0, reward_model_function(scorer))
             self._rewards = functions
         return self._rewards

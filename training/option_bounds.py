@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+LORA_R_DEFAULT = 16  # the LoRA rank a run gets when nothing sets it (training.config.RunFields.lora_r)
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
 _REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,199}$")
 

@@ -1,13 +1,20 @@
 """The training service, the package's entry point: one training job end to end: data -> selection -> model -> TRL
 trainer (`training.trainers`) -> evaluation -> registry.
 
-Contract: `run_training(settings, request)` is what a job worker (or the CLI) calls. Everything that can be wrong
+Contract: `train(parts, request)` runs a training (nothing registered yet) and returns a `TrainedRun` (the run dir,
+metrics, lineage and what it held out for the gate, in memory); `register(parts, trained, gate)` puts its adapter
+into the registry, with the gate's verdict when one was measured. The job worker calls the two with the gate between
+them (so a cancelled or failed gate registers nothing); `run_training(settings, request, parts=...)` is both at once
+for the CLI and scripts (it builds the process's `Parts` when none is given). Every part a run needs (database,
+embedder, retriever, registry) comes from that one `Parts`. Everything that can be wrong
 with the request (options, data files, records, an empty selection, a base adapter trained on another base) raises an
 `AssistantError` before the first training step. It trains into the run directory (`request.output_dir`, default
 `<runs_dir>/<name>-<method>-<timestamp>`; HF checkpoints every `save_steps`; `resume=True` continues from the last
 checkpoint there, or of the newest run of that name and method), evaluates before and after (validation loss,
 perplexity, token entropy; DPO reward accuracy and margins), writes metrics JSON and PNG curves, saves the PEFT
 adapter and registers it (main process only) with its lineage. The returned `TrainingOutcome` names the adapter.
+The lineage's `collections` is the sorted list of the document collections the training data came from (None when
+unknown): `serving.catalog` lets a key use an adapter only when they lie within its scope.
 """
 
 from __future__ import annotations
@@ -24,12 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from assistant.errors import InvalidRequestError
+from assistant.parts import Parts
 from assistant.settings import Settings
 from training.config import RunFields, TrainingConfigError, build_run_config
 from training.data.records import EmptyDatasetError
 from training.data.selection import SelectionReport
-from training.methods import method
+from training.gate import HeldOut
+from training.methods import METHODS, method
+from training.progress import RunProgress
 from training.registry import AdapterRecord, AdapterRegistry
+from training.request import JobRequest
 
 log = logging.getLogger(__name__)
 HYPERPARAMETER_KEYS = (
@@ -54,10 +65,59 @@ class TrainingRequest:
     job_id: str | None = None
     collection: str | None = None  # questions train on the server's sources over this collection (RAFT)
     holdout: bool = False  # keep a share of the data out of training for the gate (job runs; see training.gate)
+    data_collections: list[str] | None = None  # collections the data files' records came from; None: unknown
 
     @property
     def adapter_name(self) -> str:
         return self.name or f"{self.method}-adapter"
+
+    @property
+    def collections(self) -> list[str] | None:
+        """The collections the training data came from (lineage `collections`): the RAG collection of question
+        files, else what the job's stored data recorded; None when unknown."""
+        if self.collection:
+            return sorted({self.collection, *(self.data_collections or [])})
+        return None if self.data_collections is None else sorted(set(self.data_collections))
+
+    @classmethod
+    def for_job(
+        cls, job: JobRequest, data_file: Path, job_id: str, data_collections: list[str] | None
+    ) -> TrainingRequest:
+        """The run of a queued job: its request as stored, the data file the worker prepared, held-out data on."""
+        return cls(
+            method=job.method,
+            data_files=[data_file],
+            name=job.name,
+            base_adapter=job.base_adapter,
+            options=dict(job.hyperparameters),
+            job_id=job_id,
+            collection=job.data.collection,
+            holdout=True,
+            data_collections=data_collections,
+        )
+
+
+@dataclass
+class TrainedRun:
+    """A finished training, not registered yet: the runner (it registers), metrics, lineage and held-out data."""
+
+    runner: Any
+    run_dir: Path
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+
+    @property
+    def heldout(self) -> HeldOut:
+        """What the run kept out of training for the gate (in memory; never trained on)."""
+        return self.runner.held_out_for_gate()
+
+    @property
+    def adapter_dir(self) -> Path:
+        return Path(self.runner.adapter_dir)
+
+    @property
+    def kind(self) -> str:
+        return METHODS[self.runner.method].kind
 
 
 @dataclass
@@ -160,34 +220,44 @@ def versions() -> dict[str, str]:
     return {pkg: importlib.metadata.version(pkg) for pkg in ("torch", "transformers", "trl", "peft")}
 
 
-def run_training(
-    settings: Settings,
-    request: TrainingRequest,
-    registry: AdapterRegistry | None = None,
-    callbacks: list[Any] | None = None,
-) -> TrainingOutcome:
-    """Validate, train, evaluate and register one adapter; see the module docstring."""
+def train(
+    parts: Parts, request: TrainingRequest, callbacks: list[Any] | None = None, progress: RunProgress | None = None
+) -> TrainedRun:
+    """Validate and train one adapter (see the module docstring); nothing is registered. `progress` is the job's
+    (phases, the budget's clock counted from its start, the cancel check)."""
     from training.trainers import MethodRunner
 
     check_request(request)
-    run_dir = run_dir_for(settings, request)
+    run_dir = run_dir_for(parts.settings, request)
     overrides = {**load_recipe(request.recipe), **request.options}
     config = build_run_config(request.method, run_dir, overrides)
-    registry = registry or default_registry(settings)
-    base_adapter = resolve_base_adapter(request.base_adapter, registry)
-    runner = MethodRunner.create(settings, request, config, base_adapter, callbacks or [])
+    base_adapter = resolve_base_adapter(request.base_adapter, AdapterRegistry.of(parts))
+    runner = MethodRunner.create(parts, request, config, base_adapter, callbacks or [])
+    runner.progress = progress or RunProgress()
     started = time.time()
     metrics = runner.run()
-    lineage = build_lineage(settings, request, runner, config, started)
-    record = runner.register(registry, lineage, metrics) if runner.is_main_process else None
-    return TrainingOutcome(record, run_dir, metrics, runner.report)
+    return TrainedRun(runner, run_dir, metrics, build_lineage(parts.settings, request, runner, config, started))
 
 
-def default_registry(settings: Settings) -> AdapterRegistry:
-    """The registry of a process that has no `Parts` yet (a training subprocess, an export)."""
-    from assistant.parts import Parts
+def register(parts: Parts, trained: TrainedRun, gate: dict[str, Any] | None = None) -> AdapterRecord | None:
+    """Register the trained adapter (main process only; None elsewhere)."""
+    if not trained.runner.is_main_process:
+        return None
+    return trained.runner.register(AdapterRegistry.of(parts), trained.lineage, trained.metrics, gate)  # type: ignore[no-any-return]
 
-    return AdapterRegistry.of(Parts(settings))
+
+def run_training(
+    settings: Settings,
+    request: TrainingRequest,
+    callbacks: list[Any] | None = None,
+    parts: Parts | None = None,
+) -> TrainingOutcome:
+    """Train and register one adapter (no gate): the CLI's and scripts' entry point. `parts` is the process's own
+    (built here from `settings` when not given)."""
+    parts = parts or Parts(settings)
+    trained = train(parts, request, callbacks)
+    record = register(parts, trained)
+    return TrainingOutcome(record, trained.run_dir, trained.metrics, trained.runner.report)
 
 
 def build_lineage(settings: Settings, request: TrainingRequest, runner: Any, config: Any, started: float) -> dict:
@@ -211,8 +281,9 @@ def build_lineage(settings: Settings, request: TrainingRequest, runner: Any, con
         "duration_s": round(time.time() - started, 2),
         "run_dir": str(Path(config.output_dir).resolve()),
         "job_id": request.job_id,
+        "collections": request.collections,  # the key name serving.catalog reads: keep it
         "versions": versions(),
     }
 
 
-__all__ = ["EmptyDatasetError", "TrainingOutcome", "TrainingRequest", "run_training"]
+__all__ = ["EmptyDatasetError", "TrainedRun", "TrainingOutcome", "TrainingRequest", "register", "run_training", "train"]

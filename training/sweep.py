@@ -58,7 +58,9 @@ class SweepRunner(MethodRunner):
         options.update(point)
         config = build_run_config(self.config.sweep_method, self.run_dir / f"trial-{index}", options)
         request = dataclasses.replace(self.request, method=self.config.sweep_method)
-        return MethodRunner.create(self.settings, request, config, self.base_adapter, self.callbacks)
+        runner = MethodRunner.create(self.parts, request, config, self.base_adapter, self.callbacks)
+        runner.progress = self.progress  # the job's phases, clock and cancel check
+        return runner
 
     def run(self) -> dict[str, Any]:
         points = grid_points(self.config)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.models import resolve_lm
-from assistant.settings import Settings
+from assistant.parts import Parts
 from training.budget import TimeBudgetCallback, enable_best_checkpoint
 from training.cpu_speed import score_labelled_positions_only
 from training.data.formats import load_preference_examples, load_sft_examples
@@ -58,6 +58,7 @@ from training.modeling import (
     lora_config,
     wrap_with_lora,
 )
+from training.progress import DATA_SHARE, EVAL_SHARE, GATE_SHARE, REGISTER_S, RunProgress
 from training.registry import AdapterRecord, AdapterRegistry
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,10 @@ def peak_rss_mb() -> float:
 class MethodRunner:
     """Shared flow of a training run; subclasses supply the data form and the trainer."""
 
-    def __init__(self, settings: Settings, request: Any, config: Any, base_adapter: Any, callbacks: list[Any]) -> None:
-        self.settings, self.request, self.config = settings, request, config
+    def __init__(self, parts: Parts, request: Any, config: Any, base_adapter: Any, callbacks: list[Any]) -> None:
+        self.parts, self.settings = parts, parts.settings  # the process's one Parts: db, retriever, registry
+        settings = parts.settings
+        self.request, self.config = request, config
         self.method: str = request.method  # the row of training.methods.METHODS this run was created from
         self.base_adapter = base_adapter
         self.callbacks = callbacks
@@ -103,16 +106,33 @@ class MethodRunner:
         self.validation_examples: list[Any] = []
         self.started = time.monotonic()
         self.budget: TimeBudgetCallback | None = None
+        self.progress = RunProgress()  # the job's, set by training.service.train: phases, clock, cancel check
+        self.data_until: float | None = None
         self.data_stats: dict[str, Any] = {}
 
     @classmethod
-    def create(cls, settings: Settings, request: Any, config: Any, base_adapter: Any, callbacks: list[Any]) -> Any:
+    def create(cls, parts: Parts, request: Any, config: Any, base_adapter: Any, callbacks: list[Any]) -> Any:
         """The runner of `request.method`: the class its `training.methods.METHODS` row names."""
-        return runner_class(request.method)(settings, request, config, base_adapter, callbacks)
+        return runner_class(request.method)(parts, request, config, base_adapter, callbacks)
 
     # --- data -------------------------------------------------------------------------------------------------
     def load_examples(self) -> list[Any]:
         raise NotImplementedError
+
+    def hold_out_pairs(self, pairs: list[PreferenceExample]) -> list[PreferenceExample]:
+        """In a job run, a share of the preference pairs (whole prompts: one prompt never on both sides) is kept out
+        of training for the gate (`self.heldout.pairs`); the rest is returned."""
+        if not self.request.holdout or not pairs:
+            return pairs
+        options = self.settings.training
+        train, held = split_by_group(pairs, self.prompt_text, options.gate_holdout, self.config.seed,
+                                     options.gate_min_pairs)  # fmt: skip
+        self.heldout.pairs += [HeldOutPair(**render_preference(self.tokenizer, p)) for p in held]
+        return train
+
+    def prompt_text(self, example: PreferenceExample) -> str:
+        """The prompt as served: what the held-out split groups by."""
+        return render_preference(self.tokenizer, example)["prompt"]
 
     def encode(self, example: Any) -> dict[str, Any]:
         raise NotImplementedError
@@ -137,11 +157,12 @@ class MethodRunner:
         examples = self.load_examples()
         if not examples:
             raise EmptyDatasetError(f"the data files {self._files()} hold no records")
-        encoded = [self.encode(e) for e in examples]
+        examples = examples[: self.encode_within_budget(examples)]
+        encoded = self.encoded
         by_id = {id(e): enc for e, enc in zip(examples, encoded, strict=True)}
         lengths = [self.length(e, enc) for e, enc in zip(examples, encoded, strict=True)]
         selection = select_examples(examples, lengths, self.selection_options())
-        selection = refine_selection(selection, self.config, self.settings)  # issue 11: relevance, diversity
+        selection = refine_selection(selection, self.config, self.parts)  # relevance, diversity
         self.report = selection.report
         self.validation_examples = list(selection.validation)
         extra = {"data_files": self._files(), "method": self.method, **self.data_stats}
@@ -154,6 +175,22 @@ class MethodRunner:
         train = Dataset.from_list([by_id[id(e)] for e in selection.train])
         val = Dataset.from_list([by_id[id(e)] for e in selection.validation]) if selection.validation else None
         return train, val
+
+    def encode_within_budget(self, examples: list[Any]) -> int:
+        """Encode into `self.encoded` until the data phase's share of the budget is spent; how many were encoded."""
+        self.encoded: list[dict[str, Any]] = []
+        for example in examples:
+            if self.encoded and self.data_time_up():
+                log.warning("data building stopped by the time budget after %d of %d records", len(self.encoded),
+                            len(examples))  # fmt: skip
+                break
+            self.encoded.append(self.encode(example))
+            self.progress.advance(total=len(examples))
+        return len(self.encoded)
+
+    def data_time_up(self) -> bool:
+        """Whether building the data has used its share of the budget (`DATA_SHARE`)."""
+        return self.data_until is not None and time.monotonic() >= self.data_until
 
     def _files(self) -> list[str]:
         return [str(p) for p in self.request.data_files]
@@ -195,6 +232,7 @@ class MethodRunner:
         return self.heldout
 
     def setup_budget(self, val: Any) -> None:
+        """The training phase's stop (its deadline set once the evaluation before training is measured)."""
         if self.config.max_minutes is None:
             return
         self.budget = TimeBudgetCallback(self.config.max_minutes, self.started)
@@ -202,8 +240,22 @@ class MethodRunner:
         if val is not None:
             enable_best_checkpoint(self.config)
 
+    def training_deadline(self, eval_s: float) -> None:
+        """Training stops early enough for the evaluation after it (as long as the one before), the gate (a job's
+        share) and registering; at least one step runs."""
+        if self.budget is None or self.progress.deadline is None or self.config.max_minutes is None:
+            return
+        gate = GATE_SHARE * self.config.max_minutes * 60.0 if self.request.holdout else 0.0
+        register = min(REGISTER_S, 0.1 * self.config.max_minutes * 60.0)
+        self.budget.deadline = max(time.monotonic(), self.progress.deadline - eval_s - gate - register)
+
     def run(self) -> dict[str, Any]:
-        self.started = time.monotonic()
+        progress = self.progress
+        self.started = progress.started  # the budget counts from the job's start
+        progress.set_budget(self.config.max_minutes)
+        share = progress.share_s(DATA_SHARE)
+        self.data_until = None if share is None else time.monotonic() + share
+        progress.phase("building_data")
         train, val = self.prepare_data()
         self.check_base_adapter()
         if val is None:
@@ -214,12 +266,16 @@ class MethodRunner:
         score_labelled_positions_only()
         trainer = self.build_trainer(self.build_model(), train, val)
         self.is_main_process = trainer.accelerator.is_main_process
+        progress.phase("evaluating_before", None if val is None else len(val))
+        eval_started = time.monotonic()
         before = self.evaluate(trainer, val, "before")
+        val = self.fit_validation(trainer, val, before)
+        self.training_deadline(time.monotonic() - eval_started)
+        progress.phase("training", self.config.max_steps if self.config.max_steps > 0 else None)
         result = trainer.train(resume_from_checkpoint=self.checkpoint())
+        progress.phase("evaluating_after", None if val is None else len(val))
         after = self.evaluate(trainer, val, "after")
         self.save_adapter(trainer)
-        if self.is_main_process:
-            self.held_out_for_gate().save(self.run_dir)
         metrics = {
             "method": self.method,
             "before": before,
@@ -247,6 +303,18 @@ class MethodRunner:
             write_metrics(self.run_dir, metrics, trainer.state.log_history)
         return metrics
 
+    def fit_validation(self, trainer: Any, val: Any, before: dict[str, Any]) -> Any:
+        """The validation set cut to the examples the evaluation before training scored within its share of the
+        budget (a seeded sample: the split shuffled them), so the evaluations during and after training score the
+        same ones in about the same time."""
+        scored = int(before.get("examples", 0))
+        if val is None or not scored or scored >= len(val):
+            return val
+        log.info("validation set fitted to the budget: %d of %d examples", scored, len(val))
+        val = val.select(range(scored))
+        trainer.eval_dataset = val
+        return val
+
     @property
     def adapter_dir(self) -> Path:
         return self.run_dir / "adapter"
@@ -257,7 +325,9 @@ class MethodRunner:
             model.save_pretrained(str(self.adapter_dir), selected_adapters=["default"])
         trainer.accelerator.wait_for_everyone()
 
-    def register(self, registry: AdapterRegistry, lineage: dict[str, Any], metrics: dict[str, Any]) -> AdapterRecord:
+    def register(
+        self, registry: AdapterRegistry, lineage: dict[str, Any], metrics: dict[str, Any], gate: Any = None
+    ) -> AdapterRecord:
         parent = self.base_adapter.record if self.base_adapter else None
         return registry.register(
             self.request.adapter_name,
@@ -269,6 +339,7 @@ class MethodRunner:
             parent_id=parent.id if parent else None,
             job_id=self.request.job_id,
             kind=METHODS[self.method].kind,
+            gate=gate,
         )
 
 
@@ -315,7 +386,7 @@ class SFTRunner(MethodRunner):
                     path, self.config.rag_distractors, self.config.seed, limit=self.config.squad_limit
                 )
             elif _is_preference_file(path):  # feedback corrections: the stored prompt and the correction
-                examples += load_preference_examples([path])
+                examples += self.hold_out_pairs(list(load_preference_examples([path])))
             else:
                 examples += load_sft_examples([path])
         if question_files:
@@ -339,8 +410,10 @@ class SFTRunner(MethodRunner):
         step = max(1, len(held) // options.gate_qa_limit)
         self.heldout.qa = [QAItem(q.question, q.all_answers, q.document) for q in held[::step][: options.gate_qa_limit]]
         self.heldout.collections = [self.collection] if self.collection else None
-        serving = ServingSources(self.settings, self.heldout.collections)
-        examples, stats = raft_examples(train, serving, self.config.gold_probability, self.config.seed)
+        serving = ServingSources(self.settings, self.heldout.collections, self.parts)
+        examples, stats = raft_examples(
+            train, serving, self.config.gold_probability, self.config.seed, self.progress, self.data_until
+        )
         self.data_stats = {
             "collection": self.collection,
             "questions": len(questions),
@@ -396,9 +469,11 @@ class SFTRunner(MethodRunner):
     def evaluate(self, trainer: Any, val: Any, stage: str) -> dict[str, float]:
         if val is None:
             return {}
+        seconds = self.progress.share_s(EVAL_SHARE) if stage == "before" else self.progress.left_s()
         metrics = language_model_metrics(
-            trainer.model, val, trainer.data_collator, self.config.per_device_eval_batch_size
-        )
+            trainer.model, val, trainer.data_collator, self.config.per_device_eval_batch_size, seconds,
+            self.progress.advance,
+        )  # fmt: skip
         log.info(
             "%s training: validation loss %.4f, perplexity %.3f, entropy %.3f",
             stage,
@@ -441,18 +516,7 @@ class DPORunner(PreferenceRunner):
     """DPO on preference pairs rendered with the server's prompt template."""
 
     def load_examples(self) -> list[Any]:
-        pairs = list(load_preference_examples([Path(p) for p in self.request.data_files]))
-        if not self.request.holdout:
-            return pairs
-        options = self.settings.training
-        train, held = split_by_group(pairs, self.prompt_text, options.gate_holdout, self.config.seed,
-                                     options.gate_min_pairs)  # fmt: skip
-        self.heldout.pairs = [HeldOutPair(**render_preference(self.tokenizer, p)) for p in held]
-        return train
-
-    def prompt_text(self, example: PreferenceExample) -> str:
-        """The held-out split is by prompt: one prompt never on both sides."""
-        return render_preference(self.tokenizer, example)["prompt"]
+        return self.hold_out_pairs(list(load_preference_examples([Path(p) for p in self.request.data_files])))
 
     def encode(self, example: Any) -> dict[str, Any]:
         return render_preference(self.tokenizer, example)

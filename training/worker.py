@@ -4,10 +4,13 @@ Contract:
 - `JobWorker.claim()` takes the oldest 'queued' job with one conditional UPDATE (two workers never take the same job)
   and marks it 'running' under this worker's id `host:pid`. On PostgreSQL the pick is `SELECT ... FOR UPDATE SKIP
   LOCKED`, so concurrent workers each take a different job at once instead of waiting on (and losing) the same row.
-- `JobWorker.execute(job_id)` prepares the data (stored preference pairs since a point, split into training pairs and
-  the gate's held-out pairs, or an uploaded file), runs `training.service.run_training` with a callback that reports
-  progress and metrics to the job row and stops the run when the job is cancelled, then evaluates the candidate with
-  `training.gate.run_gate` against the active version and stores the result on the candidate's registry row. A
+- `JobWorker(parts)` works with the process's one `Parts`, which it passes down (training, selection, RAG sources,
+  the gate), so one job loads the embedder at most once.
+- `JobWorker.execute(job_id)` validates the stored request back into `training.request.JobRequest`, writes the job's
+  data as one file (stored preference pairs since a point, stored thumbs or prompts, or the uploaded file), trains
+  (`training.service.train`; the runner holds data out for the gate and hands it over in memory) with a callback that
+  reports progress and metrics to the job row and stops the run when the job is cancelled, evaluates the candidate
+  with `training.gate.run_gate` against the active version, and only then registers it with the gate's verdict. A
   heartbeat thread updates the row every few seconds. Any error fails the job with its message; a failed or
   cancelled job registers nothing and changes nothing that is active. The job's log is `runs/jobs/<id>.log`.
 - SIGTERM (the server stopping its worker) fails the running job as interrupted and exits.
@@ -33,19 +36,18 @@ from assistant.adapters import AdapterStatus, versioned_name
 from assistant.errors import AssistantError, UnprocessableError
 from assistant.jobs import WORKER_WRITABLE, JobState, job_log_path
 from assistant.parts import Parts
-from assistant.settings import Settings, load_settings
+from assistant.settings import load_settings
 from assistant.startup import start_up
-from assistant.storage import Adapter, Database, Job, PreferencePair
+from assistant.storage import Adapter, Job, PreferencePair
 from assistant.storage.queries import preference_filters
-from training.gate import HeldOut, HeldOutPair, load_squad_qa, run_gate, split_pairs_by_prompt
+from training.data.feedback import STORED, source_collections, write_source
+from training.gate import HeldOut, load_squad_qa, run_gate
+from training.progress import GATE_SHARE, JobCancelled, RunProgress
+from training.request import JobData, JobRequest
 from training.uploads import resolve_upload
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
-
-
-class JobCancelled(Exception):
-    """Raised from the training callback when the job was cancelled."""
 
 
 class WorkerStopped(BaseException):
@@ -57,9 +59,10 @@ def _now() -> datetime:
 
 
 class JobWorker:
-    def __init__(self, settings: Settings, db: Database, worker_id: str | None = None) -> None:
-        self.settings = settings
-        self.db = db
+    def __init__(self, parts: Parts, worker_id: str | None = None) -> None:
+        self.parts = parts  # the process's one Parts, passed down to training, selection, RAG sources and the gate
+        self.settings = parts.settings
+        self.db = parts.db
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
 
     # ------------------------------------------------------------ claiming
@@ -103,7 +106,8 @@ class JobWorker:
             result = self._run(job_id)
             self._finish(job_id, JobState.SUCCEEDED, metrics=result)
         except JobCancelled:
-            self._finish(job_id, JobState.CANCELLED, error="cancelled while training; nothing was registered")
+            phase = self._phase(job_id) or "starting"
+            self._finish(job_id, JobState.CANCELLED, error=f"cancelled while {phase}; nothing was registered")
         except WorkerStopped:
             self._finish(job_id, JobState.FAILED, error="interrupted: the worker was stopped; nothing was registered")
             raise
@@ -119,100 +123,90 @@ class JobWorker:
             handler.close()
 
     def _run(self, job_id: str) -> dict[str, Any]:
-        from training.service import TrainingRequest, run_training
+        from training.service import TrainingRequest, register, train
 
-        params = self._params(job_id)
+        job = self._request(job_id)
+        progress = JobProgress(self, job_id, job.hyperparameters.get("max_minutes"))
+        progress.phase("building_data")
         job_dir = self.settings.runs_dir / "jobs" / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
-        train_file, heldout = self._data(params, job_dir, job_id)
-        request = TrainingRequest(
-            method=params["method"],
-            data_files=[train_file],
-            name=params.get("name"),
-            base_adapter=params.get("base_adapter"),
-            options=dict(params.get("hyperparameters") or {}),
-            job_id=job_id,
-            collection=(params.get("data") or {}).get("collection"),
-            holdout=not heldout,  # an uploaded file: the runner holds out (pairs by prompt, questions by document)
-        )
-        outcome = run_training(self.settings, request, callbacks=[ProgressCallback(self, job_id)])
-        assert outcome.adapter is not None
-        identity = f"{outcome.adapter.name}@v{outcome.adapter.version}"
-        gated = params.get("gate", True) and outcome.adapter.kind == "lm"  # a reward model is not a chat adapter
-        gate = self._gate(outcome.adapter, heldout, outcome.run_dir) if gated else None
-        logged = outcome.run_dir / "log_history.json"
+        data_file, collections = self._data(job, job_dir)
+        request = TrainingRequest.for_job(job, data_file, job_id, collections)
+        trained = train(self.parts, request, [ProgressCallback(progress)], progress)
+        gated = job.gate and trained.kind == "lm"  # a reward model is not a chat adapter
+        if gated:
+            progress.phase("gating")
+        gate = self._gate(job.name, trained.adapter_dir, trained.heldout, progress) if gated else None
+        progress.phase("registering")  # the last cancel check: nothing is registered yet
+        record = register(self.parts, trained, gate)
+        assert record is not None
+        logged = trained.run_dir / "log_history.json"
         history = _history(json.loads(logged.read_text())) if logged.is_file() else []
         return {
-            **_scalars(outcome.metrics),
-            "adapter": identity,
-            "adapter_id": outcome.adapter.id,
+            **_scalars(trained.metrics),
+            "adapter": record.identity,
+            "adapter_id": record.id,
             "gate": gate,
             "history": history,
         }
 
-    def _params(self, job_id: str) -> dict[str, Any]:
+    def _request(self, job_id: str) -> JobRequest:
+        """The job's request as the service stored it, validated back into its one type."""
         with self.db.session() as session:
             job = session.get(Job, job_id)
             assert job is not None
-            return dict(job.params)
+            return JobRequest.model_validate(job.params)
 
-    def _data(self, params: dict[str, Any], job_dir: Path, job_id: str) -> tuple[Path, list[HeldOutPair]]:
-        data = params.get("data") or {}
-        if data.get("source") == "file":
-            return resolve_upload(self.settings, str(data.get("file_id"))), []
-        if data.get("source") in ("feedback", "chats"):  # issue 11: thumbs (kto) and served prompts (grpo)
-            from training.data.feedback import write_source
-
-            path = job_dir / f"{data['source']}.jsonl"
-            write_source(self.db, params["method"], data["source"], data.get("since"), path)
-            return path, []
-        pairs = self._stored_pairs(data)
+    def _data(self, job: JobRequest, job_dir: Path) -> tuple[Path, list[str] | None]:
+        """The job's data as one file for the runner, and the collections it came from (None: unknown). The runner
+        alone holds data out for the gate."""
+        data = job.data
+        if data.source == "file":
+            return resolve_upload(self.settings, str(data.file_id)), None
+        if data.source in STORED:  # thumbs (kto) and served prompts (grpo)
+            path = job_dir / f"{data.source}.jsonl"
+            write_source(self.db, job.method, data.source, data.since, path)
+            return path, source_collections(self.db, job.method, data.source, data.since)
+        pairs, collections = self._stored_pairs(data)
         if not pairs:
             raise UnprocessableError("no stored preference pairs match this job's data selection", code="empty_dataset")
-        train, heldout = self._split(pairs, job_id)
         path = job_dir / "pairs.jsonl"
-        path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in train))
-        return path, [HeldOutPair(p["rendered_prompt"], p["chosen"], p["rejected"]) for p in heldout]
+        path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+        return path, collections
 
-    def _stored_pairs(self, data: dict[str, Any]) -> list[dict[str, str]]:
+    def _stored_pairs(self, data: JobData) -> tuple[list[dict[str, str]], list[str] | None]:
+        """The selected pairs, and the union of the collections their sources came from (None if one is unknown)."""
         query = (
             select(PreferencePair)
-            .where(*preference_filters(data.get("provenance"), data.get("since")))
+            .where(*preference_filters(data.provenance, data.since))
             .order_by(PreferencePair.created_at, PreferencePair.id)
         )
         with self.db.session() as session:
-            return [
-                {"rendered_prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
-                for p in session.scalars(query)
-            ]
+            rows = list(session.scalars(query))
+            pairs = [{"rendered_prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in rows]
+            known = all(p.collections is not None for p in rows)
+            collections = sorted({str(c) for p in rows for c in (p.collections or [])}) if known else None
+        return pairs, collections
 
-    def _split(self, pairs: list[dict[str, str]], job_id: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-        """Seeded split by prompt: the gate's held-out pairs are never trained on, nor are their prompts."""
-        options = self.settings.training
-        return split_pairs_by_prompt(pairs, options.gate_holdout, options.gate_min_pairs, job_id)
-
-    def _gate(self, record: Any, pairs: list[HeldOutPair], run_dir: Path) -> dict[str, Any]:
+    def _gate(self, name: str, candidate: Path, heldout: HeldOut, progress: RunProgress) -> dict[str, Any]:
+        """The candidate (not registered yet) against the active version of its name, on what the run held out,
+        fitted to the gate's share of the budget."""
         from assistant.models import resolve_lm
 
-        active = self._active_version(record.name)
-        heldout = HeldOut.load(run_dir)  # what the run held out (questions by document, pairs by prompt, examples)
-        heldout.pairs += pairs
+        active = self._active_version(name)
         options = self.settings.training
         if options.gate_qa_file and not heldout.qa:
             heldout.qa = load_squad_qa(options.gate_qa_file, options.gate_qa_limit)
-        result = run_gate(
-            self.settings,
+        return run_gate(
+            self.parts,
             resolve_lm(self.settings),
-            record.path,
+            candidate,
             Path(active[1]) if active else None,
             heldout,
             baseline_name=active[0] if active else "base",
+            progress=progress,
+            seconds=progress.share_s(GATE_SHARE),
         )
-        with self.db.session() as session:
-            row = session.get(Adapter, record.id)
-            assert row is not None
-            row.gate = result
-        return result
 
     def _active_version(self, name: str) -> tuple[str, str] | None:
         with self.db.session() as session:
@@ -260,6 +254,10 @@ class JobWorker:
             return
         log.info("job %s %s%s", job_id, state, f": {error}" if error else "")
 
+    def _phase(self, job_id: str) -> str | None:
+        with self.db.session() as session:
+            return session.scalar(select(Job.phase).where(Job.id == job_id))
+
     def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT_S):
             try:
@@ -285,23 +283,47 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool | dict)}
 
 
-class ProgressCallback:
-    """A transformers `TrainerCallback` reporting progress and metrics to the job row; stops on cancellation."""
+class JobProgress(RunProgress):
+    """A job's phases on its row (`phase`, `phase_progress`; the training share of `progress`); a report finds the
+    job cancelled (or taken from this worker by the monitor) and raises `JobCancelled`. The budget counts from the
+    moment the worker took the job."""
 
-    def __new__(cls, worker: JobWorker, job_id: str) -> Any:
+    def __init__(self, worker: JobWorker, job_id: str, max_minutes: float | None) -> None:
+        super().__init__(max_minutes)
+        self.worker, self.job_id = worker, job_id
+        self.state = str(JobState.RUNNING)
+
+    def publish(self, snapshot: dict[str, Any]) -> None:
+        values: dict[str, Any] = {"phase": self.name, "phase_progress": snapshot, "heartbeat_at": _now()}
+        if self.name == "training" and self.total:
+            values["progress"] = min(self.done / self.total, 0.99)
+        self.state = self.worker.update(self.job_id, **values)
+
+    def check(self) -> None:
+        if self.state != JobState.RUNNING:
+            raise JobCancelled(self.job_id)  # cancelled, or failed by the monitor: stop, register nothing
+
+
+class ProgressCallback:
+    """A transformers `TrainerCallback` reporting training steps to the job's `JobProgress` (which stops the run when
+    the job is cancelled), and logged metrics to the row and the job log (a line per logging step)."""
+
+    def __new__(cls, progress: JobProgress) -> Any:
         from transformers import TrainerCallback
+
+        worker, job_id = progress.worker, progress.job_id
 
         class _Progress(TrainerCallback):
             def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
                 latest = {k: v for k, v in (logs or {}).items() if isinstance(v, int | float)}
+                log.info("step %d/%d: %s", state.global_step, state.max_steps,
+                         ", ".join(f"{k} {v:.4g}" for k, v in latest.items()))  # fmt: skip
                 # the history lets a client draw curves while the job runs (the web console's charts)
                 history = _history(state.log_history)
                 worker.update(job_id, metrics={"step": state.global_step, **latest, "history": history})
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                progress = state.global_step / state.max_steps if state.max_steps else 0.0
-                if worker.update(job_id, progress=min(progress, 0.99)) != JobState.RUNNING:
-                    raise JobCancelled(job_id)  # cancelled, or failed by the monitor: stop, register nothing
+                progress.advance(state.global_step, state.max_steps or None)
 
         return _Progress()
 
@@ -320,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"data_dir": args.data_dir} if args.data_dir else {}
     settings = load_settings(args.config, **overrides)
     start_up(settings)
-    worker = JobWorker(settings, Parts(settings).db)
+    worker = JobWorker(Parts(settings))
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if args.once:

@@ -185,6 +185,10 @@ class Job(Base):
     )
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
+    phase: Mapped[str | None] = mapped_column(String(20), nullable=True, doc="training.progress.PHASES; None: queued")
+    phase_progress: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, nullable=True, doc="done/total/eta_s of the phase, the budget left and the phases seen so far."
+    )
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -27,7 +27,7 @@ async def upload_training_file(
 
 @router.post("/v1/training/jobs", status_code=201)
 async def create_job(spec: JobSpec, state: StateDep) -> JSONResponse:
-    job = require(state.jobs, "job service").create(spec.request())
+    job = require(state.jobs, "job service").create(spec)
     return JSONResponse(job_body(job), status_code=201)
 
 

@@ -140,3 +140,28 @@ def test_server_restart_fails_jobs_left_running(tiny_model_dir: Path, tmp_path: 
     finally:
         server.stop()
     assert job["state"] == "failed" and "interrupted" in job["error"]
+
+
+def test_a_rank_above_the_engines_is_refused_over_rest(live_server: LiveServer, pairs: None) -> None:
+    """A chat adapter the engine could not load is refused at creation, naming both the option and the setting."""
+    limit = live_server.state.settings.engine.max_lora_rank
+    spec = {"method": "sft", "name": "too-wide", "data": {"source": "preferences"}, "gate": False}
+    before = httpx.get(f"{live_server.base_url}/v1/training/jobs", timeout=30).json()["data"]
+    for options, key in (({"lora_r": limit * 2}, "lora_r"), ({"sweep_lora_ranks": [4, limit * 4]}, "sweep_lora_ranks")):
+        body = {**spec, "method": "sweep" if key.startswith("sweep") else "sft", "hyperparameters": options}
+        if key.startswith("sweep"):
+            body["data"] = {"source": "file", "file_id": _upload_pairs(live_server)}
+        response = httpx.post(f"{live_server.base_url}/v1/training/jobs", json=body, timeout=30)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["param"] == f"hyperparameters.{key}" and key in error["message"]
+        assert f"engine.max_lora_rank ({limit})" in error["message"]
+    after = httpx.get(f"{live_server.base_url}/v1/training/jobs", timeout=30).json()["data"]
+    assert len(after) == len(before)  # nothing queued
+
+
+def _upload_pairs(server: LiveServer) -> str:
+    lines = "".join(f'{{"prompt": "Q{i}?", "completion": "A{i}."}}\n' for i in range(4))
+    upload = httpx.post(f"{server.base_url}/v1/training/files", files={"file": ("r.jsonl", lines)}, timeout=30)
+    assert upload.status_code == 200, upload.text
+    return str(upload.json()["id"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import Database, Job
 from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
@@ -50,7 +51,7 @@ def _job(db: Database, job_id: str) -> Job:
 
 
 def test_a_job_the_monitor_failed_stays_failed(settings: Settings, db: Database) -> None:
-    worker = JobWorker(settings, db, worker_id="elsewhere:1")  # another host: only heartbeats decide
+    worker = JobWorker(Parts(settings), worker_id="elsewhere:1")  # another host: only heartbeats decide
     job_id = _queued(db)
     assert worker.claim() == job_id
     with db.session() as session:  # the worker went silent
@@ -66,7 +67,7 @@ def test_a_job_the_monitor_failed_stays_failed(settings: Settings, db: Database)
 
 
 def test_the_monitor_does_not_fail_a_job_that_reported_meanwhile(settings: Settings, db: Database) -> None:
-    worker = JobWorker(settings, db, worker_id="elsewhere:1")
+    worker = JobWorker(Parts(settings), worker_id="elsewhere:1")
     job_id = _queued(db)
     worker.claim()
     stale = datetime.now(UTC) - timedelta(minutes=5)
@@ -87,7 +88,7 @@ def test_cancel_is_compare_and_set(settings: Settings, db: Database) -> None:
     queued = _queued(db)
     assert jobs.cancel(queued).state == "cancelled"
     running = _queued(db)
-    worker = JobWorker(settings, db, worker_id="elsewhere:1")
+    worker = JobWorker(Parts(settings), worker_id="elsewhere:1")
     worker.claim()
     assert jobs.cancel(running).state == "cancelling"
     assert worker.update(running, progress=0.2) == "cancelling"

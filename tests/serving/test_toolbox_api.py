@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from assistant.errors import UnprocessableError
+from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import ChatRecord, Database, Feedback, Job
 from serving.schemas import JobSpec
@@ -76,12 +77,12 @@ def test_kto_job_from_stored_thumbs(tiny_model_dir: Path, tmp_path: Path) -> Non
     spec = {"method": "kto", "name": "thumbs", "data": {"source": "feedback"}, "gate": False,
             "hyperparameters": {**API_OPTIONS, "max_steps": 2}}  # fmt: skip
     with pytest.raises(UnprocessableError, match="no stored feedback"):
-        service.create(JobSpec.model_validate(spec).request())
+        service.create(JobSpec.model_validate(spec))
     with pytest.raises(UnprocessableError, match=r"read data\.source in"):
-        service.create(JobSpec.model_validate({**spec, "method": "classify"}).request())
+        service.create(JobSpec.model_validate({**spec, "method": "classify"}))
     store_thumbs(db, up=6, down=3)
-    job = service.create(JobSpec.model_validate(spec).request())
-    assert JobWorker(settings, db).run_once()
+    job = service.create(JobSpec.model_validate(spec))
+    assert JobWorker(Parts(settings)).run_once()
     with db.session() as session:
         row = session.get(Job, job.id)
         assert row is not None and row.state == "succeeded", row.error

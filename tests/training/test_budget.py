@@ -27,9 +27,10 @@ def test_time_budget_stops_and_registers_the_best_checkpoint(
     wall = time.monotonic() - started
     budget = outcome.metrics["budget"]
     assert budget["stopped"] and 0 < budget["stopped_at_step"] == outcome.metrics["global_step"] < 100_000
-    # stopped at the first step end past the budget: it overran by at most that one step
-    assert budget_min * 60 <= budget["stopped_after_s"] <= budget_min * 60 + budget["last_step_s"] + 0.5
-    assert outcome.metrics["wall_s"] <= wall
+    # the budget is the whole run's: training stopped early enough to leave the evaluation after it and saving
+    # inside `max_minutes`, overrunning by at most one step (and the second evaluation's jitter)
+    assert budget["stopped_after_s"] <= budget_min * 60
+    assert outcome.metrics["wall_s"] <= wall <= budget_min * 60 + budget["last_step_s"] + 3.0
 
     # the registered adapter is the best checkpoint by validation loss, not merely the last state
     run_dir = outcome.run_dir

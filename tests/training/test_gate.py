@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from assistant.parts import Parts
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, preference_records
-from training.gate import HeldOut, HeldOutPair, QAItem, decide, run_gate, split_by_group, split_pairs_by_prompt
+from training.gate import HeldOut, HeldOutPair, QAItem, decide, run_gate, split_by_group
+
+
+def split_pairs_by_prompt(pairs: list[dict[str, str]], share: float, min_pairs: int, seed: int | str) -> Any:
+    """What the runner does with a job's pairs (`MethodRunner.hold_out_pairs`): whole prompts on one side."""
+    return split_by_group(pairs, lambda p: p["rendered_prompt"], share, seed, min_pairs)
 
 
 def test_pairs_are_split_by_prompt() -> None:
@@ -101,7 +108,7 @@ def test_real_gate_refuses_a_candidate_equal_to_the_base(
     settings: Settings, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     heldout = HeldOut(pairs=held_out_pairs(tiny_model_dir))
-    equal = run_gate(settings, tiny_model_dir, zero_lora(tiny_model_dir, tmp_path / "zero"), None, heldout)
+    equal = run_gate(Parts(settings), tiny_model_dir, zero_lora(tiny_model_dir, tmp_path / "zero"), None, heldout)
     base_scores = equal["baseline_metrics"]["pairs"]
     assert equal["candidate"]["pairs"] == base_scores and 0 < base_scores["accuracy"] < 1.0
     assert base_scores["reward_accuracy"] == 0.5 and equal["improvement"]["metric"] == "pairs.reward_accuracy"
@@ -115,14 +122,14 @@ def test_real_gate_accepts_a_candidate_trained_to_prefer_chosen(
     from training.service import TrainingRequest, run_training
 
     heldout = HeldOut(pairs=held_out_pairs(tiny_model_dir))
-    base_scores = run_gate(settings, tiny_model_dir, zero_lora(tiny_model_dir, tmp_path / "zero"), None, heldout)[
-        "baseline_metrics"
-    ]["pairs"]
+    base_scores = run_gate(
+        Parts(settings), tiny_model_dir, zero_lora(tiny_model_dir, tmp_path / "zero"), None, heldout
+    )["baseline_metrics"]["pairs"]
 
     options = {**FAST_OPTIONS, "max_steps": 15, "learning_rate": 2e-2, "beta": 0.5, "eval_split": 0.2}
     trained = run_training(settings, TrainingRequest("dpo", [dpo_file], name="pref", options=options))
     assert trained.adapter is not None
-    better = run_gate(settings, tiny_model_dir, trained.adapter.path, None, heldout)
+    better = run_gate(Parts(settings), tiny_model_dir, trained.adapter.path, None, heldout)
     assert better["candidate"]["pairs"]["accuracy"] > base_scores["accuracy"] + settings.training.gate_margin
     # the reward accuracy against an independent computation: the base and the candidate loaded separately
     rewards = [
@@ -137,7 +144,7 @@ def test_real_gate_accepts_a_candidate_trained_to_prefer_chosen(
     assert better["candidate"]["pairs"]["reward_accuracy"] == pytest.approx(expected) and expected > 0.5
     assert better["passed"] is True and better["reasons"] == [] and better["improvement"]["delta"] > 0
     # the same candidate against itself as the active version: equal again, refused
-    again = run_gate(settings, tiny_model_dir, trained.adapter.path, trained.adapter.path, heldout, "pref@v1")
+    again = run_gate(Parts(settings), tiny_model_dir, trained.adapter.path, trained.adapter.path, heldout, "pref@v1")
     assert again["passed"] is False and again["baseline"] == "pref@v1"
     json.dumps(better)  # stored as JSON on the registry row
 

@@ -151,17 +151,23 @@ def test_a_symlink_out_of_uploads_is_not_followed(settings: Settings, tmp_path: 
 
 
 def test_the_worker_resolves_through_the_same_function(settings: Settings) -> None:
+    from assistant.parts import Parts
+    from training.request import JobData, JobRequest
     from training.worker import JobWorker
 
     db = Database(settings.resolved_database_url)
     db.migrate()
-    worker = JobWorker(settings, db)
-    params = {"data": {"source": "file", "file_id": "/some/dir/.."}}
-    with pytest.raises(UnprocessableError):
-        worker._data(params, settings.runs_dir, "job-x")
+    worker = JobWorker(Parts(settings))
+    stored = JobRequest.model_construct(
+        method="sft", data=JobData.model_construct(source="file", file_id="/some/dir/..")
+    )
+    with pytest.raises(UnprocessableError):  # a row written past the schema's checks is still refused
+        worker._data(stored, settings.runs_dir)
     file_id = _upload(settings)
-    path, heldout = worker._data({"data": {"source": "file", "file_id": file_id}}, settings.runs_dir, "job-x")
-    assert path == resolve_upload(settings, file_id) and heldout == []
+    path, collections = worker._data(
+        JobRequest(method="sft", data=JobData(source="file", file_id=file_id)), settings.runs_dir
+    )
+    assert path == resolve_upload(settings, file_id) and collections is None
 
 
 # ---------------------------------------------------------------- retention
@@ -199,3 +205,35 @@ def test_retention_prunes_old_uploads_and_runs_but_keeps_what_active_jobs_use(tm
         and (runs / "worker.log").exists()
     )
     assert prune_expired(Settings(data_dir=settings.data_dir, training={"retention_days": None}), db) == []
+
+
+# ---------------------------------------------------------------- the engine's LoRA rank
+
+
+@pytest.mark.parametrize(
+    ("method", "hyperparameters", "key"),
+    [("sft", {"lora_r": 32}, "lora_r"), ("sweep", {"sweep_lora_ranks": [8, 64]}, "sweep_lora_ranks")],
+)
+def test_a_rank_the_engine_cannot_load_is_refused_when_the_job_is_created(
+    tmp_path: Path, method: str, hyperparameters: dict[str, Any], key: str
+) -> None:
+    from assistant.parts import Parts
+    from serving.services.jobs import JobService
+    from training.request import JobData, JobRequest
+
+    settings = Settings(data_dir=tmp_path / "data", engine={"max_lora_rank": 16})  # type: ignore[arg-type]
+    service = JobService.of(Parts(settings))
+    file_id = _upload(settings)
+    data = JobData(source="file", file_id=file_id)
+    with pytest.raises(UnprocessableError) as refused:
+        service.create(JobRequest(method=method, data=data, hyperparameters=hyperparameters))
+    assert refused.value.param == f"hyperparameters.{key}"
+    assert key in refused.value.message and "engine.max_lora_rank (16)" in refused.value.message
+    with Parts(settings).db.session() as session:
+        assert session.query(Job).count() == 0  # nothing queued
+    ok = {"lora_r": 16} if key == "lora_r" else {"sweep_lora_ranks": [8, 16]}
+    assert service.create(JobRequest(method=method, data=data, hyperparameters=ok)).state == "queued"
+    roomy = Settings(data_dir=tmp_path / "data", engine={"max_lora_rank": 64})  # type: ignore[arg-type]
+    assert JobService.of(Parts(roomy)).create(JobRequest(method=method, data=data, hyperparameters=hyperparameters))
+    reward = JobRequest(method="reward", data=data, hyperparameters={"lora_r": 32})  # scored, never served
+    assert service.create(reward).state == "queued"

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from assistant.answer_metrics import contains_answer
+from assistant.parts import Parts
 from assistant.prompts import NO_SOURCES_ANSWER, prompt_sources
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS
@@ -72,7 +73,7 @@ def test_sources_are_the_servers_and_the_gold_is_kept_or_dropped(collection_dir:
     from training.data.rag import ServingSources, raft_examples
 
     settings = rag_settings(collection_dir, tiny_model_dir)
-    serving = ServingSources(settings, ["handbook"])
+    serving = ServingSources(settings, ["handbook"], Parts(settings))
     items = questions(collection_dir)[::2]  # one question per document (retrieval is the slow part)
     kept, stats = raft_examples(items, serving, gold_probability=1.0, seed=0)
     assert len(kept) == len(items) and stats.not_served == 0
@@ -99,16 +100,16 @@ def test_sources_are_the_servers_and_the_gold_is_kept_or_dropped(collection_dir:
 
 
 def test_job_holds_out_documents_for_the_gate(collection_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
-    from training.gate import HeldOut
-    from training.service import TrainingRequest, run_training
+    from training.service import TrainingRequest, train
 
     settings = rag_settings(collection_dir, tiny_model_dir)
     request = TrainingRequest("psft", [qa_file(collection_dir)], name="rag", collection="handbook", holdout=True,
                               options={**FAST_OPTIONS, "max_steps": 1, "eval_split": 0.2, "min_tokens": 1,
                                        "max_length": 1024},  # the default style's demo turn is prompt too
                               output_dir=tmp_path / "run")  # fmt: skip
-    outcome = run_training(settings, request)
-    heldout = HeldOut.load(outcome.run_dir)
+    outcome = train(Parts(settings), request)  # nothing registered yet: the worker gates first
+    heldout = outcome.heldout  # handed over in memory, no file
+    assert not (outcome.run_dir / "gate_heldout.json").exists()
     assert heldout.qa and heldout.collections == ["handbook"]
     held_docs = {q.document for q in heldout.qa}
     data = outcome.metrics["data"]
@@ -134,7 +135,9 @@ def test_feedback_correction_trains_on_the_exact_stored_prompt(tiny_model_dir: P
                                 "rejected": "Never."}) + "\n")  # fmt: skip
     settings = Settings(data_dir=tmp_path / "data", models={"lm": str(tiny_model_dir)})  # type: ignore[arg-type]
     request = TrainingRequest("sft", [path], options=FAST_OPTIONS)
-    runner = MethodRunner.create(settings, request, build_run_config("sft", tmp_path / "run", FAST_OPTIONS), None, [])
+    runner = MethodRunner.create(
+        Parts(settings), request, build_run_config("sft", tmp_path / "run", FAST_OPTIONS), None, []
+    )
     (example,) = runner.load_examples()
     encoded = runner.encode(example)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -142,3 +145,45 @@ def test_feedback_correction_trains_on_the_exact_stored_prompt(tiny_model_dir: P
     answer_ids = [*tokenizer("Within thirty days [1].", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
     assert encoded["input_ids"] == prompt_ids + answer_ids
     assert encoded["labels"] == [-100] * len(prompt_ids) + answer_ids
+
+
+def test_one_job_loads_the_embedder_once(
+    collection_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RAG job over a collection (relevance selection, RAFT sources, the gate's retrieval) on the real worker builds
+    one `Parts` and loads the embedder once; its adapter's lineage names the collection its data came from."""
+    import shutil
+
+    import assistant.embedding
+    from assistant.parts import Parts
+    from assistant.storage import Adapter, Job
+    from training.request import JobData, JobRequest
+    from training.uploads import new_file_id, uploads_dir
+    from training.worker import JobWorker
+
+    loads: list[str] = []
+    real = assistant.embedding.make_embedder
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        loads.append("embedder")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(assistant.embedding, "make_embedder", counted)
+    settings = rag_settings(collection_dir, tiny_model_dir)
+    file_id = new_file_id()
+    (uploads_dir(settings) / file_id).mkdir(parents=True)
+    shutil.copy(qa_file(collection_dir), uploads_dir(settings) / file_id / "qa.jsonl")
+    options = {**FAST_OPTIONS, "max_steps": 1, "min_tokens": 1, "max_length": 1024, "relevance_threshold": -1.0}
+    request = JobRequest(method="sft", name="once", data=JobData(source="file", file_id=file_id, collection="handbook"),
+                         hyperparameters=options)  # fmt: skip
+    worker = JobWorker(Parts(settings))
+    with worker.db.session() as session:
+        session.add(Job(kind="sft", params=request.model_dump(mode="json")))
+    assert worker.run_once()
+    with worker.db.session() as session:
+        job = session.query(Job).filter(Job.params["name"].as_string() == "once").one()
+        assert job.state == "succeeded", job.error
+        adapter = session.query(Adapter).filter(Adapter.job_id == job.id).one()
+        assert adapter.gate is not None and "qa" in adapter.gate["candidate"]  # the gate retrieved too
+        assert adapter.lineage["collections"] == ["handbook"]
+    assert loads == ["embedder"]

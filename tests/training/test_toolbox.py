@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from assistant.parts import Parts
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, TOPICS, preference_records, write_json
 from tests.training.test_trainers import FailOnStep, assert_nothing_registered
-from training.service import TrainingRequest, default_registry, run_training
+from training.registry import AdapterRegistry
+from training.service import TrainingRequest, run_training
 
 ANSWERS = [a for _, a in TOPICS]
 
@@ -121,7 +123,7 @@ def test_reward_model_held_out_accuracy_above_chance(settings: Settings, tmp_pat
     with safe_open(str(outcome.adapter.path / "adapter_model.safetensors"), framework="pt") as handle:
         assert any(".score." in key for key in handle.keys())  # noqa: SIM118 - the score head is saved in full
     # Independently: the registered model, loaded for scoring, ranks held-out chosen answers higher.
-    scorer = RewardScorer.from_registry(default_registry(settings), "rm", Path(settings.models.lm))
+    scorer = RewardScorer.from_registry(AdapterRegistry.of(Parts(settings)), "rm", Path(settings.models.lm))
     report = json.loads((outcome.run_dir / "data_report.json").read_text())
     assert report["validation"] == 6
     prompts = [scorer.tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]}], tokenize=False,

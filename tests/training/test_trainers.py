@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from assistant.parts import Parts
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, write_json
 from training.config import build_run_config
@@ -20,7 +21,7 @@ from training.trainers import MethodRunner
 def make_runner(settings: Settings, method: str, data: Path, run_dir: Path, **options: Any) -> Any:
     request = TrainingRequest(method=method, data_files=[data], options={**FAST_OPTIONS, **options})
     config = build_run_config(method, run_dir, request.options)
-    return MethodRunner.create(settings, request, config, None, [])
+    return MethodRunner.create(Parts(settings), request, config, None, [])
 
 
 def prepared(runner: Any, randomize_lora: float = 0.0) -> tuple[Any, Any]:
@@ -139,13 +140,14 @@ def test_resume_continues_from_checkpoint_and_registers_lineage(
     recorder = StepRecorder()
     request = TrainingRequest("sft", [sft_file], name="kb", output_dir=run_dir, resume=True,
                               options={**options, "max_steps": 4})  # fmt: skip
-    from training.service import default_registry
+    from assistant.parts import Parts
+    from training.registry import AdapterRegistry
 
     second = run_training(settings, request, callbacks=[recorder])
     assert recorder.steps == [3, 4] and second.metrics["global_step"] == 4
     assert first.adapter is not None and second.adapter is not None
     assert (first.adapter.version, second.adapter.version) == (1, 2)
-    adapter = default_registry(settings).resolve("kb")
+    adapter = AdapterRegistry.of(Parts(settings)).resolve("kb")
     assert adapter.version == 2 and adapter.path == settings.adapters_dir.resolve() / "kb" / "v2"
     assert {p.name for p in adapter.path.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
     lineage = adapter.lineage
@@ -159,10 +161,10 @@ def test_resume_continues_from_checkpoint_and_registers_lineage(
 def assert_nothing_registered(settings: Settings) -> None:
     from sqlalchemy import func, select
 
+    from assistant.parts import Parts
     from assistant.storage.models import Adapter
-    from training.service import default_registry
 
-    with default_registry(settings).db.session() as session:
+    with Parts(settings).db.session() as session:
         assert session.scalar(select(func.count()).select_from(Adapter)) == 0
     assert not settings.adapters_dir.exists() or not any(settings.adapters_dir.rglob("*.safetensors"))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import Database, Job
 from training.worker import JobWorker
@@ -77,7 +78,11 @@ def test_claim_skips_a_job_locked_by_another_claim(postgres_url: str, tmp_path: 
     with other.engine.connect() as holder:
         holder.execute(select(Job.id).where(Job.id == first).with_for_update())  # an open claim on the oldest job
         result: list[str | None] = []
-        claimer = threading.Thread(target=lambda: result.append(JobWorker(Settings(data_dir=tmp_path), db).claim()))
+        claimer = threading.Thread(
+            target=lambda: result.append(
+                JobWorker(Parts(Settings(data_dir=tmp_path, database_url=postgres_url))).claim()
+            )
+        )
         claimer.start()
         claimer.join(timeout=10)
         blocked = claimer.is_alive()
@@ -99,13 +104,14 @@ def test_claimed_jobs_heartbeats_and_orphans(db_url: str, tmp_path: Path) -> Non
     db = Database(db_url)
     db.migrate()
     alive, gone, silent = _queue(db, 3)
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, database_url=db_url)
+    parts = Parts(settings)
     dead_pid = subprocess.Popen(["true"])
     dead_pid.wait()
     workers = {
-        alive: JobWorker(settings, db, worker_id=f"{socket.gethostname()}:{os.getpid()}"),
-        gone: JobWorker(settings, db, worker_id=f"{socket.gethostname()}:{dead_pid.pid}"),
-        silent: JobWorker(settings, db, worker_id="another-machine:1"),
+        alive: JobWorker(parts, worker_id=f"{socket.gethostname()}:{os.getpid()}"),
+        gone: JobWorker(parts, worker_id=f"{socket.gethostname()}:{dead_pid.pid}"),
+        silent: JobWorker(parts, worker_id="another-machine:1"),
     }
     for job_id, worker in workers.items():
         assert worker.claim() == job_id

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from assistant.parts import Parts
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, TOPICS
 
@@ -33,7 +34,7 @@ def test_sft_job_on_corrections_is_gated_and_the_report_stored(settings: Setting
         session.add(job)
         session.flush()
         job_id = job.id
-    assert JobWorker(settings, db).run_once()  # claims the job (queued -> running) and runs it
+    assert JobWorker(Parts(settings)).run_once()  # claims the job (queued -> running) and runs it
     with db.session() as session:
         job = session.get(Job, job_id)
         assert job is not None and job.state == "succeeded", job.error
@@ -42,7 +43,10 @@ def test_sft_job_on_corrections_is_gated_and_the_report_stored(settings: Setting
     assert gate is not None and gate == job.metrics["gate"] and gate["baseline"] == "base"
     assert "pairs" in gate["candidate"] and gate["improvement"]["metric"] == "pairs.reward_accuracy"
     assert gate["passed"] in (True, False) and "margin" in gate
-    trained = [json.loads(line) for line in (settings.runs_dir / "jobs" / job_id / "pairs.jsonl").open()]
+    stored = [json.loads(line) for line in (settings.runs_dir / "jobs" / job_id / "pairs.jsonl").open()]
+    assert len(stored) == 2 * len(TOPICS)  # the worker writes every pair; the runner alone holds some out
     held = gate["candidate"]["pairs"]["pairs"]
-    assert len(trained) + held == 2 * len(TOPICS) and held >= settings.training.gate_min_pairs
+    report = json.loads((Path(row.lineage["run_dir"]) / "data_report.json").read_text())
+    assert report["total"] + held == 2 * len(TOPICS) and held >= settings.training.gate_min_pairs
     assert held % 2 == 0  # whole prompts only (each appears twice)
+    assert row.lineage["collections"] is None  # these pairs were stored without their collections: unknown

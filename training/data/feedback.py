@@ -8,7 +8,8 @@ Contract:
   `rated_only`), `{rendered_prompt}`, for online RL.
 - `JOB_SOURCES` says which stored job data sources (`feedback`, `chats`) each method reads (the `sources` of its
   `training.methods.METHODS` row); `count_source(db, method, source, since)` counts what a job would get;
-  `write_source(db, method, source, since, path)` writes it as JSON lines for the worker.
+  `write_source(db, method, source, since, path)` writes it as JSON lines for the worker;
+  `source_collections(db, method, source, since)` the collections those chats retrieved from (lineage `collections`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from assistant.storage import ChatRecord, Database, Feedback
+from assistant.storage import ChatRecord, Chunk, Database, Feedback
 from assistant.storage.queries import utc_naive
 from training.methods import METHODS
 
@@ -61,6 +62,21 @@ def source_records(db: Database, method: str, source: str, since: int | None) ->
     if method == "kto" and source == "feedback":
         return thumbs_records(db, since)
     raise ValueError(f"`{method}` jobs do not read the stored {source!r}")
+
+
+def source_collections(db: Database, method: str, source: str, since: int | None) -> list[str] | None:
+    """The collections the retrieved sources of the stored chats a job reads came from (KTO: the rated chats; GRPO:
+    every chat, or the rated ones), sorted; None when a retrieved chunk is gone (unknown)."""
+    query = select(ChatRecord.retrieved_chunk_ids)
+    if source == "feedback":
+        query = query.join(Feedback, Feedback.chat_id == ChatRecord.id)
+    if since is not None:  # as `thumbs_records` (by the rating's time) and `prompt_records` (by the chat's) select
+        stamp = Feedback.created_at if method == "kto" else ChatRecord.created_at
+        query = query.where(stamp >= utc_naive(since))
+    with db.session() as session:
+        ids = {int(i) for row in session.scalars(query) for i in (row or [])}
+        found = dict(session.execute(select(Chunk.id, Chunk.collection).where(Chunk.id.in_(ids))).tuples().all())
+    return sorted(set(found.values())) if set(found) == ids else None
 
 
 def count_source(db: Database, method: str, source: str, since: int | None) -> int:

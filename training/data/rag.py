@@ -4,8 +4,8 @@ the abstention.
 Contract:
 - Questions come from SQuAD-format files (`read_squad`, the gold paragraph known) or question/answer JSONL files
   (`read_qa_file`: `question` + `answer`/`answers`, optional `document`), each with the document it is about.
-- With a collection (`data.collection` of a job), `ServingSources(settings, collections)` retrieves with the platform's
-  own `Retriever` over the data directory (built as the server builds it, reranker included) and turns the hits into
+- With a collection (`data.collection` of a job), `ServingSources(settings, collections, parts)` retrieves with the
+  platform's own `Retriever` (of the process's `Parts`: as the server builds it, reranker included), turns hits into
   prompt sources through `assistant.prompts.prompt_sources` (the server's count, order and trimming); it returns None
   where the server would not generate (no hit reaches `retrieval.relevance_threshold`).
   `raft_examples(questions, sources, gold_probability, seed)` keeps the gold passage with probability
@@ -22,7 +22,9 @@ server renders them. `training` never imports `ingest`.
 from __future__ import annotations
 
 import json
+import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,9 @@ from assistant.prompts import NO_SOURCES_ANSWER, Source, prompt_sources
 from assistant.qa_sets import load_squad
 from assistant.settings import Settings
 from training.data.records import ChatExample, DataValidationError
+from training.progress import RunProgress
+
+log = logging.getLogger(__name__)
 
 
 class DistractorRetriever(Protocol):
@@ -182,10 +187,10 @@ def load_squad_examples(
 class ServingSources:
     """The sources the server would put into the prompt for a question, over `collections` of the data directory."""
 
-    def __init__(self, settings: Settings, collections: Sequence[str] | None, parts: Parts | None = None) -> None:
+    def __init__(self, settings: Settings, collections: Sequence[str] | None, parts: Parts) -> None:
         self.settings = settings
         self.collections = list(collections) if collections else None
-        self.retriever = (parts or Parts(settings, migrate=False)).retriever
+        self.retriever = parts.retriever  # the process's one retriever (its embedder loaded once per job)
 
     def hits(self, question: str, k: int | None = None) -> list[Any]:
         return self.retriever.search(question, k=k, collections=self.collections)
@@ -245,13 +250,25 @@ class RaftStats:
 
 
 def raft_examples(
-    questions: Sequence[SquadQuestion], serving: ServingSources, gold_probability: float, seed: int
+    questions: Sequence[SquadQuestion],
+    serving: ServingSources,
+    gold_probability: float,
+    seed: int,
+    progress: RunProgress | None = None,
+    until: float | None = None,
 ) -> tuple[list[ChatExample], RaftStats]:
-    """One example per served question: sources as served (gold kept with `gold_probability`), answer or abstention."""
+    """One example per served question: sources as served (gold kept with `gold_probability`), answer or abstention.
+    Questions stop at the `time.monotonic()` value `until` (the data phase's share of a budget); each one is reported
+    to `progress` (which may stop the run)."""
     rng = random.Random(seed)
     stats = RaftStats()
     out = []
-    for item in questions:
+    for done, item in enumerate(questions):
+        if until is not None and done and time.monotonic() >= until:
+            log.warning("RAG examples stopped by the time budget after %d of %d questions", done, len(questions))
+            break
+        if progress is not None:
+            progress.advance(done, len(questions))
         sources = raft_sources(item, serving, rng.random() < gold_probability)
         if sources is None:
             stats.not_served += 1

@@ -1,6 +1,6 @@
 """Data selection beyond dedup: relevance to the company's indexed documents, and diversity over embeddings.
 
-Contract: `refine_selection(selection, run_config, settings)` runs after dedup/quality/length selection on the
+Contract: `refine_selection(selection, run_config, parts)` runs after dedup/quality/length selection on the
 training split (the validation split is left as it is, so before/after evaluations stay comparable) and does nothing
 unless one of the run options is set:
 - relevance (`relevance_threshold` and/or `relevance_top_fraction`): every example is embedded with the platform's
@@ -95,7 +95,7 @@ def cluster_balanced(vectors: np.ndarray, target: int, seed: int) -> tuple[list[
     return sorted(kept), [len(m) for m in members]
 
 
-def refine_selection(selection: Any, run_config: Any, settings: Any) -> Any:
+def refine_selection(selection: Any, run_config: Any, parts: Parts) -> Any:
     """Apply relevance and diversity selection to `selection.train` (in place) and report it."""
     threshold = getattr(run_config, "relevance_threshold", None)
     top_fraction = getattr(run_config, "relevance_top_fraction", None)
@@ -103,7 +103,6 @@ def refine_selection(selection: Any, run_config: Any, settings: Any) -> Any:
     relevance = threshold is not None or top_fraction is not None
     if not (relevance or (target is not None and len(selection.train) > target)) or not selection.train:
         return selection
-    parts = Parts(settings, migrate=False)
     vectors = parts.embedder.embed([embedding_text(e) for e in selection.train])
     indices = list(range(len(selection.train)))
     if relevance:

@@ -190,6 +190,7 @@ function renderDetail(detail, job, cancel) {
         ? h("button", { type: "button", class: "danger small", id: "cancel-job", onclick: () => cancel(job) }, "Cancel job")
         : null,
     ),
+    phaseLine(job),
     h("p", { class: "hint" }, `${job.method} · started ${formatDate(job.started_at)} · finished ${formatDate(job.finished_at)}${job.worker ? ` · worker ${job.worker}` : ""}`),
     job.error ? h("p", { class: "status status-error", role: "alert" }, job.error) : null,
     metrics.adapter ? h("p", { class: "status status-ok" }, `Registered adapter ${metrics.adapter}. Activate it on the Adapters page.`) : null,
@@ -206,6 +207,16 @@ function renderDetail(detail, job, cancel) {
   );
   const log = detail.querySelector("#job-log");
   log.scrollTop = log.scrollHeight;
+}
+
+// The job's phase (building data, evaluating, training, gating, registering), its count and the worker's ETA.
+function phaseLine(job) {
+  if (!job.phase) return null;
+  const p = job.phase_progress || {};
+  const count = p.total ? ` ${p.done ?? 0}/${p.total}` : "";
+  const eta = p.eta_s != null && !FINAL.has(job.state) ? ` · about ${Math.round(p.eta_s)} s left in this phase` : "";
+  const budget = p.budget_left_s != null && !FINAL.has(job.state) ? ` · ${Math.round(p.budget_left_s)} s of the budget left` : "";
+  return h("p", { class: "hint", id: "job-phase" }, `Phase: ${job.phase.replace(/_/g, " ")}${count}${eta}${budget}`);
 }
 
 // The validation scores measured before and after training (loss, perplexity, entropy; DPO rewards), side by side.
