@@ -89,7 +89,9 @@ def build_documents(parts: Parts, lock: IndexLock) -> DocumentsService:
     with lock:
         ingest = IngestService.of(parts)
     sync_limit = int(parts.settings.server.sync_upload_mb * 1024 * 1024)
-    return DocumentsService(ingest, parts.db, lock, sync_limit)
+    documents = DocumentsService(ingest, parts.db, lock, sync_limit)
+    documents.remove_stale_incoming()
+    return documents
 
 
 def build_store(parts: Parts, lock: IndexLock, metrics: Metrics) -> tuple[DocumentsService, RetrievalService]:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from assistant.errors import NotFoundError, PermissionDeniedError, ServiceUnavailableError
 from serving.access import Access, allow
 from serving.auth import PrincipalDep
+from serving.schemas import check_text
 from serving.services.documents import DocumentsService
 from serving.state import StateDep
 
@@ -37,7 +38,9 @@ async def upload_documents(
     collection: Annotated[str, Form(min_length=1, max_length=200, pattern=r"^[\w.\-]+$")] = "default",
 ) -> JSONResponse:
     principal.check_collections([collection])
-    payload = [(upload.filename or "upload", await upload.read()) for upload in files]
+    for upload in files:  # a file name is stored and shown: no control characters (serving.schemas.check_text)
+        check_text(upload.filename or "upload", "files.filename")
+    payload = [(upload.filename or "upload", upload.file) for upload in files]  # read (or spooled) by the service
     status, body = await documents.upload(payload, collection)
     return JSONResponse(body, status_code=status)
 

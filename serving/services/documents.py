@@ -2,24 +2,30 @@
 
 Contract: uploads go through the same `IngestService` as the CLI, in a worker thread. The service gets the shared
 index lock (the one searches take) as its write lock and holds it only for its short write steps: parsing and
-embedding an upload never block retrieval.
-An upload whose total size is at most `server.sync_upload_mb` is ingested before the response (one `FileResult` per
-file; a batch where every file failed raises the first file's error, so a single bad file gets its own 4xx); a larger
-one is accepted at once (202) and ingested in the background, its progress kept in an `UploadTask` polled at
-`GET /v1/documents/uploads/{id}`. Upload tasks live in memory, at most `ingest.upload_tasks_kept` of them (the
-oldest finished ones are pruned; a new background upload is a 503 while that many still run). After a restart,
-documents a killed upload left in 'processing' are cleaned up by the ingest service's recovery and can be uploaded
-again.
+embedding an upload never block retrieval. An upload whose total size is at most `server.sync_upload_mb` is ingested
+before the response (one `FileResult` per file; a batch where every file failed raises the first file's error, so a
+single bad file gets its own 4xx); a larger one is accepted at once (202) and ingested in the background, its
+progress kept in an `UploadTask` polled at `GET /v1/documents/uploads/{id}`. A background upload's files are copied
+to disk (`<data_dir>/incoming/<task>/`) before the response and read back one ingest step at a time, so memory holds
+one step's files, never the whole upload; the folder is removed when the task ends (a crash's leftovers a day later,
+at a start). Sizes are read from the received files, so an oversized file is refused (413) without reading it.
+Upload tasks live in memory, at most `ingest.upload_tasks_kept` of them (the oldest finished ones are pruned; a new
+background upload is a 503 while that many still run). After a restart, documents a killed upload left in
+'processing' are cleaned up by the ingest service's recovery and can be uploaded again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import time
 import uuid
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from sqlalchemy import func, select
 
@@ -32,6 +38,14 @@ from serving.principal import Principal
 log = logging.getLogger(__name__)
 
 UPLOAD_STEP_FILES = 50  # files per pipelined ingest call of a background upload (its progress granularity)
+Received = tuple[str, BinaryIO]  # a file as received: its name and a readable, seekable file object
+
+
+def _size(handle: BinaryIO) -> int:
+    handle.seek(0, 2)
+    size = handle.tell()
+    handle.seek(0)
+    return size
 
 
 @dataclass
@@ -85,34 +99,35 @@ class DocumentsService:
         self.uploads: dict[str, UploadTask] = {}
         self._background: set[asyncio.Task[None]] = set()
 
-    async def upload(self, files: list[tuple[str, bytes]], collection: str) -> tuple[int, dict[str, Any]]:
+    async def upload(self, files: Sequence[Received], collection: str) -> tuple[int, dict[str, Any]]:
         """(status code, body): 200 with per-file results, or 202 with an upload task to poll.
 
         Files over the ingest size limit are refused up front (never queued), so a lone oversized file gets its 413
         at once even when it would otherwise go to the background.
         """
-        refused = [self._refuse_oversized(name, data, collection) for name, data in files]
+        sizes = [_size(handle) for _, handle in files]
+        refused = [self._refuse_oversized(name, size, collection) for (name, _), size in zip(files, sizes, strict=True)]
         if all(refused):
             _raise_if_all_failed([r for r in refused if r is not None])
-        if sum(len(data) for _, data in files) <= self.sync_limit_bytes:
-            results = await asyncio.to_thread(self.ingest.ingest_files, files, collection)
+        if sum(sizes) <= self.sync_limit_bytes:
+            payload = [(name, handle.read()) for name, handle in files]
+            results = await asyncio.to_thread(self.ingest.ingest_files, payload, collection)
             _raise_if_all_failed(results)
             return 200, {"object": "list", "collection": collection, "data": [r.to_dict() for r in results]}
         task = UploadTask(f"upload-{uuid.uuid4().hex[:20]}", collection, [name for name, _ in files])
         self._prune_tasks()
+        spooled = await asyncio.to_thread(self._spool, task.id, files)
         self.uploads[task.id] = task
-        job = asyncio.create_task(self._run_upload(task, files))
+        job = asyncio.create_task(self._run_upload(task, spooled))
         self._background.add(job)
         job.add_done_callback(self._background.discard)
         return 202, task.to_dict()
 
-    def _refuse_oversized(self, name: str, data: bytes, collection: str) -> FileResult | None:
+    def _refuse_oversized(self, name: str, size: int, collection: str) -> FileResult | None:
         limit = self.ingest.settings.ingest.max_file_mb
-        if len(data) <= limit * 1024 * 1024:
+        if size <= limit * 1024 * 1024:
             return None
-        error = PayloadTooLargeError(
-            f"{name} is {len(data) / 2**20:.1f} MB; the limit is {limit} MB (ingest.max_file_mb)"
-        )
+        error = PayloadTooLargeError(f"{name} is {size / 2**20:.1f} MB; the limit is {limit} MB (ingest.max_file_mb)")
         return FileResult.failure(name, collection, error)
 
     def _prune_tasks(self) -> None:
@@ -126,24 +141,51 @@ class DocumentsService:
                 f"{len(self.uploads)} uploads are still being ingested (ingest.upload_tasks_kept); retry shortly"
             )
 
-    def _ingest_one(self, name: str, data: bytes, collection: str) -> FileResult:
-        return self.ingest.ingest_file(name, data, collection)  # takes the write lock only for its write steps
+    def incoming_dir(self) -> Path:
+        return self.ingest.settings.data_dir / "incoming"
 
-    async def _run_upload(self, task: UploadTask, files: list[tuple[str, bytes]]) -> None:
-        """Ingest `UPLOAD_STEP_FILES` files per pipelined call (one index save per group, not per file); the task's
-        progress advances step by step."""
+    def _spool(self, task_id: str, files: Sequence[Received]) -> list[tuple[str, Path]]:
+        """Copy a background upload's files to disk (the request's own temporary files go with the request)."""
+        folder = self.incoming_dir() / task_id
+        folder.mkdir(parents=True, exist_ok=True)
+        spooled = []
+        for i, (name, handle) in enumerate(files):
+            path = folder / f"{i:06d}"
+            with path.open("wb") as out:
+                shutil.copyfileobj(handle, out, 1024 * 1024)
+            spooled.append((name, path))
+        return spooled
+
+    def remove_stale_incoming(self, older_than_s: float = 86_400) -> None:
+        """At start: files of background uploads a crash interrupted (their tasks died with their process). Only
+        folders untouched for a day go: another server sharing this data directory may be spooling right now."""
+        folder = self.incoming_dir()
+        for entry in folder.iterdir() if folder.is_dir() else []:
+            if time.time() - entry.stat().st_mtime > older_than_s:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    async def _run_upload(self, task: UploadTask, spooled: list[tuple[str, Path]]) -> None:
+        """Ingest `UPLOAD_STEP_FILES` files per pipelined call (one index save per group, not per file), read from
+        disk one step at a time; the task's progress advances step by step."""
         task.state = "running"
-        for start in range(0, len(files), UPLOAD_STEP_FILES):
-            step = files[start : start + UPLOAD_STEP_FILES]
-            try:
-                task.results.extend(await asyncio.to_thread(self.ingest.ingest_files, step, task.collection))
-            except AssistantError as exc:
-                task.results.extend(FileResult.failure(name, task.collection, exc) for name, _data in step)
-            except Exception as exc:  # one broken step must not stop the upload; it is reported, not hidden
-                log.exception("upload %s: files %d-%d failed", task.id, start, start + len(step) - 1)
-                error = f"{type(exc).__name__}: {exc}"
-                task.results.extend(FileResult(name, task.collection, "failed", error=error) for name, _data in step)
-        task.state = "done"
+        try:
+            for start in range(0, len(spooled), UPLOAD_STEP_FILES):
+                await self._run_step(task, spooled[start : start + UPLOAD_STEP_FILES], start)
+        finally:
+            task.state = "done"
+            if spooled:
+                shutil.rmtree(spooled[0][1].parent, ignore_errors=True)
+
+    async def _run_step(self, task: UploadTask, paths: list[tuple[str, Path]], start: int) -> None:
+        step = await asyncio.to_thread(lambda: [(name, path.read_bytes()) for name, path in paths])
+        try:
+            task.results.extend(await asyncio.to_thread(self.ingest.ingest_files, step, task.collection))
+        except AssistantError as exc:
+            task.results.extend(FileResult.failure(name, task.collection, exc) for name, _data in step)
+        except Exception as exc:  # one broken step must not stop the upload; it is reported, not hidden
+            log.exception("upload %s: files %d-%d failed", task.id, start, start + len(step) - 1)
+            error = f"{type(exc).__name__}: {exc}"
+            task.results.extend(FileResult(name, task.collection, "failed", error=error) for name, _data in step)
 
     def upload_status(self, upload_id: str) -> dict[str, Any]:
         task = self.uploads.get(upload_id)
