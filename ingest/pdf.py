@@ -163,6 +163,8 @@ def _ocr_page(pdf: _Pdf, number: int, text: str) -> list[Block] | None:
         pdf.report.pages.append(PageReport(number, "ocr", len(recognised.text), recognised.confidence))
         return [Block(recognised.text, page=number, meta={"ocr": True})]
     if text.strip() and not is_garbage(text, pdf.options.max_unprintable_ratio):
+        if reason is not None:
+            pdf.report.warn(f"page {number}: read from its text layer, OCR not used: {reason}")
         return None  # a short but real text layer: keep it
     pdf.report.pages.append(PageReport(number, "failed", 0))
     pdf.report.warn(f"page {number}: not read: {reason or 'no text layer and OCR found no text'}")

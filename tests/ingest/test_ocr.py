@@ -108,6 +108,9 @@ def test_a_missing_ocr_engine_is_named_with_what_to_install(monkeypatch: pytest.
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(UnprocessableError, match="apt-get install tesseract-ocr"):
         load_document("policy.pdf", scan(POLICY[:1]), LoaderOptions(ocr_engine="tesseract"))
+    parsed = load_document("text.pdf", make_pdf(POLICY[:1]), LoaderOptions(ocr="always", ocr_engine="tesseract"))
+    assert parsed.report.pages[0].method == "text" and parsed.blocks[0].text == "\n".join(POLICY[0])
+    assert "OCR not used" in parsed.report.warnings[0] and "apt-get install tesseract-ocr" in parsed.report.warnings[0]
 
 
 def test_a_scanned_pdf_is_searchable_after_ingest(make_service: Callable[..., IngestService]) -> None:
