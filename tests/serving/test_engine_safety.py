@@ -201,3 +201,49 @@ def test_a_dead_engine_is_503_then_restarted(dying_server: LiveServer) -> None:
     assert details["engine_restarts"] == 1  # no keys: the loopback open mode shows the details
     answer = _chat(dying_server, "", "tiny")
     assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] > 0
+
+
+# ---------------------------------------------------------------- the adapter matrix: who may name what
+
+# model -> expected status per principal: the role matrix of tests/serving/test_roles.py, for the `model` field
+ADAPTER_MATRIX = {
+    "tiny": {"none": 401, "member_in": 200, "member_out": 200, "admin": 200},
+    "mx-hr": {"none": 401, "member_in": 200, "member_out": 403, "admin": 200},  # active, trained on hr
+    "mx-hr@v2": {"none": 401, "member_in": 403, "member_out": 403, "admin": 200},  # a newer candidate
+    "mx-open": {"none": 401, "member_in": 200, "member_out": 200, "admin": 200},  # active, trained on no collection
+    "mx-judge": {"none": 401, "member_in": 400, "member_out": 400, "admin": 400},  # a reward model (active)
+    "mx-wide": {"none": 401, "member_in": 422, "member_out": 422, "admin": 422},  # rank 16 > max_lora_rank 8
+    "mx-missing": {"none": 401, "member_in": 404, "member_out": 404, "admin": 404},
+}
+MATRIX_KEYS = {"none": None, "member_in": HR_KEY, "member_out": ENG_KEY, "admin": ADMIN_KEY}
+
+
+@pytest.fixture(scope="module")
+def matrix_adapters(
+    team_server: LiveServer, tiny_adapter_dir: Path, tiny_model_dir: Path, tmp_path_factory: Any
+) -> None:
+    from assistant.adapters import AdapterStatus
+    from assistant.storage import Adapter
+    from tests.fixtures.tiny_model import build_lora_adapter
+
+    _register(team_server, "mx-hr", tiny_adapter_dir, lineage={"collections": ["hr"]})
+    assert _activate(team_server, "mx-hr", 1).status_code == 200
+    _register(team_server, "mx-hr", tiny_adapter_dir, lineage={"collections": ["hr"]})
+    _register(team_server, "mx-open", tiny_adapter_dir, lineage={"collections": []})
+    assert _activate(team_server, "mx-open", 1).status_code == 200
+    _register(team_server, "mx-judge", tiny_adapter_dir, kind="reward", lineage={"collections": []})
+    wide = build_lora_adapter(tiny_model_dir, tmp_path_factory.mktemp("wide") / "a", rank=16)
+    _register(team_server, "mx-wide", wide, lineage={"collections": []})
+    with team_server.state.db.session() as session:  # active as if by an older server (activation refuses them now)
+        for row in session.query(Adapter).filter(Adapter.name.in_(["mx-judge", "mx-wide"])):
+            row.status = AdapterStatus.ACTIVE
+
+
+@pytest.mark.parametrize("model", list(ADAPTER_MATRIX))
+def test_adapter_matrix(team_server: LiveServer, matrix_adapters: None, model: str) -> None:
+    for who, expected in ADAPTER_MATRIX[model].items():
+        response = _chat(team_server, MATRIX_KEYS[who] or "", model)
+        assert response.status_code == expected, (who, model, response.text)
+        listed = model in _models(team_server, MATRIX_KEYS[who]) if MATRIX_KEYS[who] else False
+        assert listed == (expected == 200), (who, model)
+    _engine_serves_everyone(team_server)
