@@ -113,6 +113,8 @@ class _Exchange:
         self.status = 500
         self.request_id: str | None = None
         self.recorded = False
+        self.length: int | None = None  # the response's declared Content-Length
+        self.sent = 0
 
 
 class AuditRecorder:
@@ -150,14 +152,18 @@ class AuditRecorder:
         async def tee_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 seen.status = int(message["status"])
-                seen.request_id = next(
-                    (bytes(v).decode("latin-1") for k, v in message.get("headers", []) if k.lower() == b"x-request-id"),
-                    None,
-                )
+                headers = {bytes(k).lower(): bytes(v).decode("latin-1") for k, v in message.get("headers", [])}
+                seen.request_id = headers.get(b"x-request-id")
+                length = headers.get(b"content-length", "")
+                seen.length = int(length) if length.isdigit() else None
             elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                seen.sent += len(body)
                 if len(seen.response) <= KEPT_BYTES:
-                    seen.response += message.get("body", b"")
-                if not message.get("more_body", False):
+                    seen.response += body
+                # Recorded before the last byte goes out: the client may see the response complete when its declared
+                # length has arrived, before the closing empty message an inner middleware sends.
+                if not message.get("more_body", False) or (seen.length is not None and seen.sent >= seen.length):
                     await self._record(state, scope, method, path, params, seen)
             await send(message)
 

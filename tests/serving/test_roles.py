@@ -105,7 +105,7 @@ class World:
 
     def fresh_job(self) -> str:
         data = {"source": "file", "file_id": self.file_id}
-        spec = {"method": "sft", "data": data, "hyperparameters": {"max_steps": 1}}
+        spec = {"method": "sft", "data": data, "hyperparameters": {"max_steps": 1, "lora_r": 8}}  # engine.max_lora_rank
         return str(self.admin_post("/v1/training/jobs", json=spec).json()["id"])
 
 
@@ -256,6 +256,7 @@ def _source_path(world: World, who: str, suffix: str = "") -> Call:
     return {"path": f"/v1/sources/{source['id']}{suffix}"}
 
 
+SMALL_RANK = {"hyperparameters": {"lora_r": 8}}  # within the team server's engine.max_lora_rank
 PAIRS_JSONL = b'{"prompt": "Which team?", "chosen": "Platform.", "rejected": "No idea."}\n'
 MEMBER_OK = {"member_in": 200, "member_out": 200, "admin": 200}
 SCOPED = {"member_in": 200, "member_out": 403, "admin": 200}
@@ -299,7 +300,7 @@ ROWS: dict[tuple[str, str], Row] = {
     ),
     ("POST", "/v1/training/files"): Row(lambda w, p: {"files": {"file": ("t.jsonl", TRAIN_JSONL)}}, ADMIN_ONLY),
     ("POST", "/v1/training/jobs"): Row(
-        lambda w, p: {"json": {"method": "sft", "data": {"source": "file", "file_id": w.file_id}}},
+        lambda w, p: {"json": {"method": "sft", "data": {"source": "file", "file_id": w.file_id}, **SMALL_RANK}},
         {**ADMIN_ONLY, "admin": 201},
     ),
     ("GET", "/v1/training/jobs"): Row(lambda w, p: {}, ADMIN_ONLY),
