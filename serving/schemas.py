@@ -6,13 +6,49 @@ services receive well-formed values; unknown OpenAI fields are accepted and igno
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from assistant.errors import InvalidRequestError
 from training.request import MAX_UNIX_TIME, JobData, JobRequest  # noqa: F401 - the job's types (one home)
 
 MAX_COLLECTIONS = 100
+# Control characters (Unicode Cc) other than tab, newline and carriage return: NUL ends strings in C libraries and
+# some databases, and the others are invisible in logs, file names and the console.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def control_character_problem(text: str) -> str | None:
+    """Why `text` may not be stored (its first control character other than \\t \\n \\r), or None when it may."""
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    return (
+        f"control character U+{ord(found.group()):04X} at position {found.start()} is not allowed "
+        "(only tab, newline and carriage return are)"
+    )
+
+
+def check_text(value: str, field: str) -> str:
+    """`value`, or an InvalidRequestError (400) naming `field` when it holds a control character: the one check
+    applied to stored text that does not come through a request model (services, multipart fields)."""
+    problem = control_character_problem(value)
+    if problem:
+        raise InvalidRequestError(f"{field}: {problem}", param=field)
+    return value
+
+
+def _plain_text(value: str) -> str:
+    problem = control_character_problem(value)
+    if problem:
+        raise ValueError(problem)  # pydantic names the field (the 400 says e.g. `messages.0.content: ...`)
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+"""A request model's text field that is stored: no control characters but tab, newline and carriage return."""
 
 
 def _distinct(names: list[str]) -> list[str]:
@@ -20,7 +56,7 @@ def _distinct(names: list[str]) -> list[str]:
 
 
 CollectionList = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=200)]],
+    list[Annotated[PlainText, Field(min_length=1, max_length=200)]],
     Field(min_length=1, max_length=MAX_COLLECTIONS),
     AfterValidator(_distinct),
 ]
@@ -41,7 +77,7 @@ class ChatMessage(BaseModel):
             if not all(isinstance(text, str) for text in texts):
                 raise ValueError("each text content part needs a string 'text'")
             value = "".join(str(text) for text in texts)
-        return value
+        return _plain_text(value)
 
     def as_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": str(self.content)}

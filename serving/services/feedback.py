@@ -15,7 +15,9 @@ Contract:
 - `PreferenceImporter.import_file(path, source)` reads pairs in any format the training module reads
   (`training.data.formats.load_preference_examples`: prompt/chosen/rejected, conversations, sharegpt preference),
   renders each prompt with the serving template (no retrieval) and stores the new ones; pairs already stored (same
-  rendered prompt, chosen and rejected) are counted as duplicates, not stored twice.
+  rendered prompt, chosen and rejected) are counted as duplicates, not stored twice. A correction, comment or
+  imported pair holding a control character (`serving.schemas.check_text`) is a 400 naming the field; an import file
+  with one such pair stores nothing.
 - `export(since, provenance)` yields the records a training job reads (`rendered_prompt`, `chosen`, `rejected`).
 """
 
@@ -36,6 +38,7 @@ from assistant.parts import Parts
 from assistant.storage import ChatRecord, Database, Feedback, PreferencePair
 from assistant.storage.queries import preference_filters
 from serving.principal import ANONYMOUS, Principal
+from serving.schemas import check_text, control_character_problem
 
 
 def pair_hash(prompt: str, chosen: str, rejected: str) -> str:
@@ -188,6 +191,9 @@ class FeedbackService:
     ) -> FeedbackReceipt:
         if correction is not None and not correction.strip():
             raise InvalidRequestError("correction is empty; omit it or give the corrected answer", param="correction")
+        for field, text in (("correction", correction), ("comment", comment)):
+            if text is not None:
+                check_text(text, field)
         with self.db.session() as session:
             record = session.get(ChatRecord, response_id)
             if record is None or (record.owner != principal.owner and not principal.is_admin):
@@ -251,6 +257,9 @@ class PreferenceImporter:
         from training.data.formats import load_preference_examples
 
         examples = load_preference_examples([path])
+        for example in examples:  # the whole file is refused before any pair is stored
+            origin = example.origin.replace(str(path), source)  # the uploaded name, not the server's temp path
+            _check_pair_text(origin, example.prompt, example.chosen, example.rejected)
         stored = 0
         for example in examples:
             sources = list(example.sources) if example.sources is not None else None
@@ -259,3 +268,11 @@ class PreferenceImporter:
             if self.store.add(prompt, example.chosen, example.rejected, "imported", source, meta, []):
                 stored += 1
         return ImportReport(source, len(examples), stored)
+
+
+def _check_pair_text(origin: str, prompt: Sequence[Any], chosen: str, rejected: str) -> None:
+    fields = [(f"prompt[{i}].content", str(m["content"])) for i, m in enumerate(prompt)]
+    for field, text in [*fields, ("chosen", chosen), ("rejected", rejected)]:
+        problem = control_character_problem(text)
+        if problem:
+            raise InvalidRequestError(f"{origin}: {field}: {problem}", param="file")
