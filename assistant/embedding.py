@@ -1,16 +1,19 @@
 """Text embedders: the `Embedder` protocol and its sentence-transformers implementation.
 
-Contract: `embed(texts)` returns a float32 array of shape (len(texts), dim) whose rows are L2-normalised, so an inner
-product is a cosine similarity. `max_tokens` is the most content tokens (special tokens excluded) one text may have
-without being truncated by the model; `count_tokens` counts with the model's own tokenizer. `make_embedder(settings)` is
-the one place that chooses an implementation; the model is loaded from a local path only (never a hub download).
+Contract: `embed(texts)` returns a float32 array of shape (len(texts), dim) whose rows are L2-normalised, so an
+inner product is a cosine similarity. `max_tokens` is the most content tokens (special tokens excluded) one text may
+have without being truncated by the model; `count_tokens` counts with the model's own tokenizer.
+`make_embedder(settings)` is the one place that chooses an implementation; the model is loaded from a local path
+only (never a hub download).
 
-Backends (`models.embedder_backend`): 'torch' runs sentence-transformers; 'onnx' runs the same weights exported once to
-ONNX (`assistant.models.export_onnx_embedder`, cached under `<data_dir>/models`) with onnxruntime, applying the
-model's own pooling and normalisation, so its vectors equal torch's to float precision; 'onnx-int8' is the dynamically
-quantized export. Vectors of different spaces must never share an index: `make_embedder` records the space
-(`<index_dir>/embedder.json`: model, precision, dimension) the first time it runs on a data directory and refuses a
-different one later with the fix (`assistant index rebuild` re-embeds everything; or set the backend back).
+Backends (`models.embedder_backend`): 'torch' runs sentence-transformers; 'onnx' runs the same weights exported once
+to ONNX (`assistant.models.export_onnx_embedder`, cached under `<data_dir>/models`) with onnxruntime, applying the
+model's own pooling and normalisation, so its vectors equal torch's to float precision; 'onnx-int8' is the
+dynamically quantized export; 'auto' is torch on a GPU and, on a CPU, the faster of onnx and torch as measured once
+on this machine (`assistant.embedder_choice`: same vectors, so the choice never changes the index's space). Vectors
+of different spaces must never share an index: `make_embedder` records the space (`<index_dir>/embedder.json`:
+model, precision, dimension) the first time it runs on a data directory and refuses a different one later with the
+fix (`assistant index rebuild` re-embeds everything; or set the backend back).
 """
 
 from __future__ import annotations
@@ -189,20 +192,29 @@ class OnnxEmbedder(TokenCounting):
 
 
 def resolved_backend(settings: Settings) -> str:
-    """The backend 'auto' stands for here: torch on a GPU, onnx on CPU when onnxruntime is installed."""
+    """The backend 'auto' stands for here: torch on a GPU or without onnxruntime; on a CPU the faster runtime as
+    measured on this machine (`assistant.embedder_choice`; measured on first use, recorded)."""
     backend = settings.models.embedder_backend
     if backend != "auto":
         return backend
+    return _auto_choice(settings, model_directory(resolve_embedder(settings)))[0]
+
+
+def _auto_choice(settings: Settings, path: Path) -> tuple[str, Embedder | None]:
     import importlib.util
 
+    from assistant.embedder_choice import measured_backend
+
     if default_device() == "cuda" or importlib.util.find_spec("onnxruntime") is None:
-        return "torch"
-    return "onnx"
+        return "torch", None
+    builders = {"onnx": lambda: _build("onnx", settings, path), "torch": lambda: _build("torch", settings, path)}
+    backend, built = measured_backend(settings, builders)
+    return backend, built
 
 
 def embedder_space(settings: Settings, dim: int) -> dict[str, object]:
     """What makes vectors comparable: the model, the numeric precision and the dimension (not the runtime)."""
-    int8 = resolved_backend(settings) == "onnx-int8"
+    int8 = settings.models.embedder_backend == "onnx-int8"  # 'auto' picks a float32 runtime, whichever it is
     return {"model": settings.models.embedder, "precision": "int8" if int8 else "fp32", "dim": dim}
 
 
@@ -244,22 +256,28 @@ def make_embedder(settings: Settings, check_space: bool = True) -> Embedder:
     re-embeds everything passes `check_space=False` and records the new space when it is done.
     """
     path = model_directory(resolve_embedder(settings))
-    backend = resolved_backend(settings)
-    embedder: Embedder
-    if backend == "torch":
-        embedder = SentenceTransformerEmbedder(path, batch_size=settings.ingest.embed_batch_size)
-    else:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError(
-                f"models.embedder_backend={backend} needs onnxruntime: pip install onnxruntime "
-                "(part of the platform's `cpu` extra), or set models.embedder_backend=torch"
-            ) from exc
-        int8 = backend == "onnx-int8"
-        name = f"{Path(settings.models.embedder).name}-onnx{'-int8' if int8 else ''}"
-        export_dir = export_onnx_embedder(path, settings.models_dir / name, quantize=int8)
-        embedder = OnnxEmbedder(export_dir, batch_size=settings.ingest.embed_batch_size)
+    backend: str = settings.models.embedder_backend
+    embedder: Embedder | None = None
+    if backend == "auto":
+        backend, embedder = _auto_choice(settings, path)
+    if embedder is None:
+        embedder = _build(backend, settings, path)
     if check_space:
         check_embedder_space(settings, embedder.dim)
     return embedder
+
+
+def _build(backend: str, settings: Settings, path: Path) -> Embedder:
+    if backend == "torch":
+        return SentenceTransformerEmbedder(path, batch_size=settings.ingest.embed_batch_size)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"models.embedder_backend={backend} needs onnxruntime: pip install onnxruntime "
+            "(part of the platform's `cpu` extra), or set models.embedder_backend=torch"
+        ) from exc
+    int8 = backend == "onnx-int8"
+    name = f"{Path(settings.models.embedder).name}-onnx{'-int8' if int8 else ''}"
+    export_dir = export_onnx_embedder(path, settings.models_dir / name, quantize=int8)
+    return OnnxEmbedder(export_dir, batch_size=settings.ingest.embed_batch_size)

@@ -57,7 +57,8 @@ class ModelSettings(Section):
         description="How the embedder runs: 'torch' (sentence-transformers), 'onnx' (the same weights exported once "
         "to ONNX under <data_dir>/models and run by onnxruntime; identical vectors, faster on CPU), 'onnx-int8' "
         "(dynamically quantized export: faster still, slightly different vectors, so its index is kept apart). "
-        "'auto' = onnx on CPU when onnxruntime is installed, torch (fp16) on a GPU.",
+        "'auto' = torch (fp16) on a GPU; on a CPU the faster of onnx and torch, timed once on this machine and "
+        "recorded (assistant.embedder_choice; both make the same vectors).",
     )
 
 
@@ -516,7 +517,12 @@ class SourcesSettings(Section):
         description="How long a sync's claim on its source lasts without renewal (renewed after every batch of "
         "files); a claim left by a crashed process on another machine expires after this.",
     )
-    batch_files: int = Field(50, ge=1, description="Files per ingest call of a sync (its progress granularity).")
+    batch_files: int = Field(
+        500, ge=1, description="Most files per ingest call of a sync (the lease is renewed after each call)."
+    )
+    batch_mb: float = Field(
+        64.0, gt=0, description="Most bytes (MB) of files per ingest call of a sync: what it holds in memory at once."
+    )
 
 
 class Settings(BaseSettings):

@@ -115,3 +115,34 @@ def test_length_sorted_batches_return_rows_in_input_order(tmp_path: Path) -> Non
     alone = np.stack([onnx.embed([text])[0] for text in texts])
     assert np.abs(batched - alone).max() < 1e-4
     assert np.max(np.triu(alone @ alone.T, 1)) < 0.999  # distinct texts, distinct rows: a mix-up would show
+
+
+def test_auto_measures_the_runtimes_once_per_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'auto' on a CPU times both runtimes once, records both speeds, and later reads the record; a machine whose
+    instruction sets are limited (the AVX2 code path forced) is measured as its own machine."""
+    import assistant.embedder_choice as choice
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    timed: list[str] = []
+    real = choice._texts_per_s
+
+    def counting(embedder: object, texts: list[str]) -> float:
+        timed.append(type(embedder).__name__)
+        return real(embedder, texts)
+
+    monkeypatch.setattr(choice, "_texts_per_s", counting)
+    first = make_embedder(Settings(data_dir=tmp_path / "a"))
+    assert sorted(timed) == ["OnnxEmbedder", "SentenceTransformerEmbedder"]
+    records = json.loads((tmp_path / "cache" / "assistant-platform" / "embedder-backends.json").read_text())
+    (record,) = records.values()
+    assert set(record["texts_per_s"]) == {"onnx", "torch"} and all(v > 0 for v in record["texts_per_s"].values())
+    winner = max(record["texts_per_s"], key=record["texts_per_s"].get)
+    assert record["backend"] == winner
+    assert type(first).__name__ == {"onnx": "OnnxEmbedder", "torch": "SentenceTransformerEmbedder"}[winner]
+    second = make_embedder(Settings(data_dir=tmp_path / "b"))  # a new data directory on the same machine
+    assert len(timed) == 2 and type(second) is type(first)  # read from the record, nothing timed
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    make_embedder(Settings(data_dir=tmp_path / "c"))
+    assert len(timed) == 4  # the AVX2 code path is another machine
+    assert len(json.loads((tmp_path / "cache" / "assistant-platform" / "embedder-backends.json").read_text())) == 2

@@ -1,0 +1,113 @@
+"""Which embedder runtime is faster on this machine, measured once and remembered (models.embedder_backend=auto).
+
+Contract: `measured_backend(settings, builders)` returns the name of the faster runtime ('onnx' or 'torch' on a CPU
+machine) and, when it just measured, the embedder it built for it (None when the choice came from a record). Both
+make the same vectors (float32; see `assistant.embedding`), so the choice changes speed only, never the index's
+space. The first call on a machine times each runtime on the same chunk-sized texts (`SAMPLE_TEXTS`, after a warm-up
+batch) and records the result, keyed by what decides the speed: the model, the CPU model name and its vector
+instruction sets (AVX-512, AVX512-BF16, AMX, AVX2), the cores this process may use, and the variables that limit the
+instruction sets the runtimes use (`ONEDNN_MAX_CPU_ISA`, `ORT_...`, `ATEN_CPU_CAPABILITY`), so forcing the AVX2 code
+path is measured as its own machine. Records live in `<models_dir>/embedder-backends.json` (the data directory's)
+and in a per-user cache (`$XDG_CACHE_HOME/assistant-platform/`, else `~/.cache/...`) so a new data directory on the
+same machine does not measure again. Each record keeps the texts/s of both runtimes; `models.embedder_backend` set
+to a runtime overrides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from assistant.durable import write_atomic
+from assistant.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SAMPLE_TEXTS = 48
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+ISA_VARIABLES = (
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY",
+    "ORT_DISABLE_AVX512",
+    "MKL_ENABLE_INSTRUCTIONS",
+)
+Built = Any  # an object with `embed(texts)` (an `assistant.embedding.Embedder`)
+
+
+def _cpu() -> dict[str, Any]:
+    name, flags = "unknown", set[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name == "unknown":
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:  # not Linux: the CPU is known by its cores alone
+        pass
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+    return {"cpu": name, "flags": sorted(f for f in FLAGS if f in flags), "cores": cores}
+
+
+def machine_key(model: str) -> str:
+    """What the measurement depends on, as a short stable key (see the module contract)."""
+    limits = {name: os.environ[name] for name in ISA_VARIABLES if name in os.environ}
+    described = {"model": model, **_cpu(), "limits": limits}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sample_texts() -> list[str]:
+    """Chunk-sized texts (about 150 words) of varied words, the same on every machine."""
+    words = [f"{stem}{i % 17}" for i, stem in enumerate(["report", "policy", "team", "budget", "review"] * 40)]
+    return [" ".join(words[(j * 7) % 50 :] + words[: (j * 7) % 50])[:900] for j in range(SAMPLE_TEXTS)]
+
+
+def _cache_files(settings: Settings) -> list[Path]:
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "assistant-platform"
+    return [settings.models_dir / "embedder-backends.json", user / "embedder-backends.json"]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _texts_per_s(embedder: Built, texts: list[str]) -> float:
+    embedder.embed(texts[:8])  # warm-up: first-call allocations and thread pools are not the steady speed
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        embedder.embed(texts)
+        best = min(best, time.perf_counter() - started)
+    return len(texts) / best
+
+
+def measured_backend(settings: Settings, builders: dict[str, Callable[[], Built]]) -> tuple[str, Built | None]:
+    """The faster of `builders` (runtime name -> a function building its embedder), measured once (module contract)."""
+    key = machine_key(settings.models.embedder)
+    for path in _cache_files(settings):
+        record = _read(path).get(key)
+        if isinstance(record, dict) and record.get("backend") in builders:
+            return str(record["backend"]), None
+    texts = sample_texts()
+    built = {name: build() for name, build in builders.items()}
+    speeds = {name: round(_texts_per_s(embedder, texts), 1) for name, embedder in built.items()}
+    backend = max(speeds, key=lambda name: speeds[name])
+    record = {"backend": backend, "texts_per_s": speeds, **_cpu(), "measured_at": int(time.time())}
+    log.info("embedder runtime measured on this machine: %s (texts/s %s)", backend, speeds)
+    for path in _cache_files(settings):
+        try:
+            write_atomic(path, json.dumps({**_read(path), key: record}, indent=1, sort_keys=True))
+        except OSError as exc:  # a read-only home or data directory: the choice holds for this process
+            log.warning("could not record the embedder runtime choice in %s: %s", path, exc)
+    return backend, built[backend]
