@@ -13,7 +13,8 @@ Contract:
   message instead. Other documents of the collection are never looked at.
 - What changed: size and mtime first (equal: unchanged, the file is not read), then the SHA-256 of the bytes (equal:
   unchanged, the row takes the new mtime). Nothing changed = nothing read, parsed or embedded.
-- New and changed files go through `IngestService.ingest_files` in batches of `sources.batch_files` (its crash-safe
+- New and changed files go through `IngestService.ingest_files` in batches of at most `sources.batch_files` files and
+  `sources.batch_mb` megabytes (one batch's bytes are in memory at once; a larger file goes alone) (its crash-safe
   replace: a sync killed anywhere leaves each file's old or new version). A row is written before its file's first
   ingest, so a document a killed sync stored is recognised as the source's own afterwards. Deleted files are handled
   after the others, and only when the root itself is readable (a missing or unmounted folder fails the sync; it never
@@ -39,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from assistant.dedup import content_hash
@@ -140,6 +141,7 @@ class _Seen:
 class _Plan:
     report: SyncReport
     ingest: list[str] = field(default_factory=list)  # added + changed, in path order
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes per file, as scanned
     touch: dict[str, _Seen] = field(default_factory=dict)  # same bytes, new mtime: the row takes the new stat
     gone: list[str] = field(default_factory=list)  # rows whose file left the folder
 
@@ -340,6 +342,7 @@ class SourceSyncer:
             plan.gone.append(rel_path)
             (report.deleted if source.delete_policy == "mirror" else report.kept).append(rel_path)
         plan.ingest = sorted(report.added + report.changed)
+        plan.sizes = {rel_path: seen[rel_path].size for rel_path in plan.ingest}
         log.debug("plan for %s (dry run %s): %s", source.name, dry_run, report.counts())
         return plan
 
@@ -369,15 +372,28 @@ class SourceSyncer:
         assert self.ingest is not None
         self._touch(source, plan.touch)
         self._claim_rows(source, plan.report.added)
-        batch = self.options.batch_files
-        for start in range(0, len(plan.ingest), batch):
-            self._ingest_batch(source, plan.ingest[start : start + batch], plan.report)
+        for batch in self._batches(plan):
+            self._ingest_batch(source, batch, plan.report)
             self._renew(source)
+        if source.delete_policy == "keep":
+            self._set_rows(source.id, {rel_path: {"state": "missing"} for rel_path in plan.gone})
+            return
         for rel_path in plan.gone:
-            if source.delete_policy == "mirror":
-                self._delete_document(source, rel_path)
-            else:
-                self._set_row(source.id, rel_path, state="missing")
+            self._delete_document(source, rel_path)
+
+    def _batches(self, plan: _Plan) -> Iterator[list[str]]:
+        """The files to ingest, at most `batch_files` and `batch_mb` per batch (a larger file alone)."""
+        limit = self.options.batch_mb * 1024 * 1024
+        batch: list[str] = []
+        size = 0
+        for rel_path in plan.ingest:
+            if batch and (len(batch) >= self.options.batch_files or size + plan.sizes[rel_path] > limit):
+                yield batch
+                batch, size = [], 0
+            batch.append(rel_path)
+            size += plan.sizes[rel_path]
+        if batch:
+            yield batch
 
     def _ingest_batch(self, source: SourceRecord, rel_paths: list[str], report: SyncReport) -> None:
         assert self.ingest is not None
@@ -393,36 +409,32 @@ class SourceSyncer:
             items.append((source.document_name(rel_path), data))
             read[source.document_name(rel_path)] = (stat, content_hash(data))
         prefix = len(source.document_name(""))
+        rows: dict[str, dict[str, Any]] = {}
         for result in self.ingest.ingest_files(items, source.collection):
             rel_path = result.source[prefix:]
             stat, digest = read[result.source]
-            self._record(source, rel_path, result, stat, digest, report)
+            if (values := self._record(rel_path, result, stat, digest, report)) is not None:
+                rows[rel_path] = values
+        self._set_rows(source.id, rows)  # one transaction per batch
 
     def _record(
-        self, source: SourceRecord, rel_path: str, result: FileResult, stat: _Seen, digest: str, report: SyncReport
-    ) -> None:
-        """The row after an ingest: the new stat and hash when stored, why not when failed."""
+        self, rel_path: str, result: FileResult, stat: _Seen, digest: str, report: SyncReport
+    ) -> dict[str, Any] | None:
+        """The row's new values after an ingest: the new stat and hash when stored, why not when the file itself was
+        refused; None (the row stays as it was: retried next time) for any other failure."""
         if result.status == "unchanged":  # already stored with these bytes (a killed sync got that far)
             for listed in (report.added, report.changed):
                 if rel_path in listed:
                     listed.remove(rel_path)
                     report.unchanged.append(rel_path)
+        seen = {"size": stat.size, "mtime_ns": stat.mtime_ns, "content_hash": digest}
         if result.ok:
-            state = "duplicate" if result.status == "duplicate" else "synced"
-            self._set_row(source.id, rel_path, size=stat.size, mtime_ns=stat.mtime_ns, content_hash=digest, state=state)
-            return
+            return {**seen, "state": "duplicate" if result.status == "duplicate" else "synced", "error": None}
         error = result.error or "failed"
         report.fail(rel_path, error, result.status_code)
         if result.status_code in OWN_FAULT:  # not re-parsed until the file changes; an old version stays stored
-            self._set_row(
-                source.id,
-                rel_path,
-                size=stat.size,
-                mtime_ns=stat.mtime_ns,
-                content_hash=digest,
-                state="failed",
-                error=error,
-            )
+            return {**seen, "state": "failed", "error": error}
+        return None
 
     def _delete_document(self, source: SourceRecord, rel_path: str) -> int:
         """Delete a file's document (if stored) and its row; returns the documents deleted (0 or 1)."""
@@ -446,21 +458,25 @@ class SourceSyncer:
         if not rel_paths:
             return
         with self.db.session() as session:
-            for rel_path in rel_paths:
-                session.merge(SourceFile(source_id=source.id, rel_path=rel_path, state="pending"))
+            known = set(session.scalars(select(SourceFile.rel_path).where(SourceFile.source_id == source.id)))
+            new = [{"source_id": source.id, "rel_path": p, "state": "pending"} for p in rel_paths if p not in known]
+            if new:
+                session.execute(insert(SourceFile), new)
 
     def _touch(self, source: SourceRecord, touched: dict[str, _Seen]) -> None:
-        for rel_path, stat in touched.items():
-            self._set_row(source.id, rel_path, size=stat.size, mtime_ns=stat.mtime_ns)
+        self._set_rows(source.id, {p: {"size": s.size, "mtime_ns": s.mtime_ns} for p, s in touched.items()})
 
-    def _set_row(self, source_id: str, rel_path: str, **values: Any) -> None:
-        values.setdefault("error", None)
+    def _set_rows(self, source_id: str, rows: dict[str, dict[str, Any]]) -> None:
+        """Update file rows (rel path -> new values) in one transaction."""
+        if not rows:
+            return
         with self.db.session() as session:
-            session.execute(
-                update(SourceFile)
-                .where(SourceFile.source_id == source_id, SourceFile.rel_path == rel_path)
-                .values(**values)
-            )
+            for rel_path, values in rows.items():
+                session.execute(
+                    update(SourceFile)
+                    .where(SourceFile.source_id == source_id, SourceFile.rel_path == rel_path)
+                    .values(**values)
+                )
 
     # ------------------------------------------------------------ the lease (one sync at a time per source)
 
