@@ -390,19 +390,25 @@ class ServerSettings(Section):
         2.0, gt=0, description="Largest accepted body of every other request (JSON), counted as it is received."
     )
     max_uploads_in_flight: int = Field(
-        8, ge=1, description="Upload requests received at once, all keys together (more wait with 429 + Retry-After); "
-        "with max_upload_mb this bounds the bytes being received to max_uploads_in_flight x max_upload_mb."
+        8,
+        ge=1,
+        description="Upload requests received at once, all keys together (more wait with 429 + Retry-After); "
+        "with max_upload_mb this bounds the bytes being received to max_uploads_in_flight x max_upload_mb.",
     )
     max_uploads_in_flight_per_key: int = Field(
         2, ge=1, description="Upload requests one key (or the open mode's one caller) may have in flight at once."
     )
     max_concurrent_evaluations: int = Field(
-        1, ge=1, description="Evaluation runs (POST /v1/evaluations) at once; another is refused with 429 meanwhile. "
-        "Their questions also take generation slots like any chat, so they never crowd out users."
+        1,
+        ge=1,
+        description="Evaluation runs (POST /v1/evaluations) at once; another is refused with 429 meanwhile. "
+        "Their questions also take generation slots like any chat, so they never crowd out users.",
     )
     max_concurrent_scoring: int = Field(
-        1, ge=1, description="Reward-scoring requests computed at once (each also takes a generation slot); up to "
-        "4 more wait, beyond that 429."
+        1,
+        ge=1,
+        description="Reward-scoring requests computed at once (each also takes a generation slot); up to "
+        "4 more wait, beyond that 429.",
     )
     max_messages: int = Field(256, ge=1, description="Most messages one chat request may carry.")
     max_message_chars: int = Field(32_000, ge=1, description="Longest accepted single chat message.")
