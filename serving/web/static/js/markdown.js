@@ -1,92 +1,94 @@
-// A small, safe Markdown renderer for model answers. Safety first: the text is HTML-escaped before any markup is
-// recognised, so nothing the model writes can become a tag or an attribute; links keep only http(s), mailto and
-// in-page targets. Supported: paragraphs, line breaks, headings, bullet and numbered lists, fenced and inline code,
-// bold, italic, links, and citation markers [n] (which become buttons opening source n).
+// Model answers as Markdown, rendered by marked and sanitised by DOMPurify (both vendored unchanged under
+// ../vendor/, see its README). Contract: `renderMarkdown(text)` returns an HTML string that is safe to assign to
+// innerHTML whatever the text holds:
+// - raw HTML in the text is never markup: marked's HTML tokenizers are switched off, so `<img onerror=…>` is lexed
+//   and escaped as plain text (and shows as typed);
+// - links keep only http(s) and mailto targets (any other link shows its label alone) and open in a new tab with
+//   rel="noopener noreferrer"; images show their alt text (an answer must not make the browser fetch a URL);
+// - citation markers [n] become buttons (.cite-ref, data-cite=n) that chat.js opens as source n;
+// - headings move down two levels (answers sit under the page's own headings);
+// - DOMPurify then keeps only the tags and attributes this renderer emits, so a bug in the steps above still
+//   cannot produce a script, an event handler or a foreign URL.
+// No placeholder is ever substituted into the output, so nothing the model writes can be confused with the
+// renderer's own markers.
+
+import { Marked } from "../vendor/marked.esm.js";
+import DOMPurify from "../vendor/purify.es.mjs";
+
+const SAFE_HREF = /^(?:https?:|mailto:)/i;
+const ALLOWED_TAGS = [
+  "p", "br", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li", "a", "h3", "h4", "h5", "h6", "hr",
+  "table", "thead", "tbody", "tr", "th", "td", "button",
+];
+// Attributes whose value is not a URL (DOMPurify tests every other value against ALLOWED_URI_REGEXP).
+const PLAIN_ATTR = ["type", "data-cite", "aria-label", "start", "align"];
+const ALLOWED_ATTR = ["href", "title", "target", "rel", "class", ...PLAIN_ATTR];
 
 export function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
-function safeUrl(url) {
-  const decoded = url.replace(/&amp;/g, "&");
-  if (/^(https?:|mailto:)/i.test(decoded) || /^[#/]/.test(decoded)) return url;
-  return null;
-}
+const citation = {
+  name: "citation",
+  level: "inline",
+  start(src) {
+    const at = src.search(/\[\d{1,3}\]/);
+    return at < 0 ? undefined : at;
+  },
+  tokenizer(src) {
+    const match = /^\[(\d{1,3})\](?!\()/.exec(src); // [n](url) stays a link
+    if (match) return { type: "citation", raw: match[0], n: match[1] };
+    return undefined;
+  },
+  renderer(token) {
+    const n = escapeHtml(token.n);
+    return `<button type="button" class="cite-ref" data-cite="${n}" aria-label="Show source ${n}">[${n}]</button>`;
+  },
+};
 
-// Inline markup on already-escaped text. Code spans and link targets are cut out first so
-// nothing inside them is formatted.
-function inline(text) {
-  const codes = [];
-  let out = text.replace(/`([^`\n]+)`/g, (_, code) => {
-    codes.push(`<code>${code}</code>`);
-    return `\u0000${codes.length - 1}\u0000`;
-  });
-  out = out.replace(/\[([^\]\n]+)\]\(([^)\s]+)\)/g, (match, label, url) => {
-    const safe = safeUrl(url);
-    if (!safe) return label;
-    codes.push(`<a href="${safe}" target="_blank" rel="noopener noreferrer">${label}</a>`);
-    return `\u0000${codes.length - 1}\u0000`;
-  });
-  out = out
-    .replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
-    .replace(/__([^_\n]+)__/g, "<strong>$1</strong>")
-    .replace(/(^|[^*\w])\*([^*\n]+)\*(?!\*)/g, "$1<em>$2</em>")
-    .replace(/(^|[^_\w])_([^_\n]+)_(?![_\w])/g, "$1<em>$2</em>")
-    .replace(
-      /\[(\d{1,2})\](?!\()/g,
-      (_, n) => `<button type="button" class="cite-ref" data-cite="${n}" aria-label="Show source ${n}">[${n}]</button>`,
-    );
-  const restore = (text) => text.replace(/\u0000(\d+)\u0000/g, (_, i) => codes[Number(i)]);
-  return restore(restore(out)); // twice: a link label may hold a code span
-}
+const marked = new Marked({
+  gfm: true,
+  breaks: true, // a single newline is a line break, as chat answers are written
+  extensions: [citation],
+  tokenizer: {
+    html() {
+      return undefined; // no raw HTML blocks: the text becomes a paragraph of plain text
+    },
+    tag() {
+      return undefined; // no inline raw HTML either
+    },
+  },
+  renderer: {
+    heading({ tokens, depth }) {
+      const level = Math.min(depth + 2, 6);
+      return `<h${level}>${this.parser.parseInline(tokens)}</h${level}>\n`;
+    },
+    link({ href, tokens }) {
+      if (!SAFE_HREF.test(href || "")) return this.parser.parseInline(tokens); // the label only
+      return false; // marked's own rendering (it escapes the URL and the title); target and rel are added below
+    },
+    image({ text }) {
+      return escapeHtml(text || "");
+    },
+  },
+});
+
+const purifier = DOMPurify(window); // this renderer's own instance: its hook does not affect anyone else's
+purifier.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName !== "A") return;
+  if (!SAFE_HREF.test(node.getAttribute("href") || "")) node.removeAttribute("href");
+  node.setAttribute("target", "_blank");
+  node.setAttribute("rel", "noopener noreferrer");
+});
 
 export function renderMarkdown(source) {
-  const lines = escapeHtml(source || "").replace(/\r\n?/g, "\n").split("\n");
-  const html = [];
-  let paragraph = [];
-  let list = null; // {tag, items}
-  const flushParagraph = () => {
-    if (paragraph.length) html.push(`<p>${paragraph.map(inline).join("<br>")}</p>`);
-    paragraph = [];
-  };
-  const flushList = () => {
-    if (list) html.push(`<${list.tag}>${list.items.map((item) => `<li>${inline(item)}</li>`).join("")}</${list.tag}>`);
-    list = null;
-  };
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
-    const fence = line.match(/^\s*```/);
-    if (fence) {
-      flushParagraph();
-      flushList();
-      const body = [];
-      for (i++; i < lines.length && !/^\s*```/.test(lines[i]); i++) body.push(lines[i]);
-      html.push(`<pre><code>${body.join("\n")}</code></pre>`);
-      continue;
-    }
-    const heading = line.match(/^(#{1,4})\s+(.*)$/);
-    const bullet = line.match(/^\s*[-*+]\s+(.*)$/);
-    const numbered = line.match(/^\s*\d+[.)]\s+(.*)$/);
-    if (heading) {
-      flushParagraph();
-      flushList();
-      const level = Math.min(heading[1].length + 2, 6); // answers sit under the page's own headings
-      html.push(`<h${level}>${inline(heading[2])}</h${level}>`);
-    } else if (bullet || numbered) {
-      flushParagraph();
-      const tag = bullet ? "ul" : "ol";
-      if (list && list.tag !== tag) flushList();
-      list = list || { tag, items: [] };
-      list.items.push((bullet || numbered)[1]);
-    } else if (!line.trim()) {
-      flushParagraph();
-      flushList();
-    } else {
-      flushList();
-      paragraph.push(line);
-    }
-  }
-  flushParagraph();
-  flushList();
-  return html.join("\n");
+  const html = marked.parse(String(source || ""), { async: false });
+  return purifier.sanitize(html, {
+    ALLOWED_TAGS,
+    ALLOWED_ATTR,
+    ALLOWED_URI_REGEXP: SAFE_HREF,
+    ADD_URI_SAFE_ATTR: PLAIN_ATTR,
+    ALLOW_DATA_ATTR: false,
+    ALLOW_ARIA_ATTR: false,
+  });
 }
