@@ -23,7 +23,8 @@ Contract:
   own content (413/415/422) is not re-parsed until it changes; other failures are retried on the next sync.
 - One sync at a time per source, across processes sharing the database: `sync` claims the source's lease with a
   compare-and-set update (free, expired after `sources.lease_s`, or left by a dead process on this host), renews it
-  after each batch and gives it back at the end; a second sync gets a `ConflictError` (409).
+  while it runs (a heartbeat thread, and after each batch) and gives it back at the end; a second sync gets a
+  `ConflictError` (409).
 Hidden files and folders, Office lock files (`~$...`), editor backups (`...~`) and symbolic links are skipped.
 """
 
@@ -32,9 +33,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -273,9 +276,10 @@ class SourceSyncer:
         started = time.perf_counter()
         report = SyncReport(source.id, dry_run=False)
         try:
-            plan = self._plan(source, dry_run=False)
-            report = plan.report
-            self._apply(source, plan)
+            with self._heartbeat(source):
+                plan = self._plan(source, dry_run=False)
+                report = plan.report
+                self._apply(source, plan)
         except Exception as exc:
             report.seconds = time.perf_counter() - started
             self._finish(source, report, error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
@@ -498,6 +502,29 @@ class SourceSyncer:
             )
         if getattr(taken, "rowcount", 0) != 1:
             raise ConflictError(f"source {source.name} is being synced by another process; retry when it is done")
+
+    @contextmanager
+    def _heartbeat(self, source: SourceRecord) -> Iterator[None]:
+        """Renew the lease every third of `sources.lease_s` while the sync runs, so a long batch (OCR, big files) never
+        lets it expire under a running sync; a lost lease stops the sync at its next batch (`_renew` raises there)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.options.lease_s / 3):
+                try:
+                    self._renew(source)
+                except ConflictError:
+                    return
+                except Exception:  # a busy database: the next beat retries
+                    log.warning("lease renewal of source %s failed", source.name, exc_info=True)
+
+        thread = threading.Thread(target=beat, name=f"source-lease-{source.name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=30)
 
     def _renew(self, source: SourceRecord) -> None:
         with self.db.session() as session:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sqlalchemy import select
 
 from assistant.embedding import Embedder
 from assistant.errors import ConflictError, UnprocessableError
+from assistant.settings import SourcesSettings
 from assistant.storage.models import Chunk, Document, Source, SourceFile
 from ingest.service import IngestService
 from ingest.sources import SourceRegistry, SourceSyncer
@@ -252,7 +254,9 @@ def test_sync_killed_midway_leaves_old_or_new_version_of_every_file(
 
 def test_one_sync_at_a_time_per_source(tmp_path: Path, service: IngestService) -> None:
     folder, _versions = _folder(tmp_path, 4)
-    registry = SourceRegistry(service.settings, service.db)
+    # A lease of 0.6 s: the running sync's heartbeat must keep it while the sync is held far longer.
+    short_lease = service.settings.model_copy(update={"sources": SourcesSettings(lease_s=0.6)})
+    registry = SourceRegistry(short_lease, service.db)
     source = registry.create(folder, "team", name="docs")
     inside, release = threading.Event(), threading.Event()
 
@@ -266,6 +270,7 @@ def test_one_sync_at_a_time_per_source(tmp_path: Path, service: IngestService) -
     running.start()
     try:
         assert inside.wait(60)
+        time.sleep(2.0)  # over three lease lengths
         assert registry.get("docs").syncing and registry.get("docs").status == "syncing"
         other = SourceSyncer(registry, service)  # another replica: its own owner id, same database
         with pytest.raises(ConflictError, match="being synced"):
