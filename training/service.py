@@ -38,6 +38,7 @@ from training.data.records import EmptyDatasetError
 from training.data.selection import SelectionReport
 from training.gate import HeldOut
 from training.methods import METHODS, method
+from training.option_bounds import LORA_R_DEFAULT
 from training.progress import RunProgress
 from training.registry import AdapterRecord, AdapterRegistry
 from training.request import JobRequest
@@ -81,15 +82,20 @@ class TrainingRequest:
 
     @classmethod
     def for_job(
-        cls, job: JobRequest, data_file: Path, job_id: str, data_collections: list[str] | None
+        cls, job: JobRequest, data_file: Path, job_id: str, data_collections: list[str] | None, max_lora_rank: int
     ) -> TrainingRequest:
-        """The run of a queued job: its request as stored, the data file the worker prepared, held-out data on."""
+        """The run of a queued job: its request as stored, the data file the worker prepared, held-out data on, and
+        a chat adapter's rank, when the job leaves it out, no larger than the engine serves (`engine.max_lora_rank`;
+        a rank given is checked when the job is created)."""
+        options = dict(job.hyperparameters)
+        if METHODS[job.method].kind == "lm" and "lora_r" not in options:
+            options["lora_r"] = min(LORA_R_DEFAULT, max_lora_rank)
         return cls(
             method=job.method,
             data_files=[data_file],
             name=job.name,
             base_adapter=job.base_adapter,
-            options=dict(job.hyperparameters),
+            options=options,
             job_id=job_id,
             collection=job.data.collection,
             holdout=True,

@@ -131,7 +131,7 @@ class JobWorker:
         job_dir = self.settings.runs_dir / "jobs" / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
         data_file, collections = self._data(job, job_dir)
-        request = TrainingRequest.for_job(job, data_file, job_id, collections)
+        request = TrainingRequest.for_job(job, data_file, job_id, collections, self.settings.engine.max_lora_rank)
         trained = train(self.parts, request, [ProgressCallback(progress)], progress)
         gated = job.gate and trained.kind == "lm"  # a reward model is not a chat adapter
         if gated:

@@ -4,10 +4,10 @@ Contract:
 - `JobService` returns domain values (`JobRecord`, `UploadedFile`); their REST JSON is made in `serving.rest_format`.
   `JobService.of(parts)` is how the server and the CLI build it.
 - `JobService.create(request)` validates a `training.request.JobRequest` (method, data, base adapter, options; a
-  chat adapter's `lora_r`/`sweep_lora_ranks` at most `engine.max_lora_rank`) and queues it (a `Job` row in 'queued',
-  its `params` the request's `model_dump`, validated back by the worker); a job whose data selects nothing is refused
-  (422) before it is queued. Training itself never runs in the server: a worker process (`training.worker`, started by
-  `WorkerSupervisor` or by `assistant worker`) claims queued jobs.
+  chat adapter's `lora_r`/`sweep_lora_ranks`, when given, at most `engine.max_lora_rank`) and queues it (a `Job` row
+  in 'queued', its `params` the request's `model_dump`, validated back by the worker); a job whose data selects
+  nothing is refused (422) before it is queued. Training itself never runs in the server: a worker process
+  (`training.worker`, started by `WorkerSupervisor` or by `assistant worker`) claims queued jobs.
 - `get(id)` returns state, progress, metrics so far and the tail of the job's log; `cancel(id)` cancels a queued job
   at once and asks a running one to stop ('cancelling'; the worker stops at the next step and registers nothing).
 - `JobMonitor` runs in the server: a 'running' job whose worker is gone (process dead, or no heartbeat for
@@ -45,7 +45,6 @@ from assistant.storage.queries import preference_filters
 from training.data.feedback import STORED, check_stored_source
 from training.job_options import check_job_options
 from training.methods import METHODS
-from training.option_bounds import LORA_R_DEFAULT
 from training.request import JobData, JobRequest
 from training.uploads import new_file_id, resolve_upload, uploads_dir
 
@@ -146,8 +145,8 @@ class JobService:
         if METHODS[spec.method].kind != "lm":
             return
         limit = self.settings.engine.max_lora_rank
-        options = spec.hyperparameters
-        ranks = [("lora_r", options.get("lora_r", LORA_R_DEFAULT))]
+        options = spec.hyperparameters  # a rank left out gets min(default, limit) in the worker (fitted_rank)
+        ranks = [("lora_r", options["lora_r"])] if "lora_r" in options else []
         ranks += [("sweep_lora_ranks", r) for r in options.get("sweep_lora_ranks", [])]
         for key, rank in ranks:
             if rank > limit:

@@ -142,12 +142,16 @@ def test_server_restart_fails_jobs_left_running(tiny_model_dir: Path, tmp_path: 
     assert job["state"] == "failed" and "interrupted" in job["error"]
 
 
-def test_a_rank_above_the_engines_is_refused_over_rest(live_server: LiveServer, pairs: None) -> None:
+def test_a_rank_above_the_engines_is_refused_over_rest(live_server: LiveServer) -> None:
     """A chat adapter the engine could not load is refused at creation, naming both the option and the setting."""
     limit = live_server.state.settings.engine.max_lora_rank
     spec = {"method": "sft", "name": "too-wide", "data": {"source": "preferences"}, "gate": False}
     before = httpx.get(f"{live_server.base_url}/v1/training/jobs", timeout=30).json()["data"]
-    for options, key in (({"lora_r": limit * 2}, "lora_r"), ({"sweep_lora_ranks": [4, limit * 4]}, "sweep_lora_ranks")):
+    cases = (
+        ({"lora_r": limit * 2}, "lora_r"),
+        ({"lora_r": limit, "sweep_lora_ranks": [4, limit * 4]}, "sweep_lora_ranks"),
+    )
+    for options, key in cases:
         body = {**spec, "method": "sweep" if key.startswith("sweep") else "sft", "hyperparameters": options}
         if key.startswith("sweep"):
             body["data"] = {"source": "file", "file_id": _upload_pairs(live_server)}

@@ -237,3 +237,23 @@ def test_a_rank_the_engine_cannot_load_is_refused_when_the_job_is_created(
     assert JobService.of(Parts(roomy)).create(JobRequest(method=method, data=data, hyperparameters=hyperparameters))
     reward = JobRequest(method="reward", data=data, hyperparameters={"lora_r": 32})  # scored, never served
     assert service.create(reward).state == "queued"
+
+
+def test_a_job_that_leaves_the_rank_out_trains_one_the_engine_serves(tmp_path: Path) -> None:
+    from assistant.parts import Parts
+    from serving.services.jobs import JobService
+    from training.option_bounds import LORA_R_DEFAULT
+    from training.request import JobData, JobRequest
+    from training.service import TrainingRequest
+
+    settings = Settings(data_dir=tmp_path / "data", engine={"max_lora_rank": 8})  # type: ignore[arg-type]
+    data = JobData(source="file", file_id=_upload(settings))
+    queued = JobService.of(Parts(settings)).create(JobRequest(method="sft", data=data))  # not refused: no rank given
+    stored = JobRequest.model_validate(queued.params)
+    assert "lora_r" not in stored.hyperparameters
+    run = TrainingRequest.for_job(stored, tmp_path / "d.jsonl", queued.id, None, settings.engine.max_lora_rank)
+    assert run.options["lora_r"] == 8 < LORA_R_DEFAULT  # fitted to the engine by the worker
+    wide = TrainingRequest.for_job(stored, tmp_path / "d.jsonl", queued.id, None, 64)
+    assert wide.options["lora_r"] == LORA_R_DEFAULT
+    reward = TrainingRequest.for_job(JobRequest(method="reward", data=data), tmp_path / "d.jsonl", "j", None, 8)
+    assert "lora_r" not in reward.options  # a reward model is never served
