@@ -29,6 +29,7 @@ from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.startup import import_model_libraries, start_up
 from assistant.storage import Database
+from serving import tracing
 from serving.access import check_declared
 from serving.admission import Admission
 from serving.catalog import ModelCatalog
@@ -211,6 +212,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_declared(app)  # again: routes or mounts added after create_app returned
         start_up(settings)
+        tracing.configure(settings)  # chat spans, exported over OTLP/HTTP when server.otlp_endpoint is set
         parts = Parts(settings)
         db = await asyncio.to_thread(lambda: parts.db)  # migrated
         catalog = ModelCatalog.of(parts)
@@ -250,6 +252,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
             if state.engine is not None:
                 await state.engine.shutdown()
             parts.close()
+            tracing.shutdown()  # flush the last spans
 
     app = FastAPI(
         title="Assistant platform",

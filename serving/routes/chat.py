@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from serving import tracing
 from serving.access import Access, allow
 from serving.admission import Lease
 from serving.auth import PrincipalDep, key_store
@@ -22,6 +23,19 @@ router = APIRouter(tags=["chat"], dependencies=[allow(Access.MEMBER)])
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
+    request: ChatCompletionRequest, chat: ChatDep, principal: PrincipalDep, state: StateDep, response: Response
+) -> dict[str, Any] | StreamingResponse:
+    """One `chat` span around the answer (serving.tracing); its trace id goes back as `X-Trace-Id`."""
+    with tracing.tracer().start_as_current_span("chat") as span:
+        named = {"chat.model": request.model, "chat.stream": request.stream, "chat.key": principal.name}
+        tracing.attributes(span, **named)
+        result = await _chat_completions(request, chat, principal, state)
+    target = result.headers if isinstance(result, StreamingResponse) else response.headers
+    target["X-Trace-Id"] = tracing.trace_id_hex(span)
+    return result
+
+
+async def _chat_completions(
     request: ChatCompletionRequest, chat: ChatDep, principal: PrincipalDep, state: StateDep
 ) -> dict[str, Any] | StreamingResponse:
     quotas = Quotas(state.db, key_store(state))
@@ -29,7 +43,8 @@ async def chat_completions(
     prepared = await chat.prepare(request, principal)
     # A fixed answer generates nothing; everything else needs a generation slot (or a 429 when the queue is full).
     admission = state.admission if prepared.fixed_answer is None else None
-    lease = await admission.acquire() if admission is not None else None
+    with tracing.tracer().start_as_current_span("queue"):
+        lease = await admission.acquire() if admission is not None else None
     if not request.stream:
         try:
             answer = await chat.answer(prepared)

@@ -37,6 +37,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from opentelemetry import context as otel_context
+
 from assistant.answer_metrics import cited_indices, is_abstention, supporting_source
 from assistant.engine import AdapterRef, GenerationChunk, GenerationEngine, SamplingOptions
 from assistant.errors import InvalidRequestError, UnprocessableError
@@ -44,6 +46,7 @@ from assistant.prompts import NO_SOURCES_ANSWER, Source, build_rag_messages, pro
 from assistant.retrieval import Hit
 from assistant.settings import Settings
 from assistant.storage import ChatRecord, Database
+from serving import tracing
 from serving.catalog import ModelCatalog
 from serving.metrics import Metrics
 from serving.principal import ANONYMOUS, Principal
@@ -88,6 +91,8 @@ class PreparedChat:
     owner: str | None = None  # the caller's key fingerprint (`Principal.owner`), stored on the chat record
     query: str = ""
     prompt_sources: list[Source] = field(default_factory=list)
+    trace_id: str | None = None  # the OpenTelemetry trace of the request (serving.tracing), stored with the chat
+    trace_context: Any = None  # its context: the parent of the `generate` span, which may run after the route returned
 
     def shown(self) -> list[tuple[Hit, Source]]:
         """The hits in the prompt, in prompt order (source [n] is the n-th), with the text the model saw."""
@@ -164,7 +169,7 @@ class ChatService:
             await self.load_adapter(adapter)
         history = [message.as_dict() for message in request.messages]
         self._check_message_sizes(history)
-        hits, mode = await self._retrieve(request, history, principal)
+        hits, mode = await self._traced_retrieve(request, history, principal)
         chat = PreparedChat(
             f"chatcmpl-{uuid.uuid4().hex}",
             request.model,
@@ -181,7 +186,10 @@ class ChatService:
         )
         if mode == "no_relevant_sources":
             chat.fixed_answer = NO_SOURCES_ANSWER
-        await asyncio.to_thread(self._fit_prompt, chat, request)  # tokenizing a long conversation blocks
+        chat.trace_context, chat.trace_id = otel_context.get_current(), tracing.current_trace_id()
+        with tracing.tracer().start_as_current_span("prompt_fit") as span:
+            await asyncio.to_thread(self._fit_prompt, chat, request)  # tokenizing a long conversation blocks
+            tracing.prompt_attributes(span, chat)
         self._grounded_defaults(chat, request)
         return chat
 
@@ -224,6 +232,14 @@ class ChatService:
                     "(server.max_message_chars)",
                     param=f"messages.{i}.content",
                 )
+
+    async def _traced_retrieve(
+        self, request: ChatCompletionRequest, history: list[dict[str, str]], principal: Principal
+    ) -> tuple[list[Hit], str]:
+        with tracing.tracer().start_as_current_span("retrieve") as span:
+            hits, mode = await self._retrieve(request, history, principal)
+            tracing.retrieval_attributes(span, hits, mode, self.settings.models.reranker)
+        return hits, mode
 
     async def _retrieve(
         self, request: ChatCompletionRequest, history: list[dict[str, str]], principal: Principal
@@ -360,7 +376,7 @@ class ChatService:
     async def answer_stream(self, chat: PreparedChat) -> AsyncIterator[str | Answer]:
         """The answer's text pieces as they are generated, then the finished `Answer` (stored before it comes)."""
         text, last = "", None
-        async for piece in self._generate(chat):
+        async for piece in tracing.traced_generation(chat, self._generate(chat)):
             text += piece.text
             last = piece
             if piece.text:
@@ -386,6 +402,7 @@ class ChatService:
             prompt_tokens=chat.prompt_tokens,
             completion_tokens=answer.completion_tokens,
             owner=chat.owner,
+            trace_id=chat.trace_id,
             citations=chat.citations(),
         )
         await asyncio.to_thread(self._insert, record)
