@@ -287,7 +287,7 @@ function assistantTurn(model) {
   let frame = null;
   let latest = "";
   const paint = () => {
-    body.innerHTML = renderMarkdown(latest); // renderMarkdown escapes the text before adding any markup
+    body.innerHTML = renderMarkdown(latest); // sanitised HTML: the answer's own HTML is text, links http(s) only
     frame = null;
   };
   body.addEventListener("click", (event) => {
