@@ -443,6 +443,11 @@ class ServerSettings(Section):
         "rerank, prompt_fit, queue, generate) are exported there. None = no export (trace ids are still made and "
         "stored with each chat).",
     )
+    log_json: bool = Field(
+        False,
+        description="Write the server's logs as JSON lines (time, level, logger, message, request_id, trace_id); "
+        "every record carries the request id either way (`X-Request-Id`, taken from the client when sane).",
+    )
 
 
 class TrainingSettings(Section):

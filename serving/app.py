@@ -36,7 +36,7 @@ from serving.catalog import ModelCatalog
 from serving.engines import make_engine
 from serving.errors import install_error_handlers
 from serving.metrics import Metrics, install_metrics
-from serving.middleware import check_exposure, install_guards
+from serving.middleware import RequestId, check_exposure, configure_request_logs, install_guards
 from serving.openapi_links import install_links
 from serving.replica_sync import run_replica_sync
 from serving.routes import (
@@ -213,6 +213,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         check_declared(app)  # again: routes or mounts added after create_app returned
         start_up(settings)
         tracing.configure(settings)  # chat spans, exported over OTLP/HTTP when server.otlp_endpoint is set
+        configure_request_logs(settings)  # request ids (and trace ids) in every log record; JSON lines if asked
         parts = Parts(settings)
         db = await asyncio.to_thread(lambda: parts.db)  # migrated
         catalog = ModelCatalog.of(parts)
@@ -266,6 +267,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     install_metrics(app, app_metrics)
     install_guards(app, settings)
     app.add_middleware(AuditRecorder, fastapi_app=app)  # outermost: refusals by the guards are recorded too
+    app.add_middleware(RequestId)  # around everything: each request's id in its logs, audit row and answer
     # Each router (or route) declares who may call it (serving/access.py); a route without a declaration refuses to
     # start the app rather than being served open.
     for module in (

@@ -11,14 +11,21 @@ Contract:
   `server.max_json_mb`. Past the limit the client gets 413 at once and the app sees a disconnect (nothing more is
   read); a declared length over the limit is refused before anything is read. Every refusal is an OpenAI-shaped
   error body.
+- `RequestId` (added outermost by the app factory, so every answer, a refusal too, has one) gives every request an id
+  (the client's `X-Request-Id` if sane, else a new one), sends it back as `X-Request-Id` and keeps it in `REQUEST_ID`
+  while the request runs; `configure_request_logs(settings)` adds it (and the current trace id) to every log
+  record, as JSON lines when `server.log_json` is set.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI, params
@@ -191,3 +198,78 @@ def install_guards(app: FastAPI, settings: Settings) -> None:
             allow_credentials=False,
         )
     app.add_middleware(HostCheck, hosts=allowed_hosts(settings))
+
+
+# ---------------------------------------------------------------- request ids in the logs
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("assistant_request_id", default=None)
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def current_request_id() -> str | None:
+    return REQUEST_ID.get()
+
+
+class RequestId:
+    """Gives each HTTP request an id: the client's `X-Request-Id` when it is a sane token (1-64 of letters, digits and
+    `._:-`), else a new one; sent back as `X-Request-Id` and carried by every log record made while it runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id") or ""
+        request_id = given if _VALID_ID.fullmatch(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if bytes(k).lower() != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` (and the OpenTelemetry `trace_id`, when a span is current) to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from opentelemetry import trace
+
+        record.request_id = REQUEST_ID.get()
+        context = trace.get_current_span().get_span_context()
+        record.trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, trace_id (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+            "trace_id": getattr(record, "trace_id", None),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_request_logs(settings: Settings) -> None:
+    """Every root handler gets the request-id filter; `server.log_json` makes them write JSON lines."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+            handler.addFilter(RequestIdFilter())
+        if settings.server.log_json:
+            handler.setFormatter(JsonFormatter())

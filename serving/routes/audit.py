@@ -31,6 +31,7 @@ from starlette.routing import Match, Route
 from assistant.errors import AuthenticationError
 from serving.access import Access, allow
 from serving.auth import authenticate
+from serving.middleware import current_request_id
 from serving.rest_format import audit_body, list_body
 from serving.services.audit import AuditEntry, AuditFilters, AuditLog
 from serving.state import AppState, StateDep
@@ -153,7 +154,7 @@ class AuditRecorder:
             if message["type"] == "http.response.start":
                 seen.status = int(message["status"])
                 headers = {bytes(k).lower(): bytes(v).decode("latin-1") for k, v in message.get("headers", [])}
-                seen.request_id = headers.get(b"x-request-id")
+                seen.request_id = current_request_id() or headers.get(b"x-request-id")
                 length = headers.get(b"content-length", "")
                 seen.length = int(length) if length.isdigit() else None
             elif message["type"] == "http.response.body":

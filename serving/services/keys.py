@@ -193,6 +193,7 @@ class KeyStore:
             session.flush()
             stored = StoredKey.of(row)
         self.refresh()
+        log.info("API key %s (%r, %s) issued by %s", stored.id, stored.name, stored.role, by)
         return IssuedKey(stored, secret)
 
     def revoke(self, key_id: str) -> StoredKey:
@@ -203,6 +204,7 @@ class KeyStore:
             session.flush()
             stored = StoredKey.of(row)
         self.refresh()
+        log.info("API key %s (%r) revoked", stored.id, stored.name)
         return stored
 
     def rotate(self, key_id: str) -> IssuedKey:
@@ -215,6 +217,7 @@ class KeyStore:
             session.flush()
             stored = StoredKey.of(row)
         self.refresh()
+        log.info("API key %s (%r) rotated", stored.id, stored.name)
         return IssuedKey(stored, secret)
 
     @staticmethod

@@ -1,9 +1,14 @@
 """Traces of a chat through the real server (transformers engine on the tiny model, SQLite), exported over OTLP/HTTP
 to a receiver started here that decodes the protobuf export requests (opentelemetry-proto). The spans' attributes
-are checked against the response itself: its citations, its usage and its `X-Trace-Id`, and the stored chat."""
+are checked against the response itself: its citations, its usage and its `X-Trace-Id`, and the stored chat. Request
+ids: echoed, carried by the JSON log records made while the request runs, and stored on its audit row."""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -14,8 +19,11 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from sqlalchemy import select
 
 from assistant.storage import ChatRecord
+from assistant.storage.models import AuditEvent
+from serving.middleware import JsonFormatter, RequestIdFilter
 from tests.fixtures.live_server import LiveServer, free_port
 from tests.serving.conftest import tiny_settings
 
@@ -140,3 +148,33 @@ def test_a_streamed_chat_is_traced_to_its_end(traced: tuple[LiveServer, Receiver
     assert spans["generate"]["parent"] == spans["chat"]["span_id"]
     assert spans["generate"]["attributes"]["gen.completion_tokens"] > 0
     assert events[-1] == "data: [DONE]"
+
+
+def test_request_ids_reach_the_answer_the_logs_and_the_audit_log(traced: tuple[LiveServer, Receiver]) -> None:
+    """Last in this module: it issues the server's first key, after which keys are required."""
+    server, _ = traced
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger("serving.services.keys")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # pytest leaves the root at WARNING
+    try:
+        response = httpx.post(
+            f"{server.base_url}/v1/keys", json={"name": "logged"}, headers={"X-Request-Id": "req-trace-0001"}
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert response.status_code == 201 and response.headers["X-Request-Id"] == "req-trace-0001"
+    (record,) = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert record["request_id"] == "req-trace-0001" and response.json()["id"] in record["message"]
+    assert record["level"] == "INFO" and record["logger"] == "serving.services.keys"
+    with server.state.db.session() as session:
+        row = session.scalars(select(AuditEvent).where(AuditEvent.action == "keys.create")).one()
+        assert row.request_id == "req-trace-0001"
+
+    hostile = httpx.get(f"{server.base_url}/health/live", headers={"X-Request-Id": "no spaces; " + "x" * 80})
+    assert re.fullmatch(r"[0-9a-f]{32}", hostile.headers["X-Request-Id"])  # replaced, not echoed
