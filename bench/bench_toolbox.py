@@ -245,6 +245,9 @@ def part_select(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     examples = load_sft_examples([SHARED / "sft-alpaca-999.json"])
     lengths = [len(tokenize_chat(tokenizer, e)["input_ids"]) for e in examples]
     reports = {}
+    from assistant.parts import Parts
+
+    parts = Parts(index_settings, embedder=embedder)  # the bench's one: selection embeds with the same model
     variants = {"dedup_quality_only": {}, "relevance_top_half": {"relevance_top_fraction": 0.5},
                 "diversity_kcenter_300": {"diversity_target": 300},
                 "diversity_clusters_300": {"diversity_target": 300, "diversity_method": "clusters"}}  # fmt: skip
@@ -252,7 +255,7 @@ def part_select(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
         t0 = time.time()
         config = build_run_config("sft", args.out / "select", {"eval_split": 0.05, **extra})
         selection = select_examples(examples, lengths, SelectionOptions(max_tokens=1024, eval_split=0.05))
-        selection = refine_selection(selection, config, index_settings)
+        selection = refine_selection(selection, config, parts)
         report = selection.report
         reports[name] = {
             "total": report.total,
