@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,14 +125,20 @@ def render_kto(tokenizer: Any, example: KTOExample) -> dict[str, Any]:
     return {"prompt": prompt, "completion": example.completion, "label": example.label}
 
 
-def logp_gap(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Mean log p(completion + EOS | prompt) of desirable rows minus that of undesirable rows."""
+def logp_gap(
+    model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], tick: Callable[[], None] = lambda: None
+) -> dict[str, float]:
+    """Mean log p(completion + EOS | prompt) of desirable rows minus that of undesirable rows; `tick` after each row
+    (the job's progress: it may stop a cancelled run)."""
     from training.gate import completion_logprob
 
     was_training = model.training
     model.eval()
-    up = [completion_logprob(model, tokenizer, r["prompt"], r["completion"]) for r in rows if r["label"]]
-    down = [completion_logprob(model, tokenizer, r["prompt"], r["completion"]) for r in rows if not r["label"]]
+    up: list[float] = []
+    down: list[float] = []
+    for row in rows:
+        (up if row["label"] else down).append(completion_logprob(model, tokenizer, row["prompt"], row["completion"]))
+        tick()
     model.train(was_training)
     mean_up = sum(up) / len(up) if up else float("nan")
     mean_down = sum(down) / len(down) if down else float("nan")
@@ -176,6 +182,6 @@ class KTORunner(PreferenceRunner):
     def evaluate(self, trainer: Any, val: Any, stage: str) -> dict[str, float]:
         if val is None or not self.eval_rows:
             return {}
-        metrics = logp_gap(trainer.model, self.tokenizer, self.eval_rows)
+        metrics = logp_gap(trainer.model, self.tokenizer, self.eval_rows, self.progress.advance)
         log.info("%s training: desirable - undesirable log p = %.4f", stage, metrics["logp_gap"])
         return metrics

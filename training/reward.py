@@ -13,7 +13,7 @@ Contract:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,9 @@ def load_reward_base(base_dir: Path, pad_token_id: int, seed: int = 42) -> Any:
     return model
 
 
-def score_texts(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 8) -> list[float]:
+def score_texts(
+    model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 8, tick: Callable[[], None] = lambda: None
+) -> list[float]:
     """The model's scalar score of each text (tokenized without special tokens, as served). A text longer than the
     model's context keeps its last tokens (the answer and its end, which the score reads), never an error."""
     import torch
@@ -72,14 +74,17 @@ def score_texts(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: in
             ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in chunk], device=device)
             mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in chunk], device=device)
             scores += model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
+            tick()  # the job's progress (it may stop a cancelled run)
     model.train(was_training)
     return scores
 
 
-def pair_accuracy(model: Any, tokenizer: Any, rows: Sequence[dict[str, str]]) -> dict[str, float]:
+def pair_accuracy(
+    model: Any, tokenizer: Any, rows: Sequence[dict[str, str]], tick: Callable[[], None] = lambda: None
+) -> dict[str, float]:
     eos = tokenizer.eos_token
-    chosen = score_texts(model, tokenizer, [r["prompt"] + r["chosen"] + eos for r in rows])
-    rejected = score_texts(model, tokenizer, [r["prompt"] + r["rejected"] + eos for r in rows])
+    chosen = score_texts(model, tokenizer, [r["prompt"] + r["chosen"] + eos for r in rows], tick=tick)
+    rejected = score_texts(model, tokenizer, [r["prompt"] + r["rejected"] + eos for r in rows], tick=tick)
     diffs = [c - r for c, r in zip(chosen, rejected, strict=True)]
     return {"pairs": float(len(diffs)), "accuracy": sum(d > 0 for d in diffs) / len(diffs),
             "margin": sum(diffs) / len(diffs)}  # fmt: skip
@@ -121,7 +126,7 @@ class RewardRunner(MethodRunner):
     def evaluate(self, trainer: Any, val: Any, stage: str) -> dict[str, float]:
         if not getattr(self, "eval_rows", None):
             return {}
-        metrics = pair_accuracy(trainer.model, self.tokenizer, self.eval_rows)
+        metrics = pair_accuracy(trainer.model, self.tokenizer, self.eval_rows, self.progress.advance)
         log.info("%s training: held-out pair accuracy %.3f, margin %.4f", stage, metrics["accuracy"], metrics["margin"])
         return metrics
 
