@@ -155,22 +155,23 @@ class SlowEmbedder:
 
 
 def test_retrieval_is_not_blocked_while_an_upload_embeds(tmp_path: Path, embedder: Embedder) -> None:
+    from assistant.index.locking import IndexLock
     from serving.services.documents import DocumentsService
 
-    lock = threading.RLock()
+    lock = IndexLock()
     slow = SlowEmbedder(embedder)
     service = IngestService.open(make_settings(tmp_path / "data"), slow)
-    documents = DocumentsService(service, service.db, lock, sync_limit_bytes=2**20)
+    DocumentsService(service, service.db, lock, sync_limit_bytes=2**20)
     assert service.write_lock is lock  # the serving layer's index lock is the ingest write lock
     assert service.ingest_file("kept.md", V1.encode()).ok
     retriever = Retriever(service.settings, service.db, service.index, slow)
     slow.slow = True
-    upload = threading.Thread(target=documents._ingest_one, args=("new.md", V2.encode(), "default"))
+    upload = threading.Thread(target=service.ingest_file, args=("new.md", V2.encode(), "default"))
     upload.start()
     try:
         assert slow.started.wait(timeout=60)
         began = time.perf_counter()
-        with lock:  # what RetrievalService does around a search
+        with lock.read():  # what RetrievalService does around a search
             hits = retriever.search("canteen noon", k=1, mode="bm25")
         waited = time.perf_counter() - began
     finally:
