@@ -162,7 +162,7 @@ function jobRow(job, onSelect) {
     h("td", {}, h("code", {}, job.id.slice(0, 16))),
     h("td", {}, job.method),
     h("td", {}, adapter),
-    h("td", {}, h("span", { class: `badge state-${job.state}` }, job.state)),
+    h("td", {}, h("span", { class: `badge state-${job.state}` }, job.state), job.phase && !FINAL.has(job.state) ? h("small", { class: "hint" }, ` ${job.phase.replace(/_/g, " ")}`) : null),
     h("td", {}, h("progress", { max: 1, value: job.progress || 0, "aria-label": `Progress of ${job.id}` }), ` ${Math.round((job.progress || 0) * 100)}%`),
     h("td", {}, formatDate(job.created_at)),
     h("td", {}, h("button", { type: "button", class: "secondary small", onclick: onSelect, "aria-label": `Show job ${job.id}` }, "Show")),
