@@ -221,46 +221,6 @@ class Adapter(Base):
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-class Source(Base):
-    """A directory kept in sync with a collection (`ingest.sources`). `lease_owner`/`lease_until` are the claim a
-    sync holds (compare-and-set), so one sync runs at a time per source across processes sharing the database."""
-
-    __tablename__ = "sources"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("src"))
-    name: Mapped[str] = mapped_column(String(200), unique=True)
-    path: Mapped[str] = mapped_column(String(2000))
-    collection: Mapped[str] = mapped_column(String(200), index=True)
-    delete_policy: Mapped[str] = mapped_column(String(10), default="mirror", doc="mirror | keep")
-    interval_s: Mapped[float | None] = mapped_column(Float, nullable=True, doc="Scheduled sync period; None = off.")
-    status: Mapped[str] = mapped_column(String(20), default="new", doc="new | syncing | ok | partial | failed")
-    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    errors: Mapped[list[Any]] = mapped_column(JSON, default=list, doc="The last sync's per-file errors.")
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    last_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-
-
-class SourceFile(Base):
-    """A file of a source, by its path relative to the source root: what the last sync saw (size, mtime, SHA-256 of
-    the bytes) and its state. A document belongs to a source only through such a row."""
-
-    __tablename__ = "source_files"
-
-    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
-    rel_path: Mapped[str] = mapped_column(String(1000), primary_key=True)
-    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    mtime_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    state: Mapped[str] = mapped_column(
-        String(20), default="pending", doc="pending | synced | duplicate | failed | missing"
-    )
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-
 class ApiKeyRecord(Base):
     """An API key issued through `POST /v1/keys`: only the sha256 digest of its secret is stored (issue 27)."""
 
@@ -310,3 +270,43 @@ class AuditEvent(Base):
     status: Mapped[int] = mapped_column(Integer)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     request_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+
+
+class Source(Base):
+    """A directory kept in sync with a collection (`ingest.sources`). `lease_owner`/`lease_until` are the claim a
+    sync holds (compare-and-set), so one sync runs at a time per source across processes sharing the database."""
+
+    __tablename__ = "sources"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("src"))
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    path: Mapped[str] = mapped_column(String(2000))
+    collection: Mapped[str] = mapped_column(String(200), index=True)
+    delete_policy: Mapped[str] = mapped_column(String(10), default="mirror", doc="mirror | keep")
+    interval_s: Mapped[float | None] = mapped_column(Float, nullable=True, doc="Scheduled sync period; None = off.")
+    status: Mapped[str] = mapped_column(String(20), default="new", doc="new | syncing | ok | partial | failed")
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    errors: Mapped[list[Any]] = mapped_column(JSON, default=list, doc="The last sync's per-file errors.")
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class SourceFile(Base):
+    """A file of a source, by its path relative to the source root: what the last sync saw (size, mtime, SHA-256 of
+    the bytes) and its state. A document belongs to a source only through such a row."""
+
+    __tablename__ = "source_files"
+
+    source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True)
+    rel_path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(
+        String(20), default="pending", doc="pending | synced | duplicate | failed | missing"
+    )
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

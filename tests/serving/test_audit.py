@@ -116,3 +116,23 @@ def test_filters_and_exports(world: World) -> None:  # noqa: F811
     ]
     bad = httpx.get(url, params={"since": "yesterday"}, headers=bearer(ADMIN_KEY))
     assert bad.status_code == 400 and bad.json()["error"]["param"].endswith("since")
+
+
+def test_the_table_is_append_only_in_the_database(db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import delete, update
+    from sqlalchemy.exc import DBAPIError
+
+    from assistant.storage import Database
+    from serving.services.audit import AuditEntry, AuditFilters, AuditLog
+
+    db = Database(db_url)
+    db.migrate()
+    log = AuditLog(db)
+    log.record(AuditEntry("ops", "keys.create", 201, target="key-1", at=datetime.now(UTC)))
+    for statement in (update(AuditEvent).values(actor="someone else"), delete(AuditEvent)):
+        with pytest.raises(DBAPIError, match="append-only"), db.session() as session:
+            session.execute(statement)
+    assert [(e.actor, e.outcome) for e in log.query(AuditFilters())] == [("ops", "ok")]
+    db.dispose()

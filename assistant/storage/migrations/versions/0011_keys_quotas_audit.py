@@ -2,7 +2,8 @@
 
 `api_keys` holds keys made by `POST /v1/keys` (only the sha256 digest of the secret); `quota_usage` counts what each
 key spent per window (tokens per UTC day, requests per minute) so every replica shares one count; `audit_log` is the
-append-only record of state-changing requests; `chat_records.trace_id` links a stored chat to its OpenTelemetry trace.
+append-only record of state-changing requests (triggers refuse UPDATE and DELETE on both engines);
+`chat_records.trace_id` links a stored chat to its OpenTelemetry trace.
 
 Revision ID: 0011
 Revises: 0010
@@ -60,13 +61,37 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
     op.create_index("ix_audit_log_actor", "audit_log", ["actor"])
     op.create_index("ix_audit_log_action", "audit_log", ["action"])
+    _append_only("audit_log")
     with op.batch_alter_table("chat_records") as batch:
         batch.add_column(sa.Column("trace_id", sa.String(32), nullable=True))
+
+
+def _append_only(table: str) -> None:
+    """Refuse UPDATE and DELETE of the table's rows in the database itself (both engines)."""
+    message = f"{table} is append-only"
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"CREATE FUNCTION {table}_append_only() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION '{message}'; END $$ "
+            "LANGUAGE plpgsql"
+        )
+        op.execute(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()"
+        )
+        return
+    for event in ("UPDATE", "DELETE"):
+        op.execute(
+            f"CREATE TRIGGER {table}_no_{event.lower()} BEFORE {event} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("chat_records") as batch:
         batch.drop_column("trace_id")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER audit_log_append_only ON audit_log")
+        op.execute("DROP FUNCTION audit_log_append_only()")
     op.drop_index("ix_audit_log_action", table_name="audit_log")
     op.drop_index("ix_audit_log_actor", table_name="audit_log")
     op.drop_index("ix_audit_log_at", table_name="audit_log")
