@@ -319,9 +319,11 @@ def html_text(root: Any) -> str:
 
 
 def html_table_rows(table: Any) -> list[list[str]] | None:
-    """The cells of a data table (a `colspan` cell repeated), or None for a layout table (a nested table, or cells
-    holding whole paragraphs), which is read as text instead."""
-    if table.find("table") is not None:
+    """The cells of a data table (a `colspan` cell repeated), or None for a layout table (a nested table, cells
+    holding whole paragraphs, `role="presentation"`, a navigation summary), which is read as text instead."""
+    if table.find("table") is not None or table.get("role") in ("presentation", "none"):
+        return None
+    if "navigation" in str(table.get("summary") or "").lower():  # DocBook's navheader/navfooter link rows
         return None
     rows: list[list[str]] = []
     for row in table.find_all("tr"):

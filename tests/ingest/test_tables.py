@@ -73,6 +73,9 @@ def test_a_layout_table_in_html_is_read_as_text() -> None:
     html = f"<html><body><table><tr><td>Menu</td><td><p>{paragraph}</p></td></tr></table></body></html>"
     parsed = load_document("old.html", html.encode(), OPTIONS)
     assert not any(b.meta.get("table") for b in parsed.blocks) and "for its layout" in parsed.blocks[0].text
+    navigation = '<table summary="Navigation header"><tr><th colspan="3">9.3. Math</th></tr><tr><td>Prev</td>'
+    navigation += "<td>Up</td><td>Next</td></tr></table><p>Body text.</p>"
+    assert not any(b.meta.get("table") for b in load_document("nav.html", navigation.encode(), OPTIONS).blocks)
 
 
 def test_a_table_larger_than_a_chunk_repeats_its_header_in_every_chunk() -> None:
