@@ -4,7 +4,7 @@ Contract: `METHODS` maps a method's name to its `Method` row:
 - `runner` and `config`: where its runner class and its config dataclass live (`"module:Class"`, imported on use by
   `runner_class(name)` and `config_class(name)`: reading the table imports neither TRL nor torch);
 - `sources`: the job data sources it reads (`data.source` of a job: stored `preferences`, `feedback`, `chats`, or
-  an uploaded `file`); the first is the one it is usually given;
+  an uploaded `file`, or questions generated from a `collection`'s chunks); the first is the one it is usually given;
 - `kind`: the registry kind of what it trains (`lm`: a chat adapter; `reward`: a reward model, never served);
 - `help`: the help of its `assistant train <name>` command;
 - `flags`: the `train <name>` flags (`training.options.BY_NAME` keys), in order;
@@ -62,13 +62,14 @@ def _row(*rows: Method) -> dict[str, Method]:
 
 
 METHODS: dict[str, Method] = _row(
-    Method("sft", "training.trainers:SFTRunner", "training.config:SFTRunConfig", ("preferences", "file"),
+    Method("sft", "training.trainers:SFTRunner", "training.config:SFTRunConfig", ("preferences", "file", "collection"),
            "Supervised fine-tuning (LoRA; loss on the assistant's tokens; SQuAD files become RAG examples).",
            job_options={**RAFT, **BATCHING}),
     Method("dpo", "training.trainers:DPORunner", "training.config:DPORunConfig", ("preferences", "file"),
            "DPO on preference pairs (reference = the frozen base, adapter disabled).",
            (*_COMMON, "beta"), DPO_OWN),
-    Method("psft", "training.trainers:PSFTRunner", "training.config:PSFTRunConfig", ("preferences", "file"),
+    Method("psft", "training.trainers:PSFTRunner", "training.config:PSFTRunConfig",
+           ("preferences", "file", "collection"),
            "Proximal SFT: clipped-ratio SFT against a periodically refreshed snapshot of the LoRA weights.",
            (*_COMMON, "eps_low", "eps_high", "refresh_steps"), {**RAFT, **BATCHING, **PSFT_OWN}),
     Method("kto", "training.kto:KTORunner", "training.config:KTORunConfig", ("feedback", "file"),

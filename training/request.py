@@ -22,10 +22,11 @@ MAX_UNIX_TIME = 4_102_444_800  # 2100-01-01: bounds `since` so datetime conversi
 class JobData(BaseModel):
     """What a job trains on: stored preference pairs (since a point) or an uploaded dataset file."""
 
-    source: Literal["preferences", "file", "feedback", "chats"] = Field(
+    source: Literal["preferences", "file", "feedback", "chats", "collection"] = Field(
         "preferences",
         description="preferences (dpo, reward), feedback = thumbs (kto) or rated prompts (grpo), "
-        "chats = served prompts (grpo), file = an upload.",
+        "chats = served prompts (grpo), file = an upload, collection = questions generated from the chunks of "
+        "`collection` (sft, psft: documents with no question set).",
     )
     provenance: Literal["feedback", "imported"] | None = Field(None, description="Only pairs of this provenance.")
     since: int | None = Field(None, ge=0, le=MAX_UNIX_TIME, description="Unix time: only pairs created at or after it.")
@@ -35,7 +36,8 @@ class JobData(BaseModel):
     collection: str | None = Field(
         None,
         description="For sft/psft on question files (SQuAD or question/answer JSONL): build each example's sources "
-        "with the server's retriever over this uploaded collection (RAFT).",
+        "with the server's retriever over this uploaded collection (RAFT). For source=collection: the collection "
+        "whose chunks the questions are generated from (required).",
         max_length=200,
         pattern=r"^[\w.\-]+$",
     )

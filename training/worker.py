@@ -11,7 +11,9 @@ Contract:
   (`training.service.train`; the runner holds data out for the gate and hands it over in memory) with a callback that
   reports progress and metrics to the job row and stops the run when the job is cancelled, evaluates the candidate
   with `training.gate.run_gate` against the active version, and only then registers it with the gate's verdict. A
-  heartbeat thread updates the row every few seconds. Any error fails the job with its message; a failed or
+  heartbeat thread updates the row every few seconds. With `data.source = "collection"` the data are questions
+  generated from the collection's chunks (`training.data.collection`; the generation report goes to the job's
+  metrics under `data.generation` and to the job log). Any error fails the job with its message; a failed or
   cancelled job registers nothing and changes nothing that is active. The job's log is `runs/jobs/<id>.log`.
 - SIGTERM (the server stopping its worker) fails the running job as interrupted and exits.
 - `python -m training.worker [--config FILE] [--data-dir DIR] [--once]` runs it (also `assistant worker`).
@@ -26,6 +28,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,7 @@ from assistant.storage import Adapter, Job, PreferencePair
 from assistant.storage.queries import preference_filters
 from training.data.feedback import STORED, source_collections, write_source
 from training.gate import HeldOut, load_squad_qa, run_gate
-from training.progress import GATE_SHARE, JobCancelled, RunProgress
+from training.progress import DATA_SHARE, GATE_SHARE, JobCancelled, RunProgress
 from training.request import JobData, JobRequest
 from training.uploads import resolve_upload
 
@@ -130,9 +133,16 @@ class JobWorker:
         progress.phase("building_data")
         job_dir = self.settings.runs_dir / "jobs" / job_id
         job_dir.mkdir(parents=True, exist_ok=True)
-        data_file, collections = self._data(job, job_dir)
+        generation = None
+        collections: list[str] | None
+        if job.data.source == "collection":
+            data_file, collections, generation = self._generated_questions(job, job_dir, progress)
+        else:
+            data_file, collections = self._data(job, job_dir)
         request = TrainingRequest.for_job(job, data_file, job_id, collections, self.settings.engine.max_lora_rank)
         trained = train(self.parts, request, [ProgressCallback(progress)], progress)
+        if generation is not None:  # the data report says what generation made of the documents
+            trained.metrics["data"] = {**trained.metrics.get("data", {}), "generation": generation}
         gated = job.gate and trained.kind == "lm"  # a reward model is not a chat adapter
         if gated:
             progress.phase("gating")
@@ -173,6 +183,30 @@ class JobWorker:
         path = job_dir / "pairs.jsonl"
         path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
         return path, collections
+
+    def _generated_questions(
+        self, job: JobRequest, job_dir: Path, progress: JobProgress
+    ) -> tuple[Path, list[str], dict[str, Any]]:
+        """Questions generated from the collection's chunks that pass the round-trip check against this worker's
+        retriever (`training.data.collection`), as a question/answer file; generation gets half the data phase's
+        share of the budget (the RAFT examples are built from it after). The report goes to the job row at once."""
+        from training.data.collection import questions_from_collection, write_qa_file
+
+        name = str(job.data.collection)
+        share = progress.share_s(DATA_SHARE / 2)
+        until = None if share is None else time.monotonic() + share
+        seed = int(job.hyperparameters.get("seed", 42))
+        questions, report = questions_from_collection(self.parts, name, seed=seed, until=until, progress=progress)
+        generation = report.to_dict()
+        (job_dir / "generation_report.json").write_text(json.dumps(generation, indent=1, ensure_ascii=False))
+        self.update(progress.job_id, metrics={"data": {"generation": generation}})
+        if not questions:
+            raise UnprocessableError(
+                f"no question generated from collection {name!r} passed the round-trip check ({report.summary()})",
+                param="data.collection",
+                code="empty_dataset",
+            )
+        return write_qa_file(questions, job_dir / "questions.jsonl"), [name], generation
 
     def _stored_pairs(self, data: JobData) -> tuple[list[dict[str, str]], list[str] | None]:
         """The selected pairs, and the union of the collections their sources came from (None if one is unknown)."""

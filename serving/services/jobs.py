@@ -174,6 +174,12 @@ class JobService:
             if data.collection is not None and not self._has_collection(data.collection):
                 raise NotFoundError(f"no documents in collection {data.collection!r}", param="data.collection")
             return
+        if data.source == "collection":  # questions generated from the collection's chunks (training.data.collection)
+            if not data.collection:
+                raise UnprocessableError("data.source=collection needs data.collection", param="data.collection")
+            if not self._has_collection(data.collection):
+                raise NotFoundError(f"no documents in collection {data.collection!r}", param="data.collection")
+            return
         if self.count_pairs(data) == 0:  # sft/psft train on the preferred side (the corrections) of the pairs
             raise UnprocessableError(
                 f"no stored preference pairs match (provenance={data.provenance}, since={data.since}): collect "
