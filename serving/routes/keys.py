@@ -19,12 +19,13 @@ from assistant.errors import ServiceUnavailableError
 from serving.access import Access, allow
 from serving.auth import PrincipalDep, key_store
 from serving.rest_format import api_key_body, issued_key_body, list_body
+from serving.schemas import PlainText
 from serving.services.keys import KeySpec, KeyStore
 from serving.state import AppState, StateDep
 
 router = APIRouter(tags=["keys"], dependencies=[allow(Access.ADMIN)])
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[PlainText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class CreateKeyRequest(BaseModel):

@@ -4,7 +4,7 @@ Contract: `ChatHistory.list(principal, limit, offset, everyone)` returns the cal
 admin passing `everyone=True` sees every key's chats); `get(principal, id)` returns one, 404 when it does not exist
 or belongs to another key (the same answer, so ids of other keys' chats are not confirmed). Citations of collections
 the caller may no longer read are left out. Each chat is `{"id", "object", "created", "model", "title", "messages",
-"answer", "citations"}`; `title` is the first user message cut to 80 characters.
+"answer", "citations", "trace_id"}`; `title` is the first user message cut to 80 characters.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def chat_dict(record: ChatRecord, principal: Principal) -> dict[str, Any]:
         "messages": record.messages,
         "answer": record.answer,
         "citations": citations,
+        "trace_id": record.trace_id,  # the chat's trace (serving.tracing): a thumbs-down leads to its spans
     }
 
 

@@ -70,7 +70,12 @@ class RewardService:
                 from assistant.models import resolve_lm
                 from training.reward import RewardScorer
 
-                self._scorers[record.id] = RewardScorer(resolve_lm(self.settings), record.path)
+                try:
+                    self._scorers[record.id] = RewardScorer(resolve_lm(self.settings), record.path)
+                except Exception as exc:  # damaged files, or an adapter registered as a reward model that is not one
+                    raise UnprocessableError(
+                        f"{record.name}@v{record.version} could not be loaded as a reward model: {exc}", param="model"
+                    ) from exc
                 while len(self._scorers) > CACHED_SCORERS:
                     self._scorers.popitem(last=False)
             self._scorers.move_to_end(record.id)

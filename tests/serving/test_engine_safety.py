@@ -77,6 +77,13 @@ def test_a_reward_model_is_never_served(team_server: LiveServer, tiny_adapter_di
         assert response.json()["error"]["code"] == "model_not_chat"
     assert _chat(team_server, HR_KEY, "judge").status_code == 404  # a member's alias follows active versions only
     assert _activate(team_server, "judge", 1).status_code == 422  # nor can it be activated for chat
+    scored = httpx.post(  # its files are an LM adapter's: scoring with it is a 422 naming it, not a 500
+        f"{team_server.base_url}/v1/rewards/score",
+        json={"model": identity, "items": [{"prompt": "Hi?", "answer": "Hello."}]},
+        headers=bearer(ADMIN_KEY),
+        timeout=120,
+    )
+    assert scored.status_code == 422 and identity in scored.json()["error"]["message"], scored.text
     assert "judge" not in _models(team_server, ADMIN_KEY) and identity not in _models(team_server, ADMIN_KEY)
     _engine_serves_everyone(team_server)
 

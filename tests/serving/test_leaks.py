@@ -27,7 +27,7 @@ def test_member_scores_do_not_move_when_another_team_uploads(team_server: LiveSe
     before = {mode: _scores(_hits(team_server, HR_KEY, mode)) for mode in ("hybrid", "bm25")}
     admin_before = _hits(team_server, ADMIN_KEY, "bm25")
     assert all(h["bm25_score"] is not None for h in admin_before)  # admins see the raw keyword scores
-    text = " ".join(["Salary bands and the review of salary bands are discussed here."] * 20)
+    text = " ".join(["The eng wiki: salary of contractors, bands of the radio, the review of code."] * 20)
     files = [("files", (f"eng-salary-{i}.txt", f"{text} Note {i}.".encode())) for i in range(3)]
     uploaded = httpx.post(
         f"{team_server.base_url}/v1/documents",

@@ -135,6 +135,7 @@ def test_a_chat_produces_its_spans_with_ids_scores_and_tokens(traced: tuple[Live
 
     with server.state.db.session() as session:  # the stored chat leads to its trace
         assert session.get(ChatRecord, body["id"]).trace_id == trace_id
+    assert httpx.get(f"{server.base_url}/v1/chats/{body['id']}", timeout=30).json()["trace_id"] == trace_id
 
 
 def test_a_streamed_chat_is_traced_to_its_end(traced: tuple[LiveServer, Receiver]) -> None:
