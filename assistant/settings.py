@@ -536,6 +536,45 @@ class SourcesSettings(Section):
     )
 
 
+class OIDCGroup(Section):
+    """What one identity-provider group grants a signed-in user."""
+
+    role: Literal["admin", "member"] = Field("member", description="The role the group's members get.")
+    collections: list[str] | None = Field(
+        None, description="Collections a member of the group may read (None: every collection). Ignored for admins."
+    )
+
+
+class OIDCSettings(Section):
+    """Console sign-in with the company's OpenID Connect provider (authorization code with PKCE)."""
+
+    issuer: str = Field(
+        description="The provider's issuer URL; its /.well-known/openid-configuration is read at the first sign-in."
+    )
+    client_id: str = Field(description="This server's client id at the provider.")
+    client_secret: str | None = Field(
+        None, description="The client secret (confidential clients); None for a public client (PKCE alone)."
+    )
+    redirect_url: str = Field(
+        description="The URL the provider sends users back to: this server's /auth/callback as users reach it "
+        "(e.g. https://assistant.example.com/auth/callback); registered at the provider."
+    )
+    scopes: list[str] = Field(["openid", "email", "profile", "groups"], description="Scopes asked for.")
+    groups_claim: str = Field("groups", description="The ID-token claim that lists the user's groups.")
+    groups: dict[str, OIDCGroup] = Field(
+        default_factory=dict,
+        description="Group name -> role and collections, e.g. {hr: {role: member, collections: [hr]}, ops: {role: "
+        "admin}}. A user in several groups gets the highest role and every listed collection; a user in none of "
+        "them is refused.",
+    )
+    session_hours: float = Field(8.0, gt=0, description="How long a console session lasts before signing in again.")
+    session_secret: str | None = Field(
+        None,
+        description="Key that signs session cookies (every replica needs the same one); unset: generated once into "
+        "<data_dir>/oidc-session.key (mode 0600).",
+    )
+
+
 class Settings(BaseSettings):
     """Platform settings. See the module docstring for the sources and their order."""
 
@@ -563,6 +602,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="Training job options.")  # type: ignore[arg-type]
     answer: AnswerSettings = Field(default_factory=AnswerSettings, description="Grounded answer options.")  # type: ignore[arg-type]
     sources: SourcesSettings = Field(default_factory=SourcesSettings, description="Synced directory sources.")  # type: ignore[arg-type]
+    oidc: OIDCSettings | None = Field(None, description="Console sign-in through OpenID Connect (None: off).")
 
     @field_validator("log_level")
     @classmethod
@@ -608,6 +648,9 @@ class Settings(BaseSettings):
         """The settings as plain data with every API key replaced by its sha256 digest (safe to write to disk)."""
         data = self.model_dump(mode="json")
         data["server"]["api_keys"] = [key.redacted() for key in self.server.api_keys]
+        if data.get("oidc"):
+            for secret in ("client_secret", "session_secret"):
+                data["oidc"][secret] = "<redacted>" if data["oidc"][secret] else None
         return data
 
 

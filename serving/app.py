@@ -42,6 +42,7 @@ from serving.replica_sync import run_replica_sync
 from serving.routes import (
     adapters,
     audit,
+    auth_oidc,
     chat,
     chats,
     documents,
@@ -64,6 +65,7 @@ from serving.services.evaluation import EvaluationService
 from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
 from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
 from serving.services.keys import KeyStore, run_key_sync, stored_keys_exist
+from serving.services.oidc import OIDCSignIn
 from serving.services.retrieval import RetrievalService
 from serving.services.sources import SourcesService
 from serving.state import AppState
@@ -223,6 +225,8 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         state.started_at = time.time()
         app.state.assistant = state
         state.extras["keys"] = key_store = KeyStore(db)  # issued keys, before the first request is answered
+        if settings.oidc is not None:  # console sign-in: the provider client and the session cookies' key
+            state.extras["oidc"] = OIDCSignIn.of(settings)
         await asyncio.to_thread(key_store.refresh)
         state.jobs = JobService.of(parts)
         monitor = JobMonitor(settings, db, activate=lambda *args: _activate(state, *args))
@@ -285,9 +289,12 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
         rewards,
         keys,
         audit,
+        auth_oidc,
     ):
         app.include_router(module.router)
     app.include_router(sources.router)  # directory sources (admins)
+    if settings.oidc is not None:  # console sign-in through the company's identity provider
+        app.include_router(auth_oidc.sign_in_router)
     install_web(app)  # the console at / (assets under /static)
     check_declared(app)
     install_links(app)

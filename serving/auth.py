@@ -9,7 +9,9 @@ revoked or expired stored key. The token's sha256 digest is compared in constant
 digest (`hmac.compare_digest`, no early exit, so the time taken does not reveal which key or how much of it matched);
 stored keys are found by the digest alone (a dictionary lookup on a hash reveals nothing of the secret). The resolved
 `Principal` carries the key's role, its owner fingerprint, the collections it may read (None = all) and, for a stored
-key, its id (quotas). `require_api_key` is the FastAPI dependency over it. Which role each route needs is declared in
+key, its id (quotas). Without an `Authorization` header, a console session cookie (OpenID Connect sign-in,
+`serving.services.oidc`, passed as `cookie`) names the caller instead; with `oidc` configured a credential is always
+required. `require_api_key` is the FastAPI dependency over it. Which role each route needs is declared in
 `serving.access`, not here.
 """
 
@@ -25,6 +27,7 @@ from assistant.errors import AuthenticationError
 from assistant.settings import APIKey
 from serving.principal import ANONYMOUS, Principal, Role
 from serving.services.keys import KeyStore, StoredKey
+from serving.services.oidc import OIDCSignIn
 from serving.state import AppState, StateDep
 
 MISSING_KEY = "missing API key: send the header 'Authorization: Bearer YOUR_KEY'"
@@ -66,11 +69,18 @@ def key_store(state: AppState) -> KeyStore | None:
 
 def keys_required(state: AppState) -> bool:
     store = key_store(state)
-    return bool(state.settings.server.api_keys) or (store is not None and store.any_stored)
+    signed_in_only = state.settings.oidc is not None  # with console sign-in nobody is an anonymous admin
+    return bool(state.settings.server.api_keys) or (store is not None and store.any_stored) or signed_in_only
 
 
-def authenticate(state: AppState, authorization: str | None) -> Principal:
-    """The caller named by an `Authorization` header (module contract); raises `AuthenticationError` (401)."""
+def authenticate(state: AppState, authorization: str | None, cookie: str | None = None) -> Principal:
+    """The caller named by an `Authorization` header, else by a console session cookie (module contract); raises
+    `AuthenticationError` (401)."""
+    sign_in = state.extras.get("oidc")
+    if not authorization and isinstance(sign_in, OIDCSignIn):
+        session = sign_in.principal(cookie)
+        if session is not None:
+            return session
     if not keys_required(state):
         return ANONYMOUS
     scheme, _, token = (authorization or "").partition(" ")
@@ -90,7 +100,7 @@ def authenticate(state: AppState, authorization: str | None) -> Principal:
 
 
 def require_api_key(request: Request, state: StateDep) -> Principal:
-    return authenticate(state, request.headers.get("authorization"))
+    return authenticate(state, request.headers.get("authorization"), request.headers.get("cookie"))
 
 
 PrincipalDep = Annotated[Principal, Depends(require_api_key)]

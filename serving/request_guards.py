@@ -100,7 +100,8 @@ class AuthFirst:
             return
         level, upload = found
         try:
-            principal = await asyncio.to_thread(authenticate, state, header(scope, b"authorization"))
+            credentials = header(scope, b"authorization"), header(scope, b"cookie")  # a console session: the cookie
+            principal = await asyncio.to_thread(authenticate, state, *credentials)
         except AuthenticationError as exc:
             extra = [(b"www-authenticate", b"Bearer")]
             await refuse(send, 401, exc.message or MISSING_KEY, "authentication_error", extra)

@@ -193,7 +193,7 @@ class AuditRecorder:
     ) -> AuditEntry:
         authorization = _header(scope, b"authorization")
         try:
-            principal = authenticate(state, authorization)
+            principal = authenticate(state, authorization, _header(scope, b"cookie"))  # or a console session
             actor, actor_id, role = principal.name, principal.owner, str(principal.role)
         except AuthenticationError:
             actor, actor_id, role = ("(invalid key)" if authorization else "(no key)"), None, None

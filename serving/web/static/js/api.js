@@ -132,6 +132,20 @@ export function uploadFile(file, collection, onProgress) {
 }
 
 // Who the key is. Falls back for a server without /v1/me: a key that can list models is treated as an admin.
+// Whether the server offers sign-in with the company's identity provider ({oidc, login_url}); public.
+export async function signInConfig() {
+  try {
+    return await api("/auth/config");
+  } catch {
+    return { oidc: false, login_url: null };
+  }
+}
+
+// Ends a console session signed in through the identity provider (the server clears its HttpOnly cookie).
+export async function signOutSession() {
+  await api("/auth/logout", { method: "POST" });
+}
+
 export async function whoAmI() {
   try {
     const me = await api("/v1/me");

@@ -2,7 +2,7 @@
 // Pages are modules exporting mount(container) -> optional cleanup; admin-only pages are hidden from other keys and
 // refuse to mount for them (the API refuses their calls too: the page never relies on hiding alone).
 
-import { ApiError, session, storeKey, whoAmI } from "./api.js";
+import { ApiError, session, signInConfig, signOutSession, storeKey, whoAmI } from "./api.js";
 import * as chat from "./chat.js";
 import * as documents from "./documents.js";
 import * as training from "./training.js";
@@ -88,14 +88,22 @@ async function boot() {
     await signIn($("api-key").value.trim());
     $("api-key").value = "";
   });
-  $("sign-out").addEventListener("click", () => {
+  $("sign-out").addEventListener("click", async () => {
+    // without a key the console is signed in by its session cookie (identity provider): the server clears it
+    if (!session.key) await signOutSession().catch(() => {});
     storeKey("");
     session.me = null;
     showSignIn("Signed out.");
   });
+  signInConfig().then((config) => {
+    if (config.oidc) {
+      $("oidc-login").href = config.login_url;
+      $("oidc-sign-in").hidden = false;
+    }
+  });
   window.addEventListener("hashchange", route);
   window.addEventListener("auth-failed", (event) => {
-    if (session.key) {
+    if (session.key || session.me) {
       storeKey("");
       session.me = null;
       showSignIn(event.detail.message, "error");
