@@ -5,20 +5,28 @@ Contract: `GET /auth/config` tells the console whether sign-in is configured (`{
 `GET /auth/callback` finishes the sign-in, sets the session cookie (HttpOnly, SameSite=Lax, Secure when the request
 came over TLS or the redirect URL is https) and redirects to the console; a refused sign-in is a small HTML page with
 its status (401 bad answer or token, 403 no mapped group, 503 provider unreachable). `POST /auth/logout` clears the
-cookie. Login and callback are routes only where `oidc` is configured (`sign_in_router`); elsewhere they are 404.
+cookie. Each finished or refused callback leaves one `auth.sign_in` audit row. Login and callback are routes only
+where `oidc` is configured (`sign_in_router`); elsewhere they are 404.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
+import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from assistant.errors import AssistantError, AuthenticationError, NotFoundError
 from serving.access import Access, allow
+from serving.middleware import current_request_id
+from serving.principal import Principal
+from serving.services.audit import AuditEntry, AuditLog
 from serving.services.oidc import LOGIN_COOKIE, LOGIN_TTL_S, SESSION_COOKIE, OIDCSignIn
-from serving.state import StateDep
+from serving.state import AppState, StateDep
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/auth", tags=["sign-in"], dependencies=[allow(Access.PUBLIC)])
 # login and callback exist only where `oidc` is configured (serving.app includes them then)
@@ -30,6 +38,16 @@ def _sign_in(state: StateDep) -> OIDCSignIn:
     if not isinstance(found, OIDCSignIn):
         raise NotFoundError("sign-in with an identity provider is not configured on this server (the `oidc` section)")
     return found
+
+
+async def _audit(state: AppState, status: int, who: Principal | None, detail: dict[str, object]) -> None:
+    """One `auth.sign_in` row per finished or refused sign-in (a GET, so the recorder of writes does not see it)."""
+    actor, actor_id, role = (who.name, who.owner, str(who.role)) if who else ("(identity provider)", None, None)
+    entry = AuditEntry(actor, "auth.sign_in", status, actor_id, role, None, detail, current_request_id())
+    try:
+        await asyncio.to_thread(AuditLog(state.db).record, entry)
+    except Exception:  # the sign-in happened; a failed audit write is logged loudly, not turned into a 500
+        log.exception("audit log write failed for the sign-in of %s", actor)
 
 
 def _secure(request: Request, sign_in: OIDCSignIn) -> bool:
@@ -75,11 +93,13 @@ async def callback(request: Request, state: StateDep, code: str = "", error: str
         if error:
             detail = request.query_params.get("error_description") or error
             raise AuthenticationError(f"the identity provider did not sign you in ({detail})")
-        cookie, _principal = await sign_in.finish(code, returned_state, request.cookies.get(LOGIN_COOKIE))
+        cookie, principal = await sign_in.finish(code, returned_state, request.cookies.get(LOGIN_COOKIE))
     except AssistantError as exc:
+        await _audit(state, exc.status_code, None, {"error": (exc.message or "")[:300]})
         page = _refusal_page(exc)
         page.delete_cookie(LOGIN_COOKIE, path="/auth")
         return page
+    await _audit(state, 303, principal, {"collections": sorted(principal.collections or []) or None})
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(LOGIN_COOKIE, path="/auth")
     response.set_cookie(

@@ -165,7 +165,7 @@ def test_hr_user_signs_in_as_hr_member_and_signs_out(oidc_server: tuple[LiveServ
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     audit = httpx.get(f"{server.base_url}/v1/audit", params={"actor": "hanna@example.com"}, headers=admin, timeout=10)
     events = sorted((e["action"], e["outcome"]) for e in audit.json()["data"])
-    assert events == [("POST /auth/logout", "ok"), ("POST /auth/logout", "refused")], audit.text
+    assert events == [("POST /auth/logout", "ok"), ("POST /auth/logout", "refused"), ("auth.sign_in", "ok")], audit.text
 
 
 def test_user_in_no_mapped_group_is_refused(oidc_server: tuple[LiveServer, str], browser: Any) -> None:
@@ -180,5 +180,10 @@ def test_user_in_no_mapped_group_is_refused(oidc_server: tuple[LiveServer, str],
     assert "nils@example.com" in reason and "in no group" in reason
     assert _fetch(browser, "/v1/me")["status"] == 401
     assert all(c["name"] != "assistant_session" for c in browser.get_cookies())
-    # the refusal page answers 403 (checked through the same callback with a fresh, unknown sign-in: 401)
+    # a callback that no sign-in of this browser started is refused (401), and each refusal is in the audit log
     assert httpx.get(f"{server.base_url}/auth/callback?code=x&state=y", timeout=10).status_code == 401
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    audit = httpx.get(f"{server.base_url}/v1/audit", params={"action": "auth.sign_in"}, headers=admin, timeout=10)
+    refused = [e for e in audit.json()["data"] if e["outcome"] == "refused"]
+    assert [e["status"] for e in refused] == [401, 403], audit.text  # newest first
+    assert "nils@example.com" in refused[1]["detail"]["error"] and refused[0]["actor"] == "(identity provider)"
