@@ -29,7 +29,6 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -38,6 +37,7 @@ import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from starlette.requests import cookie_parser
 
 from assistant.errors import AuthenticationError, ConfigError, PermissionDeniedError, ServiceUnavailableError
 from assistant.settings import OIDCSettings, Settings
@@ -194,13 +194,9 @@ class OIDCSignIn:
     def principal(self, cookie_header: str | None) -> Principal | None:
         if not cookie_header:
             return None
-        cookies: SimpleCookie = SimpleCookie()
-        try:
-            cookies.load(cookie_header)
-        except Exception:  # a malformed Cookie header is no session, not a server error
-            return None
-        morsel = cookies.get(SESSION_COOKIE)
-        data = self.seal.open("session", morsel.value if morsel is not None else None)
+        # Starlette's lenient parser: http.cookies drops every cookie of a header once one of them is malformed
+        # (another app's cookie on the same host would sign the user out)
+        data = self.seal.open("session", cookie_parser(cookie_header).get(SESSION_COOKIE))
         return principal_of_session(data) if data is not None else None
 
     async def _get(self, url: str) -> dict[str, Any]:

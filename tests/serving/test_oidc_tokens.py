@@ -214,7 +214,7 @@ def test_the_session_cookie_is_a_credential_only_without_a_bearer_key(tmp_path: 
     client = OIDCSignIn(settings.oidc, session_secret(settings))
     value = client.seal.seal("session", {"sub": "u-1", "email": None, "role": "member", "collections": ["hr"]}, 60)
     state = cast(AppState, SimpleNamespace(settings=settings, extras={"oidc": client}))
-    principal = authenticate(state, None, f"{SESSION_COOKIE}={value}")
+    principal = authenticate(state, None, f'theme={{"dark": 1}}; bad"name=1; {SESSION_COOKIE}={value}')
     assert (principal.name, principal.owner, principal.collections) == ("u-1", "oidc:u-1", frozenset({"hr"}))
     with pytest.raises(AuthenticationError):  # with oidc configured nobody is an anonymous admin
         authenticate(state, None, None)
