@@ -16,8 +16,19 @@ held-out F1, validation loss on shared alpaca records before/after, entropy).
 
 Goal (issue 10): adapter F1 >= 0.45 and >= 4x the base's, from a job of at most 15 minutes, latency p50 <= 3 s.
 
+`--documents-only` (issue 30): the training articles are uploaded as collection `squad` and the evaluation articles as
+`squad-eval` (answered from, never trained on); beside the labeled-question job, a second SFT job gets no question at
+all, `data: {source: collection, collection: squad}`: its questions are generated from the chunks and kept when they
+pass the round-trip check (training/data/collection.py). Both adapters are asked the evaluation articles' real
+questions; the report prints the share kept, 10 kept and 5 dropped samples, and the goal (F1 >= 2.5x the base's).
+`--generate-only` runs that data step alone, in process (no server, no training): the training articles ingested with
+the real embedder, questions generated and checked with the real retriever, beside the same check on the training
+articles' real SQuAD questions (their answer in one of the top_k chunks of their own article).
+
     .venv/bin/python bench/bench_learning.py [--train-questions 1000 --eval-questions 60 --max-minutes 12] [--psft]
         [--dpo]   (DPO on the shared sharegpt pairs through a job; its gate reports held-out preference accuracy)
+        [--documents-only]   (plus a job on questions generated from the training articles alone)
+    .venv/bin/python bench/bench_learning.py --generate-only   (the generation and its round-trip check only, ~5 min)
 """
 
 from __future__ import annotations
@@ -75,6 +86,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dpo-max-length", type=int, default=320)
     parser.add_argument("--dpo-lr", type=float, default=5e-4)
     parser.add_argument("--alpaca-records", type=int, default=40, help="Alpaca records for the retention check.")
+    parser.add_argument(
+        "--documents-only",
+        action="store_true",
+        help="Also train on questions generated from the training articles alone (no labels).",
+    )
+    parser.add_argument(
+        "--generate-only",
+        action="store_true",
+        help="Only generate and round-trip check questions of the training articles, in process.",
+    )
+    parser.add_argument(
+        "--real-questions",
+        type=int,
+        default=300,
+        help="--generate-only: real training questions given the same round-trip check (baseline).",
+    )
     return parser.parse_args()
 
 
@@ -103,14 +130,17 @@ def questions(articles: list[dict[str, Any]], limit: int, seed: int) -> list[dic
     return items[:limit]
 
 
-def upload_documents(base: str, articles: list[dict[str, Any]]) -> float:
+def article_text(article: dict[str, Any]) -> str:
+    return "\n\n".join(p["context"] for p in article["paragraphs"])
+
+
+def upload_documents(base: str, articles: list[dict[str, Any]], collection: str = "squad", ready: int = 0) -> float:
+    """Upload the articles into `collection` and wait until `ready` + them are ready."""
     started = time.perf_counter()
-    files = [
-        ("files", (f"{a['title']}.txt", "\n\n".join(p["context"] for p in a["paragraphs"]).encode())) for a in articles
-    ]
-    response = httpx.post(f"{base}/v1/documents", files=files, data={"collection": "squad"}, timeout=3600)
+    files = [("files", (f"{a['title']}.txt", article_text(a).encode())) for a in articles]
+    response = httpx.post(f"{base}/v1/documents", files=files, data={"collection": collection}, timeout=3600)
     response.raise_for_status()
-    wait_documents_ready(base, len(articles))
+    wait_documents_ready(base, ready + len(articles))
     return time.perf_counter() - started
 
 
@@ -133,16 +163,21 @@ def layer_option(args: argparse.Namespace) -> dict[str, int]:
     return {"lora_layers": args.lora_layers} if args.lora_layers else {}
 
 
-def train(base: str, method: str, file_id: str, args: argparse.Namespace, minutes: float) -> dict[str, Any]:
+def train(
+    base: str, method: str, file_id: str | None, args: argparse.Namespace, minutes: float, name: str | None = None
+) -> dict[str, Any]:
+    """A job on the uploaded question file, or (file_id None) on questions generated from the collection alone."""
+    data = ({"source": "file", "file_id": file_id, "collection": "squad"} if file_id
+            else {"source": "collection", "collection": "squad"})  # fmt: skip
     spec = {
         "method": method,
-        "name": f"bench-{method}",
-        "data": {"source": "file", "file_id": file_id, "collection": "squad"},
+        "name": name or f"bench-{method}",
+        "data": data,
         "hyperparameters": {
             "max_steps": args.max_steps,
             "max_minutes": minutes,
             "learning_rate": args.lr,
-            "squad_limit": args.train_questions,
+            **({"squad_limit": args.train_questions} if file_id else {}),
             "gold_probability": args.gold_probability,
             "per_device_train_batch_size": args.batch_size,
             "per_device_eval_batch_size": args.batch_size,
@@ -288,8 +323,60 @@ def alpaca_loss(data_dir: Path, adapter: Path | None, records: int) -> dict[str,
 # ---------------------------------------------------------------- main
 
 
+def generate_only(args: argparse.Namespace) -> None:
+    """The documents-only data step in process: ingest the training articles, generate and check questions, and give
+    the training articles' real questions the same check (the baseline)."""
+    from assistant.answer_metrics import contains_answer
+    from assistant.parts import Parts
+    from assistant.settings import Settings
+    from ingest.service import IngestService
+    from training.data.collection import questions_from_collection
+
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="assistant-bench-generate-"))
+    folder = data_dir / "articles"
+    folder.mkdir(parents=True, exist_ok=True)
+    split = split_articles(args)
+    for article in split["train"]:
+        (folder / f"{article['title']}.txt").write_text(article_text(article))
+    parts = Parts(Settings(data_dir=data_dir / "data", retrieval={"top_k": args.top_k}))  # type: ignore[arg-type]
+    started = time.perf_counter()
+    IngestService.of(parts).ingest_paths([folder], collection="squad")
+    ingest_s = time.perf_counter() - started
+    kept, generation = questions_from_collection(parts, "squad", seed=args.seed)
+    real = questions(split["train"], args.real_questions, args.seed)
+    real_kept = 0
+    for item in real:
+        hits = parts.retriever.search(item["question"], k=args.top_k, collections=["squad"])
+        own = [h for h in hits if Path(h.source).stem == item["article"]]
+        real_kept += any(contains_answer(h.text, a) for h in own for a in item["answers"])
+    print(f"{len(split['train'])} training articles ingested in {ingest_s:.0f} s; top_k {args.top_k}")
+    print_generation(generation.to_dict())
+    share = real_kept / max(len(real), 1)
+    print(f"baseline, the real SQuAD questions of the same articles: {real_kept} of {len(real)} ({share:.1%}) "
+          f"find their answer in a top_{args.top_k} chunk of their article")  # fmt: skip
+    results = {"generation": generation.to_dict(), "ingest_s": ingest_s, "real_questions": len(real),
+               "real_kept": real_kept, "kept_questions": [q.question for q in kept]}  # fmt: skip
+    save(data_dir, results)
+    print(f"full results: {data_dir / 'bench-learning.json'}")
+
+
+def print_generation(generation: dict[str, Any]) -> None:
+    """The share kept by the round-trip check, the reasons, 10 kept and 5 dropped samples."""
+    print(f"generated {generation['generated']} questions from {generation['chunks_read']} of {generation['chunks']} "
+          f"chunks in {generation['seconds']:.0f} s; kept {generation['kept']} ({generation['kept_share']:.1%}) by "
+          f"the round-trip check (own chunk within top_{generation['top_k']}, answer in it)")  # fmt: skip
+    print(f"  dropped: {generation['dropped']}; kept by answer kind: {generation['kept_by_kind']}")
+    for sample in generation["kept_samples"][:10]:
+        print(f"  kept    [{sample['kind']}] {sample['question']} -> {sample['answer']} (rank {sample['rank']})")
+    for sample in generation["dropped_samples"][:5]:
+        print(f"  dropped [{sample['reason']}] {sample['question']} -> {sample['answer']}")
+
+
 def main() -> None:
     args = parse_args()
+    if args.generate_only:
+        generate_only(args)
+        return
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="assistant-bench-learning-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -311,7 +398,11 @@ def main() -> None:
                                "articles": {k: [a["title"] for a in v] for k, v in split.items()}}  # fmt: skip
     try:
         results["ready_s"] = wait_ready(base, proc)
-        results["upload_s"] = upload_documents(base, split["train"] + split["eval"])
+        if args.documents_only:  # the evaluation articles in their own collection: never a source of questions
+            results["upload_s"] = upload_documents(base, split["train"])
+            results["upload_s"] += upload_documents(base, split["eval"], "squad-eval", ready=len(split["train"]))
+        else:
+            results["upload_s"] = upload_documents(base, split["train"] + split["eval"])
         print(f"documents uploaded in {results['upload_s']:.0f} s", flush=True)
         base_model = httpx.get(f"{base}/v1/models", timeout=60).json()["data"][0]["id"]
         results["base"] = answer_scores(base, base_model, eval_items, args.max_tokens)
@@ -333,6 +424,17 @@ def main() -> None:
                 "adapter_path": trained["adapter"]["path"],
             }
             print(f"{method}: {results[method]['scores']}", flush=True)
+            save(data_dir, results)
+        if args.documents_only:
+            trained = train(base, "sft", None, args, args.max_minutes, name="bench-documents")
+            results["documents"] = {
+                "job_s": trained["seconds"],
+                "job_metrics": trained["job"]["metrics"],
+                "gate": trained["adapter"]["gate"],
+                "scores": answer_scores(base, trained["adapter"]["id"], eval_items, args.max_tokens),
+                "abstention": abstention(base, trained["adapter"]["id"], absent_items, args.max_tokens),
+            }
+            print(f"documents only: {results['documents']['scores']}", flush=True)
             save(data_dir, results)
         if args.dpo:
             results["dpo"] = dpo(base, args)
@@ -364,6 +466,8 @@ def report(results: dict[str, Any], args: argparse.Namespace, data_dir: Path) ->
     )
     rows = [("base", results["base"], results["base_abstention"])]
     rows += [(m, results[m]["scores"], results[m]["abstention"]) for m in ("sft", "psft") if m in results]
+    if "documents" in results:
+        rows.append(("docs", results["documents"]["scores"], results["documents"]["abstention"]))
     print(f"{'model':6} {'EM':>6} {'F1':>6} {'contains':>9} {'cite acc':>9} {'abstain':>8} {'p50 s':>7} {'p90 s':>7}")
     for name, s, a in rows:
         print(f"{name:6} {s['em']:6.3f} {s['f1']:6.3f} {s['contains']:9.3f} {s['cites']:9.3f} "
@@ -385,6 +489,17 @@ def report(results: dict[str, Any], args: argparse.Namespace, data_dir: Path) ->
         if method == "sft":  # the issue's goal is on the SFT job; PSFT is the side-by-side comparison
             goal = r["scores"]["f1"] >= 0.45 and ratio >= 4 and r["job_s"] <= 900 and r["scores"]["latency_p50"] <= 3
             print(f"      goal (F1 >= 0.45, >= 4x base, job <= 15 min, p50 <= 3 s): {'met' if goal else 'NOT met'}")
+    if "documents" in results:
+        r = results["documents"]
+        m = r["job_metrics"]
+        ratio = r["scores"]["f1"] / max(results["base"]["f1"], 1e-9)
+        print(
+            f"docs: questions generated from the training articles alone; job wall {r['job_s'] / 60:.1f} min, "
+            f"{m.get('global_step')} steps, {m.get('train_examples')} examples, F1 x{ratio:.2f} the base's"
+        )
+        print_generation(m["data"]["generation"])
+        goal = ratio >= 2.5 and r["job_s"] <= 900
+        print(f"      goal (F1 >= 2.5x base, job <= 15 min): {'met' if goal else 'NOT met'}")
     if "retention" in results:
         for name, v in results["retention"].items():
             print(f"alpaca retention {name:5}: loss {v['loss']:.4f} entropy {v['entropy']:.4f}")

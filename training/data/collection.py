@@ -149,7 +149,7 @@ def questions_from_collection(
             seen.add(key)
             if reason is not None:
                 report.dropped[reason] += 1
-                if len(report.dropped_samples) < SAMPLES:
+                if sum(d["reason"] == reason for d in report.dropped_samples) < SAMPLES // 2:  # every reason seen
                     report.dropped_samples.append(_sample(chunk, candidate, reason, hits))
                 continue
             kinds[candidate.kind] += 1

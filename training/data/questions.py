@@ -6,10 +6,11 @@ Contract: a `QuestionGenerator` is called with a passage's text and the most que
 span of the passage. `RuleQuestions` is the deterministic generator (no model, pure Python, fast on a CPU): it splits
 the passage into sentences, picks in each the first answer span found in this order: a date, a year, a percentage,
 an amount of money, a count (a number and the plural noun after it), the complement of a short "X is Y" sentence, a
-capitalised name, and turns the sentence into a question by putting a wh-phrase in the span's place ("in 1998" ->
-"in what year", "twenty days" -> "how many days", "The capital of France is Paris." -> "What is the capital of
-France?"). Sentences are taken spread over the passage, one question per sentence. Whether a question is good enough
-to train on is decided elsewhere (`training.data.collection`: the round-trip check against the real retriever).
+capitalised name (only spans the SQuAD answer normalisation finds as whole tokens: not "1933" of "1933–53"), and turns
+the sentence into a question by putting a wh-phrase in the span's place ("in 1998" -> "in what year", "twenty days"
+-> "how many days", "The capital of France is Paris." -> "What is the capital of France?"). Sentences are taken
+spread over the passage, one question per sentence. Whether a question is good enough to train on is decided
+elsewhere (`training.data.collection`: the round-trip check against the real retriever).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from assistant.answer_metrics import contains_answer
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ _ORG_WORDS = frozenset(
 _OPENERS = frozenset(
     re.split(r"\s+", "The A An This That These Those It He She They We I In On At For By From But And However")
 )
-_NOT_SUBJECTS = _OPENERS - {"The", "A", "An"}
+_NOT_SUBJECTS = (_OPENERS - {"The", "A", "An"}) | {"There", "Here", "What", "Which", "Who"}
 MIN_WORDS, MAX_WORDS = 6, 45
 
 
@@ -201,7 +204,9 @@ def sentence_question(sentence: str) -> Candidate | None:
     """The question of the first answer span found in the sentence (the module contract's order), or None."""
     for find in _FINDERS:
         candidate = find(sentence)
-        if candidate is not None and candidate.answer and candidate.question.rstrip("?") != sentence.rstrip("."):
+        if candidate is None or candidate.question.rstrip("?") == sentence.rstrip("."):
+            continue
+        if contains_answer(sentence, candidate.answer):  # see the module contract
             return candidate
     return None
 
