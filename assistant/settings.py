@@ -543,6 +543,15 @@ class OIDCGroup(Section):
     collections: list[str] | None = Field(
         None, description="Collections a member of the group may read (None: every collection). Ignored for admins."
     )
+    tokens_per_day: int | None = Field(
+        None,
+        ge=1,
+        description="Prompt + completion tokens one signed-in user of the group may spend per UTC day "
+        "(None: unlimited). A user in several groups gets the most generous.",
+    )
+    requests_per_minute: int | None = Field(
+        None, ge=1, description="Chat requests one signed-in user of the group may make per minute (None: unlimited)."
+    )
 
 
 class OIDCSettings(Section):

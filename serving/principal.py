@@ -28,6 +28,9 @@ class Principal:
     owner: str = "anonymous"
     authenticated: bool = False
     key_id: str | None = None  # a key issued through `/v1/keys` (quotas count per key); None for settings keys
+    # A signed-in user's quotas (from their groups, `oidc.groups`); keys' quotas are read from the key store.
+    tokens_per_day: int | None = None
+    requests_per_minute: int | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -115,6 +115,8 @@ class Grant:
 
     role: Role
     collections: tuple[str, ...] | None
+    tokens_per_day: int | None = None  # the most generous of the user's groups (None: unlimited)
+    requests_per_minute: int | None = None
 
 
 def map_groups(config: OIDCSettings, groups: object) -> Grant | None:
@@ -123,11 +125,17 @@ def map_groups(config: OIDCSettings, groups: object) -> Grant | None:
     mapped = [config.groups[g] for g in names if isinstance(g, str) and g in config.groups]
     if not mapped:
         return None
+    tokens = _most_generous([m.tokens_per_day for m in mapped])
+    requests = _most_generous([m.requests_per_minute for m in mapped])
     if any(m.role == "admin" for m in mapped):
-        return Grant(Role.ADMIN, None)
+        return Grant(Role.ADMIN, None, tokens, requests)
     if any(m.collections is None for m in mapped):
-        return Grant(Role.MEMBER, None)
-    return Grant(Role.MEMBER, tuple(sorted({c for m in mapped for c in m.collections or []})))
+        return Grant(Role.MEMBER, None, tokens, requests)
+    return Grant(Role.MEMBER, tuple(sorted({c for m in mapped for c in m.collections or []})), tokens, requests)
+
+
+def _most_generous(limits: list[int | None]) -> int | None:
+    return None if any(limit is None for limit in limits) else max(limit for limit in limits if limit is not None)
 
 
 def verify_id_token(
@@ -168,6 +176,8 @@ def principal_of_session(data: dict[str, Any]) -> Principal:
         role=role,
         owner=f"oidc:{data['sub']}",
         authenticated=True,
+        tokens_per_day=data.get("tokens_per_day"),
+        requests_per_minute=data.get("requests_per_minute"),
     )
 
 
@@ -264,6 +274,7 @@ class OIDCSignIn:
             )
         data = {"sub": str(claims["sub"]), "email": claims.get("email"), "role": str(grant.role)}
         data["collections"] = list(grant.collections) if grant.collections is not None else None
+        data["tokens_per_day"], data["requests_per_minute"] = grant.tokens_per_day, grant.requests_per_minute
         log.info("oidc sign-in: %s as %s", who, grant.role)
         return self.seal.seal("session", data, self.session_ttl_s), principal_of_session(data)
 

@@ -1,7 +1,9 @@
-"""Quotas per API key: tokens per UTC day and chat requests per minute, counted in the database.
+"""Quotas per API key and per signed-in user: tokens per UTC day and chat requests per minute, counted in the database.
 
 Contract: `Quotas(db, keys)` applies the limits of keys issued through `/v1/keys` (`tokens_per_day`,
-`requests_per_minute`; None = unlimited; settings keys and anonymous callers have none).
+`requests_per_minute`; None = unlimited; settings keys and anonymous callers have none) and of users signed in
+through OpenID Connect (their groups' limits, `oidc.groups.*.tokens_per_day|requests_per_minute`, carried by the
+principal; counted per user: `user:` + a digest of the provider's subject, so every session of a user shares them).
 - `admit(principal)` runs before a chat is prepared: it raises `QuotaExceededError` (429, `Retry-After` = seconds until
   the window ends, OpenAI's error shape with code `rate_limit_exceeded`) when the key has spent its tokens of the day,
   or when this request would exceed its requests of the minute; otherwise it counts the request.
@@ -17,8 +19,10 @@ INSERT that a concurrent one may win, then retried), so several replicas on one 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -29,11 +33,21 @@ from assistant.storage import Database
 from assistant.storage.models import QuotaUsage
 from serving.principal import Principal
 from serving.services.chat import Answer, PreparedChat
-from serving.services.keys import KeyStore, StoredKey
+from serving.services.keys import KeyStore
 
 TOKENS_DAY = "tokens_day"
 REQUESTS_MINUTE = "requests_minute"
 WINDOW_S = {TOKENS_DAY: 86_400, REQUESTS_MINUTE: 60}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """One counted caller: the id its counts are stored under, how messages name it, and its limits."""
+
+    id: str
+    name: str
+    tokens_per_day: int | None
+    requests_per_minute: int | None
 
 
 class QuotaExceededError(RateLimitedError):
@@ -50,10 +64,19 @@ class Quotas:
         self.keys = keys
         self.clock = clock
 
-    def _key(self, principal: Principal) -> StoredKey | None:
-        if principal.key_id is None or self.keys is None:
-            return None
-        return self.keys.get(principal.key_id)
+    def _key(self, principal: Principal) -> Limits | None:
+        """Who is counted and their limits: an issued key (read fresh from the key store) or a signed-in user."""
+        if principal.key_id is not None and self.keys is not None:
+            key = self.keys.get(principal.key_id)
+            if key is None:
+                return None
+            return Limits(key.id, f"the API key '{key.name}'", key.tokens_per_day, key.requests_per_minute)
+        if principal.owner.startswith("oidc:"):
+            counted = "user:" + hashlib.sha256(principal.owner.encode()).hexdigest()[:32]  # fits quota_usage.key_id
+            return Limits(
+                counted, f"the user '{principal.name}'", principal.tokens_per_day, principal.requests_per_minute
+            )
+        return None
 
     def _window(self, kind: str) -> tuple[int, int]:
         """(window number, seconds until it ends)."""
@@ -68,12 +91,12 @@ class Quotas:
         if key is not None and (key.tokens_per_day is not None or key.requests_per_minute is not None):
             await asyncio.to_thread(self._admit, key)
 
-    def _admit(self, key: StoredKey) -> None:
+    def _admit(self, key: Limits) -> None:
         if key.tokens_per_day is not None:
             window, left_s = self._window(TOKENS_DAY)
             if self._used(key.id, TOKENS_DAY, window) >= key.tokens_per_day:
                 raise QuotaExceededError(
-                    f"the API key '{key.name}' has spent its {key.tokens_per_day} tokens for today (tokens_per_day); "
+                    f"{key.name} has spent its {key.tokens_per_day} tokens for today (tokens_per_day); "
                     f"the count starts again at 00:00 UTC, in {left_s} s",
                     retry_after=left_s,
                     kind=TOKENS_DAY,
@@ -82,7 +105,7 @@ class Quotas:
             window, left_s = self._window(REQUESTS_MINUTE)
             if not self._add(key.id, REQUESTS_MINUTE, window, 1, below=key.requests_per_minute):
                 raise QuotaExceededError(
-                    f"the API key '{key.name}' has made its {key.requests_per_minute} chat requests this minute "
+                    f"{key.name} has made its {key.requests_per_minute} chat requests this minute "
                     f"(requests_per_minute); retry in {left_s} s",
                     retry_after=left_s,
                     kind=REQUESTS_MINUTE,

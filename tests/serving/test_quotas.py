@@ -95,3 +95,56 @@ def test_requests_per_minute(server: LiveServer) -> None:
     assert refused.status_code == 429 and refused.json()["error"]["type"] == "requests"
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert _quota(server, key)["requests_per_minute"]["used"] == 2  # a refused request is not counted
+
+
+@pytest.fixture(scope="module")
+def signed_in_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server whose console users sign in through OpenID Connect; group `small` has a daily token quota."""
+    from serving.app import create_app
+
+    oidc = {
+        "issuer": "https://idp.example.com",
+        "client_id": "assistant-console",
+        "redirect_url": "http://127.0.0.1/auth/callback",
+        "groups": {"small": {"tokens_per_day": 60, "requests_per_minute": 100}, "free": {}},
+    }
+    keys = [{"key": ADMIN, "name": "ops", "role": "admin"}]
+    settings = tiny_settings(tmp_path_factory.mktemp("user-quotas"), tiny_model_dir, server={"api_keys": keys})
+    settings = settings.model_copy(update={"oidc": type(settings).model_validate({"oidc": oidc}).oidc})
+    settings.engine.backend = "transformers"
+    live = LiveServer(create_app(settings)).start()
+    yield live
+    live.stop()
+
+
+def _session(server: LiveServer, sub: str, groups: list[str]) -> dict[str, str]:
+    """The session cookie the callback would set for this user (sealed with the server's own secret)."""
+    from serving.services.oidc import SESSION_COOKIE, OIDCSignIn, map_groups
+
+    sign_in = OIDCSignIn.of(server.state.settings)
+    grant = map_groups(server.state.settings.oidc, groups)
+    assert grant is not None
+    data = {"sub": sub, "email": f"{sub}@example.com", "role": str(grant.role), "collections": None}
+    data.update(tokens_per_day=grant.tokens_per_day, requests_per_minute=grant.requests_per_minute)
+    return {"Cookie": f"{SESSION_COOKIE}={sign_in.seal.seal('session', data, 600)}"}
+
+
+def test_a_signed_in_users_daily_quota_is_429_and_other_users_go_on(signed_in_server: LiveServer) -> None:
+    base = signed_in_server.base_url
+    small, free = _session(signed_in_server, "u-small", ["small"]), _session(signed_in_server, "u-free", ["free"])
+    both = _session(signed_in_server, "u-both", ["small", "free"])  # the most generous group wins: unlimited
+    spent = 0
+    for _ in range(20):
+        response = httpx.post(f"{base}/v1/chat/completions", json=ASK, headers=small, timeout=120)
+        if response.status_code != 200:
+            break
+        spent += response.json()["usage"]["total_tokens"]
+    assert 60 <= spent < 120 and response.status_code == 429, (spent, response.text)
+    assert "u-small@example.com" in response.json()["error"]["message"] and int(response.headers["Retry-After"]) > 0
+    me = httpx.get(f"{base}/v1/me", headers=small).json()
+    assert me["quota"]["tokens_per_day"]["used"] == spent and me["quota"]["tokens_per_day"]["remaining"] == 0
+    again = _session(signed_in_server, "u-small", ["small"])  # a new session of the same user shares the count
+    assert httpx.post(f"{base}/v1/chat/completions", json=ASK, headers=again, timeout=120).status_code == 429
+    for other in (free, both):
+        assert httpx.post(f"{base}/v1/chat/completions", json=ASK, headers=other, timeout=120).status_code == 200
+        assert httpx.get(f"{base}/v1/me", headers=other).json()["quota"]["tokens_per_day"] is None
