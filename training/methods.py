@@ -5,6 +5,8 @@ Contract: `METHODS` maps a method's name to its `Method` row:
   `runner_class(name)` and `config_class(name)`: reading the table imports neither TRL nor torch);
 - `sources`: the job data sources it reads (`data.source` of a job: stored `preferences`, `feedback`, `chats`, or
   an uploaded `file`, or questions generated from a `collection`'s chunks); the first is the one it is usually given;
+- `collection_data`: what a `collection` source gives it: `questions` generated from the chunks
+  (`training.data.collection`) or the chunks' `text` itself;
 - `kind`: the registry kind of what it trains (`lm`: a chat adapter; `reward`: a reward model, never served);
 - `help`: the help of its `assistant train <name>` command;
 - `flags`: the `train <name>` flags (`training.options.BY_NAME` keys), in order;
@@ -55,6 +57,7 @@ class Method:
     job_options: dict[str, Bound] = field(default_factory=dict)
     kind: str = "lm"
     no_options: frozenset[str] = frozenset()
+    collection_data: str = "questions"
 
 
 def _row(*rows: Method) -> dict[str, Method]:
@@ -85,6 +88,10 @@ METHODS: dict[str, Method] = _row(
     Method("classify", "training.classification:ClassifyRunner", "training.config:ClassifyRunConfig", ("file",),
            "Classification data (text,label CSV / JSONL) as SFT; label accuracy and macro-F1 before and after.",
            (*_COMMON, *_SELECTION), {"classify_eval_limit": Bound(int, 1, 100_000)}),
+    Method("pt", "training.pretrain:PretrainRunner", "training.config:SFTRunConfig", ("collection", "file"),
+           "Continued pretraining: causal LM loss on text (a collection's chunks, JSONL {text} or .txt), LoRA; "
+           "held-out perplexity before and after.",
+           job_options=BATCHING, collection_data="text"),
     Method("sweep", "training.sweep:SweepRunner", "training.config:SweepRunConfig", ("file",),
            "Grid search over --grid-lr/--grid-batch-size/--grid-epochs/--grid-lora-r by validation loss; best "
            "registered.",

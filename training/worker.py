@@ -45,6 +45,7 @@ from assistant.storage import Adapter, Job, PreferencePair
 from assistant.storage.queries import preference_filters
 from training.data.feedback import STORED, source_collections, write_source
 from training.gate import HeldOut, load_squad_qa, run_gate
+from training.methods import METHODS
 from training.progress import DATA_SHARE, GATE_SHARE, JobCancelled, RunProgress
 from training.request import JobData, JobRequest
 from training.uploads import resolve_upload
@@ -135,7 +136,9 @@ class JobWorker:
         job_dir.mkdir(parents=True, exist_ok=True)
         generation = None
         collections: list[str] | None
-        if job.data.source == "collection":
+        if job.data.source == "collection" and METHODS[job.method].collection_data == "text":
+            data_file, collections = self._collection_text(job, job_dir)
+        elif job.data.source == "collection":
             data_file, collections, generation = self._generated_questions(job, job_dir, progress)
         else:
             data_file, collections = self._data(job, job_dir)
@@ -183,6 +186,19 @@ class JobWorker:
         path = job_dir / "pairs.jsonl"
         path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
         return path, collections
+
+    def _collection_text(self, job: JobRequest, job_dir: Path) -> tuple[Path, list[str]]:
+        """The collection's chunks as `{"text": ...}` JSONL (continued pretraining)."""
+        from training.data.collection import collection_chunks
+
+        name = str(job.data.collection)
+        chunks = collection_chunks(self.parts, name)
+        if not chunks:
+            raise UnprocessableError(f"no chunks in collection {name!r}: upload documents to it first",
+                                     param="data.collection", code="empty_dataset")  # fmt: skip
+        path = job_dir / "chunks.jsonl"
+        path.write_text("".join(json.dumps({"text": c.text}, ensure_ascii=False) + "\n" for c in chunks))
+        return path, [name]
 
     def _generated_questions(
         self, job: JobRequest, job_dir: Path, progress: JobProgress

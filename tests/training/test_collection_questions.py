@@ -118,6 +118,7 @@ def test_kept_questions_pass_the_round_trip_and_dropped_ones_fail_it(collection_
 
 def test_collection_source_is_validated_when_the_job_is_created(collection_dir: Path, tmp_path: Path) -> None:
     from assistant.errors import NotFoundError, UnprocessableError
+    from assistant.storage import Job
     from serving.services.jobs import JobService
     from training.request import JobData, JobRequest
 
@@ -130,7 +131,10 @@ def test_collection_source_is_validated_when_the_job_is_created(collection_dir: 
     with pytest.raises(UnprocessableError, match=r"read data\.source in"):
         service.create(JobRequest(method="dpo", data=JobData(source="collection", collection="handbook")))
     job = service.create(JobRequest(method="sft", data=JobData(source="collection", collection="handbook")))
-    assert job.id
+    with parts.db.session() as session:  # queued; removed, so the worker tests of this module claim their own jobs
+        row = session.get(Job, job.id)
+        assert row is not None and row.state == "queued" and row.params["data"]["source"] == "collection"
+        session.delete(row)
 
 
 @pytest.mark.slow
@@ -168,3 +172,30 @@ def test_collection_job_trains_on_generated_questions(
     assert all(contains_answer(texts[Path(r["document"]).stem], r["answers"][0]) for r in written)
     log_text = (settings.runs_dir / "jobs" / f"{job_id}.log").read_text()
     assert f"{generation['kept']} kept" in log_text and "question sample" in log_text
+
+
+@pytest.mark.slow
+def test_pt_job_trains_on_the_collections_chunks(collection_dir: Path, tiny_model_dir: Path) -> None:
+    from assistant.storage import Adapter, Chunk, Job
+    from training.request import JobData, JobRequest
+    from training.worker import JobWorker
+
+    settings = doc_settings(collection_dir, tiny_model_dir)
+    options = {**FAST_OPTIONS, "max_steps": 1, "min_tokens": 1, "eval_split": 0.25}
+    request = JobRequest(method="pt", name="handbook-text", data=JobData(source="collection", collection="handbook"),
+                         hyperparameters=options)  # fmt: skip
+    worker = JobWorker(Parts(settings))
+    with worker.db.session() as session:
+        session.add(Job(kind="pt", params=request.model_dump(mode="json")))
+        chunks = sorted(c.text for c in session.query(Chunk).filter(Chunk.collection == "handbook"))
+    assert worker.run_once()
+    with worker.db.session() as session:
+        job = session.query(Job).filter(Job.params["name"].as_string() == "handbook-text").one()
+        assert job.state == "succeeded", job.error
+        adapter = session.query(Adapter).filter(Adapter.job_id == job.id).one()
+        assert adapter.method == "pt" and adapter.lineage["collections"] == ["handbook"]
+        perplexity, job_id = job.metrics["perplexity"], job.id
+        assert adapter.gate is not None and "lm" in adapter.gate["candidate"]  # held-out text continuations
+    assert perplexity["before"] > 0 and perplexity["after"] > 0 and perplexity["heldout_texts"] >= 1
+    written = (settings.runs_dir / "jobs" / job_id / "chunks.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["text"] for line in written) == chunks
