@@ -50,7 +50,9 @@ _SCALE = r"(?:\s(?:hundred|thousand|million|billion|trillion))?"
 _DATE = re.compile(
     rf"\b(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}|\d{{1,2}}\s+{_MONTH}\s+\d{{4}}|{_MONTH}\s+\d{{4}})\b"
 )
-_YEAR = re.compile(r"(?<![\d,.$£€])\b(1[0-9]{3}|20[0-9]{2})\b(?![\d,%]|\.\d|s\b)")
+_UNITS = r"(?:[kmcM]?[mgNWJ]|lbf?|mi|ft|km|kg|people|men|troops|times|metres|meters|miles|feet|tons|tonnes|units)"
+# a year from 1100 to 2099, not a quantity ("1000 lbf", "1500 km", "1990s")
+_YEAR = re.compile(rf"(?<![\d,.$£€])\b(1[1-9][0-9]{{2}}|20[0-9]{{2}})\b(?![\d,%]|\.\d|s\b|\s{_UNITS}\b)")
 _PERCENT = re.compile(r"\b\d+(?:\.\d+)?\s?(?:%|percent\b|per cent\b)")
 _MONEY = re.compile(rf"[$£€]\s?\d[\d,]*(?:\.\d+)?{_SCALE}\b")
 _COUNT = re.compile(rf"\b(?:\d[\d,]*(?:\.\d+)?|{_NUMBER_WORDS}){_SCALE}\s+(?P<noun>[a-z]{{3,}}s)\b", re.IGNORECASE)
@@ -60,7 +62,6 @@ _DEFINITION = re.compile(
 _WORD = re.compile(r"[^\W\d_][\w'’\-]*")
 _JOINERS = frozenset(("of", "the", "de", "von", "van", "la", "du"))
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])")
-_TIME_PREPOSITIONS = ("on", "in", "by", "since", "until", "from", "before", "after", "during")
 _ORG_WORDS = frozenset(
     re.split(
         r"\s+",
@@ -93,29 +94,18 @@ def _in_place(sentence: str, start: int, end: int, wh: str) -> str:
     return question[0].upper() + question[1:]
 
 
-def _with_preposition(sentence: str, start: int, end: int, wh: str, when: str) -> tuple[str, str]:
-    """A time span after a preposition ("in 1998") becomes `when` ("in what year"), else `wh` in place."""
-    before = sentence[:start].rstrip()
-    word = before.rsplit(" ", 1)[-1].lower() if before else ""
-    if word in _TIME_PREPOSITIONS:
-        return _in_place(sentence, start, end, wh), when
-    return _in_place(sentence, start, end, wh), wh
-
-
 def _date(sentence: str) -> Candidate | None:
     match = _DATE.search(sentence)
     if match is None:
         return None
-    question, _ = _with_preposition(sentence, match.start(), match.end(), "what date", "when")
-    return Candidate(question, match.group(0), "date", sentence)
+    return Candidate(_in_place(sentence, match.start(), match.end(), "what date"), match.group(0), "date", sentence)
 
 
 def _year(sentence: str) -> Candidate | None:
     match = _YEAR.search(sentence)
     if match is None:
         return None
-    question, _ = _with_preposition(sentence, match.start(), match.end(), "what year", "what year")
-    return Candidate(question, match.group(0), "year", sentence)
+    return Candidate(_in_place(sentence, match.start(), match.end(), "what year"), match.group(0), "year", sentence)
 
 
 def _simple(pattern: re.Pattern[str], wh: str, kind: str) -> Callable[[str], Candidate | None]:
@@ -175,6 +165,8 @@ def _names(sentence: str) -> list[tuple[int, int]]:
 def _name(sentence: str) -> Candidate | None:
     for start, end in _names(sentence):
         words = sentence[start:end].split()
+        if end - start < 2:
+            continue  # a unit or an initial ("1000 N"), not a name
         if len(words) > 4 or (start == 0 and (len(words) < 2 or words[0] in _OPENERS)):
             continue  # a capital at the start of a sentence says nothing on its own
         if sentence[start - 1 : start] == "(" or re.match(r"\s*\d", sentence[end:]):
