@@ -1,4 +1,5 @@
-// The console's shell: sign-in, the hash router (#/chat, #/documents, #/training, #/adapters) and the navigation.
+// The console's shell: sign-in, the hash router (#/chat, #/documents, #/training, #/adapters, #/keys, #/audit) and the
+// navigation.
 // Pages are modules exporting mount(container) -> optional cleanup; admin-only pages are hidden from other keys and
 // refuse to mount for them (the API refuses their calls too: the page never relies on hiding alone).
 
@@ -7,6 +8,8 @@ import * as chat from "./chat.js";
 import * as documents from "./documents.js";
 import * as training from "./training.js";
 import * as adapters from "./adapters.js";
+import * as keys from "./keys.js";
+import * as audit from "./audit.js";
 import { clear, h, setStatus } from "./ui.js";
 
 const ROUTES = {
@@ -14,6 +17,8 @@ const ROUTES = {
   documents: { page: documents, title: "Documents" },
   training: { page: training, title: "Training", admin: true },
   adapters: { page: adapters, title: "Adapters", admin: true },
+  keys: { page: keys, title: "Keys", admin: true },
+  audit: { page: audit, title: "Audit", admin: true },
 };
 
 const $ = (id) => document.getElementById(id);
