@@ -124,11 +124,16 @@ def _measure(
         while not stop.is_set():
             asyncio.run(service.search(huge, 5, None, "hybrid"))
 
-    def ingesting(stop: threading.Event) -> None:
-        for i in range(0, len(extra), 20):
-            if stop.is_set():
-                return
-            ingest.ingest_files(extra[i : i + 20], f"extra-{cap}")
+    def ingesting(stop: threading.Event) -> None:  # new content every round (same bytes would be deduplicated)
+        for round_no in range(1_000):
+            for i in range(0, len(extra), 20):
+                if stop.is_set():
+                    return
+                batch = [
+                    (f"{cap}-{round_no}-{name}", f"{label} {round_no}\n".encode() + text)
+                    for name, text in extra[i : i + 20]
+                ]
+                ingest.ingest_files(batch, f"extra-{cap}")
 
     one_huge = _timed(service.search, [huge])
     return (
