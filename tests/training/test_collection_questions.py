@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,8 +85,9 @@ def test_rule_questions_put_a_wh_phrase_in_the_answers_place() -> None:
 
 def test_kept_questions_pass_the_round_trip_and_dropped_ones_fail_it(collection_dir: Path) -> None:
     from assistant.storage import Chunk
-    from training.data.collection import questions_from_collection
-    from training.data.questions import RuleQuestions
+    from training.data.collection import questions_from_collection, round_trip
+    from training.data.questions import Candidate, RuleQuestions
+    from training.data.rag import ServingSources
 
     settings = doc_settings(collection_dir, top_k=1)
     parts = Parts(settings)
@@ -93,30 +95,48 @@ def test_kept_questions_pass_the_round_trip_and_dropped_ones_fail_it(collection_
     with parts.db.session() as session:
         chunks = {c.id: c.text for c in session.query(Chunk).filter(Chunk.collection == "handbook")}
     retrieve = parts.retriever.search
-    kept_questions = set()
+    kept_keys = set()
     for item in kept:  # independently: our own search with the served top_k, and the answer in the chunk's text
         chunk_id = int(item.qid.rsplit("-c", 1)[1])
         assert item.answer in chunks[chunk_id] and item.gold is not None and item.gold.text == chunks[chunk_id]
         hits = retrieve(item.question, k=settings.retrieval.top_k, collections=["handbook"])
         assert chunk_id in [h.chunk_id for h in hits], item.question
-        kept_questions.add(item.question)
+        kept_keys.add((chunk_id, item.question))
     # every question the generator makes of every chunk is either kept or fails the check here too
     all_asked = [(cid, c) for cid, text in chunks.items() for c in RuleQuestions()(text, 10)]
     assert report.generated == len(all_asked) and report.kept == len(kept) > 0
     assert report.kept + sum(report.dropped.values()) == report.generated
     failed = 0
     for chunk_id, candidate in all_asked:
-        if candidate.question in kept_questions:
+        if (chunk_id, candidate.question) in kept_keys:
             continue
         hits = retrieve(candidate.question, k=settings.retrieval.top_k, collections=["handbook"])
         duplicate = sum(c.question == candidate.question for _, c in all_asked) > 1
         assert duplicate or chunk_id not in [h.chunk_id for h in hits], candidate.question
         failed += 1
     assert failed == report.generated - report.kept
-    assert report.dropped["own_chunk_not_in_top_k"] >= 1  # the sentence shared by every document
-    assert any(SHARED.split()[0] in s["question"] for s in report.dropped_samples)
-    assert report.kept_samples and all(s["rank"] == 1 for s in report.kept_samples)
+    shared = [c for _, c in all_asked if c.sentence == SHARED]  # one question in every document: one kept at most
+    assert len(shared) == len(DOCUMENTS) and len({k for k in kept_keys if k[1] == shared[0].question}) <= 1
+    assert sum(report.dropped.values()) >= len(DOCUMENTS) - 1
     assert report.to_dict()["kept_share"] == round(report.kept / report.generated, 3)
+    assert report.kept_samples and all(s["rank"] == 1 for s in report.kept_samples)
+    # the check itself: another chunk's kept question fails for this chunk; an answer not in the chunk fails
+    theirs, mine = kept[0], next(cid for cid in chunks if cid != int(kept[0].qid.rsplit("-c", 1)[1]))
+    word = chunks[mine].split()[-1].strip(".")
+    borrowed = Candidate(theirs.question, word, "name", "")
+    assert round_trip(ServingSources(settings, ["handbook"], parts), _chunk(mine, chunks), borrowed)[0] == (
+        "own_chunk_not_in_top_k"
+    )
+    absent = Candidate(theirs.question, "zeppelin", "name", "")
+    assert round_trip(ServingSources(settings, ["handbook"], parts), _chunk(mine, chunks), absent)[0] == (
+        "answer_not_in_chunk"
+    )
+
+
+def _chunk(chunk_id: int, chunks: dict[int, str]) -> Any:
+    from training.data.collection import CollectionChunk
+
+    return CollectionChunk(chunk_id, chunks[chunk_id], "doc", "doc")
 
 
 def test_collection_source_is_validated_when_the_job_is_created(collection_dir: Path, tmp_path: Path) -> None:
