@@ -91,6 +91,7 @@ class AuthFirst:
         self.per_key = settings.server.max_uploads_in_flight_per_key
         self.total = settings.server.max_uploads_in_flight
         self.in_flight: Counter[str] = Counter()
+        fastapi_app.state.upload_guard = self  # what tests and operators read: uploads in flight per owner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = getattr(self.fastapi_app.state, "assistant", None)

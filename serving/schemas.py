@@ -47,7 +47,8 @@ def _plain_text(value: str) -> str:
     return value
 
 
-PlainText = Annotated[str, AfterValidator(_plain_text)]
+PLAIN_TEXT = AfterValidator(_plain_text)
+PlainText = Annotated[str, PLAIN_TEXT]
 """A request model's text field that is stored: no control characters but tab, newline and carriage return."""
 
 

@@ -19,13 +19,15 @@ from assistant.errors import ServiceUnavailableError
 from serving.access import Access, allow
 from serving.auth import PrincipalDep, key_store
 from serving.rest_format import api_key_body, issued_key_body, list_body
-from serving.schemas import PlainText
+from serving.schemas import PLAIN_TEXT
 from serving.services.keys import KeySpec, KeyStore
 from serving.state import AppState, StateDep
 
 router = APIRouter(tags=["keys"], dependencies=[allow(Access.ADMIN)])
 
-Name = Annotated[PlainText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# The length constraints and the control-character check on one plain `str` (nesting the `PlainText` alias would drop
+# the constraints: an empty name passed).
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), PLAIN_TEXT]
 
 
 class CreateKeyRequest(BaseModel):

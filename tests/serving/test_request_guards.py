@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import httpx
@@ -59,14 +59,26 @@ def test_credentials_are_checked_before_the_body_is_read(team_server: LiveServer
             assert time.monotonic() - started < 5  # answered with 2.5 MB still unsent
     with _stalled_upload(team_server, "/v1/documents", bearer(ADMIN_KEY)) as sock:
         assert _answer(sock, timeout=2) == ""  # a valid key: the server waits for the body, as it should
+    guard = team_server.app.state.upload_guard
+    _until(lambda: not guard.in_flight)  # the client went away: its upload slot comes back
+
+
+def _until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.05)
 
 
 def test_uploads_in_flight_are_bounded_per_key(team_server: LiveServer) -> None:
     limit = team_server.state.settings.server.max_uploads_in_flight_per_key
+    guard = team_server.app.state.upload_guard
+    _until(lambda: not guard.in_flight)  # an earlier test's closed uploads give their slots back
     with ExitStack() as stack:
         for _ in range(limit):
             stack.enter_context(_stalled_upload(team_server, "/v1/documents", bearer(ADMIN_KEY)))
-        time.sleep(0.5)  # the held uploads have taken their slots
+        _until(lambda: sum(guard.in_flight.values()) >= limit)  # the held uploads take their slots once checked
+        assert sum(guard.in_flight.values()) == limit, guard.in_flight
         with _stalled_upload(team_server, "/v1/documents", bearer(ADMIN_KEY)) as extra:
             answer = _answer(extra)
             assert answer.startswith("HTTP/1.1 429") and "retry-after: 2" in answer.lower(), answer[:300]

@@ -14,12 +14,15 @@ from typing import Any
 
 import pytest
 import schemathesis
+import schemathesis.specs.openapi.schemas  # at collection, in the main thread (see SCHEMATHESIS_EARLY)
 from hypothesis import HealthCheck, given, settings
 
 from tests.fixtures.live_server import LiveServer
 from tests.fixtures.teams import ADMIN_KEY, HR_KEY, bearer
 
 log = logging.getLogger(__name__)
+# SCHEMATHESIS_EARLY: schemathesis's OpenAPI module is imported above, not lazily during the test: compiling it while
+# the server's threads run hit CPython 3.11's "AST constructor recursion depth mismatch" (a race fixed in 3.12).
 EXAMPLES_PER_OPERATION = 10
 STATEFUL_SCENARIOS = 15
 ADMIN = bearer(ADMIN_KEY)
