@@ -232,7 +232,10 @@ class SourceRegistry:
         return {row.rel_path: row for row in rows}
 
     def _checked_root(self, path: Path) -> Path:
-        root = path.expanduser().resolve()
+        try:
+            root = path.expanduser().resolve()
+        except (OSError, ValueError, RuntimeError) as exc:  # '~nobody', a NUL byte, a loop of links
+            raise UnprocessableError(f"{str(path)!r} is not a usable directory path: {exc}", param="path") from exc
         if not root.is_dir():
             raise UnprocessableError(f"{path} is not a directory this process can read", param="path")
         data_dir = self.settings.data_dir.expanduser().resolve()

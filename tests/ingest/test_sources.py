@@ -345,6 +345,9 @@ def test_sources_are_refused_outside_allowed_roots_around_the_data_dir_and_twice
             registry.create(around, "team")
     with pytest.raises(UnprocessableError, match="not a directory"):
         registry.create(tmp_path / "nothing-here", "team")
+    for unusable in ("~no-such-user-here/docs", "docs\x00evil"):  # raised RuntimeError / ValueError: a 500 before
+        with pytest.raises(UnprocessableError, match="not a usable directory path"):
+            registry.create(Path(unusable), "team")
     allowed = tmp_path / "allowed" / "docs"
     allowed.mkdir(parents=True)
     record = registry.create(allowed, "team", delete_policy="keep", interval_s=60)
