@@ -4,13 +4,14 @@ Contract: `measured_backend(settings, builders)` returns the name of the faster 
 machine) and, when it just measured, the embedder it built for it (None when the choice came from a record). Both
 make the same vectors (float32; see `assistant.embedding`), so the choice changes speed only, never the index's
 space. The first call on a machine times each runtime on the same chunk-sized texts (`SAMPLE_TEXTS`, after a warm-up
-batch) and records the result, keyed by what decides the speed: the model, the CPU model name and its vector
-instruction sets (AVX-512, AVX512-BF16, AMX, AVX2), the cores this process may use, and the variables that limit the
-instruction sets the runtimes use (`ONEDNN_MAX_CPU_ISA`, `ORT_...`, `ATEN_CPU_CAPABILITY`), so forcing the AVX2 code
-path is measured as its own machine. Records live in `<models_dir>/embedder-backends.json` (the data directory's)
-and in a per-user cache (`$XDG_CACHE_HOME/assistant-platform/`, else `~/.cache/...`) so a new data directory on the
-same machine does not measure again. Each record keeps the texts/s of both runtimes; `models.embedder_backend` set
-to a runtime overrides.
+batch; three interleaved passes, the best of each) and records the result (only on a quiet machine, a 1-minute load
+average below its cores: a busy machine's choice serves that process and is measured again next time), keyed by what
+decides the speed: the model, the CPU model name and its vector instruction sets (AVX-512, AVX512-BF16, AMX, AVX2),
+the cores this process may use, and the variables that limit the instruction sets the runtimes use
+(`ONEDNN_MAX_CPU_ISA`, `ORT_...`, `ATEN_CPU_CAPABILITY`), so forcing the AVX2 code path is measured as its own
+machine. Records live in `<models_dir>/embedder-backends.json` (the data directory's) and in a per-user cache
+(`$XDG_CACHE_HOME/assistant-platform/`, else `~/.cache/...`) so a new data directory on the same machine does not
+measure again. Each record keeps the texts/s of both runtimes; `models.embedder_backend` set to a runtime overrides.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from assistant.settings import Settings
 log = logging.getLogger(__name__)
 
 SAMPLE_TEXTS = 48
+METHOD = "interleaved-best-of-3"  # part of the key: records of an earlier way of measuring are not reused
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 ISA_VARIABLES = (
     "ONEDNN_MAX_CPU_ISA",
@@ -59,7 +61,7 @@ def _cpu() -> dict[str, Any]:
 def machine_key(model: str) -> str:
     """What the measurement depends on, as a short stable key (see the module contract)."""
     limits = {name: os.environ[name] for name in ISA_VARIABLES if name in os.environ}
-    described = {"model": model, **_cpu(), "limits": limits}
+    described = {"model": model, **_cpu(), "limits": limits, "method": METHOD}
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -83,13 +85,19 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _texts_per_s(embedder: Built, texts: list[str]) -> float:
-    embedder.embed(texts[:8])  # warm-up: first-call allocations and thread pools are not the steady speed
-    best = float("inf")
-    for _ in range(2):
-        started = time.perf_counter()
-        embedder.embed(texts)
-        best = min(best, time.perf_counter() - started)
-    return len(texts) / best
+    """Texts per second of one timed pass (after a warm-up batch: first-call allocations are not the steady speed)."""
+    embedder.embed(texts[:8])
+    started = time.perf_counter()
+    embedder.embed(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def _quiet() -> bool:
+    """Whether the machine is quiet enough for a measurement worth keeping (1-minute load below the cores)."""
+    try:
+        return bool(os.getloadavg()[0] < _cpu()["cores"])
+    except OSError:  # no load average on this platform: trust the interleaved best-of-3
+        return True
 
 
 def measured_backend(settings: Settings, builders: dict[str, Callable[[], Built]]) -> tuple[str, Built | None]:
@@ -101,10 +109,15 @@ def measured_backend(settings: Settings, builders: dict[str, Callable[[], Built]
             return str(record["backend"]), None
     texts = sample_texts()
     built = {name: build() for name, build in builders.items()}
-    speeds = {name: round(_texts_per_s(embedder, texts), 1) for name, embedder in built.items()}
+    # Interleaved, best of three: a burst of other work slows one pass, not one runtime's every pass.
+    passes = [{name: _texts_per_s(embedder, texts) for name, embedder in built.items()} for _ in range(3)]
+    speeds = {name: round(max(p[name] for p in passes), 1) for name in built}
     backend = max(speeds, key=lambda name: speeds[name])
     record = {"backend": backend, "texts_per_s": speeds, **_cpu(), "measured_at": int(time.time())}
     log.info("embedder runtime measured on this machine: %s (texts/s %s)", backend, speeds)
+    if not _quiet():  # a busy machine's figures would be kept for good: use them now, measure again next time
+        log.info("the machine is busy (load average %.1f): the choice is not recorded", os.getloadavg()[0])
+        return backend, built[backend]
     for path in _cache_files(settings):
         try:
             write_atomic(path, json.dumps({**_read(path), key: record}, indent=1, sort_keys=True))

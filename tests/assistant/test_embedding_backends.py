@@ -132,8 +132,14 @@ def test_auto_measures_the_runtimes_once_per_machine(tmp_path: Path, monkeypatch
         return real(embedder, texts)
 
     monkeypatch.setattr(choice, "_texts_per_s", counting)
+    monkeypatch.setattr(choice, "_quiet", lambda: False)  # a busy machine: used now, not recorded
+    busy = make_embedder(Settings(data_dir=tmp_path / "busy"))
+    assert sorted(timed) == ["OnnxEmbedder"] * 3 + ["SentenceTransformerEmbedder"] * 3  # three interleaved passes
+    assert not (tmp_path / "cache" / "assistant-platform" / "embedder-backends.json").exists()
+    monkeypatch.setattr(choice, "_quiet", lambda: True)
+    timed.clear()
     first = make_embedder(Settings(data_dir=tmp_path / "a"))
-    assert sorted(timed) == ["OnnxEmbedder", "SentenceTransformerEmbedder"]
+    assert len(timed) == 6 and busy is not first
     records = json.loads((tmp_path / "cache" / "assistant-platform" / "embedder-backends.json").read_text())
     (record,) = records.values()
     assert set(record["texts_per_s"]) == {"onnx", "torch"} and all(v > 0 for v in record["texts_per_s"].values())
@@ -141,8 +147,8 @@ def test_auto_measures_the_runtimes_once_per_machine(tmp_path: Path, monkeypatch
     assert record["backend"] == winner
     assert type(first).__name__ == {"onnx": "OnnxEmbedder", "torch": "SentenceTransformerEmbedder"}[winner]
     second = make_embedder(Settings(data_dir=tmp_path / "b"))  # a new data directory on the same machine
-    assert len(timed) == 2 and type(second) is type(first)  # read from the record, nothing timed
+    assert len(timed) == 6 and type(second) is type(first)  # read from the record, nothing timed
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     make_embedder(Settings(data_dir=tmp_path / "c"))
-    assert len(timed) == 4  # the AVX2 code path is another machine
+    assert len(timed) == 12  # the AVX2 code path is another machine
     assert len(json.loads((tmp_path / "cache" / "assistant-platform" / "embedder-backends.json").read_text())) == 2
