@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from assistant.durable import write_atomic
 from assistant.errors import ConfigError
 from assistant.models import export_onnx_embedder, resolve_embedder
 from assistant.settings import Settings
@@ -242,11 +243,7 @@ def check_embedder_space(settings: Settings, dim: int) -> None:
 
 def record_embedder_space(settings: Settings, dim: int) -> None:
     """Write the space of the configured embedder as the index's (atomically; after a full re-embedding)."""
-    path = settings.index_dir / "embedder.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(embedder_space(settings, dim), sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(settings.index_dir / "embedder.json", json.dumps(embedder_space(settings, dim), sort_keys=True))
 
 
 def make_embedder(settings: Settings, check_space: bool = True) -> Embedder:

@@ -24,9 +24,9 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeGuard
 
 from fastapi import FastAPI, params
 from fastapi.routing import APIRoute
@@ -66,14 +66,30 @@ def check_exposure(settings: Settings, stored_keys: Callable[[], bool] = lambda:
     )
 
 
-async def _send_error(send: Send, status: int, message: str, param: str | None = None) -> None:
-    body = json.dumps(error_body(message, "invalid_request_error", param)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    param: str | None = None,
+    *,
+    error_type: str = "invalid_request_error",
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """An OpenAI-shaped error answered by a pure ASGI guard (before the app, so its exception handler is not there)."""
+    body = json.dumps(error_body(message, error_type, param)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra_headers]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def is_upload_route(route: object) -> TypeGuard[APIRoute]:
+    """A route that takes multipart form fields (file uploads): the large body limit and the upload slots apply."""
+    return isinstance(route, APIRoute) and any(
+        isinstance(f.field_info, params.Form) for f in route.dependant.body_params
+    )
+
+
+def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key.lower() == name:
             return bytes(value).decode("latin-1")
@@ -108,10 +124,10 @@ class HostCheck:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            host = host_of(_header(scope, b"host") or "")
+            host = host_of(header(scope, b"host") or "")
             if not self.allowed(host):
                 message = f"the Host header {host!r} is not served here; add it to server.allowed_hosts"
-                await _send_error(send, 400, message)
+                await send_error(send, 400, message)
                 return
         await self.app(scope, receive, send)
 
@@ -129,10 +145,7 @@ class BodyLimit:
     def _upload_routes(self) -> list[tuple[re.Pattern[str], set[str]]]:
         if self._uploads is None:  # routes are complete once requests arrive
             self._uploads = [
-                (route.path_regex, set(route.methods))
-                for route in self.fastapi_app.routes
-                if isinstance(route, APIRoute)
-                and any(isinstance(f.field_info, params.Form) for f in route.dependant.body_params)
+                (route.path_regex, set(route.methods)) for route in self.fastapi_app.routes if is_upload_route(route)
             ]
         return self._uploads
 
@@ -147,9 +160,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit, setting = self.limit_for(scope)
-        declared = _header(scope, b"content-length") or ""
+        declared = header(scope, b"content-length") or ""
         if declared.isdigit() and int(declared) > limit:
-            await _send_error(send, 413, f"the request body is {int(declared)} bytes; the limit is {limit} ({setting})")
+            await send_error(send, 413, f"the request body is {int(declared)} bytes; the limit is {limit} ({setting})")
             return
         received, started, exceeded = 0, False, False
 
@@ -165,7 +178,7 @@ class BodyLimit:
                     # answers to that is dropped. (An exception raised here would be rewrapped by middleware.)
                     exceeded = True
                     if not started:
-                        await _send_error(send, 413, f"the request body exceeds {limit} bytes ({setting})")
+                        await send_error(send, 413, f"the request body exceeds {limit} bytes ({setting})")
                     return {"type": "http.disconnect"}
             return message
 
@@ -221,7 +234,7 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, b"x-request-id") or ""
+        given = header(scope, b"x-request-id") or ""
         request_id = given if _VALID_ID.fullmatch(given) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
 

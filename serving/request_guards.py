@@ -19,42 +19,20 @@ Contract (installed by `serving.middleware.install_guards`, inside the Host chec
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, params
-from fastapi.routing import APIRoute
+from fastapi import FastAPI
 from starlette.routing import Match
 
 from assistant.errors import AuthenticationError
 from assistant.settings import Settings
 from serving.access import Access, route_access
 from serving.auth import MISSING_KEY, authenticate
-from serving.errors import error_body
+from serving.middleware import ASGIApp, Receive, Scope, Send, header, is_upload_route, send_error
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-async def refuse(send: Send, status: int, message: str, error_type: str, extra: list[tuple[bytes, bytes]]) -> None:
-    body = json.dumps(error_body(message, error_type)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class _RouteLevels:
@@ -75,10 +53,7 @@ class _RouteLevels:
 
     def _describe(self, route: Any) -> tuple[Access, bool]:
         levels = route_access(route, self.app)
-        upload = isinstance(route, APIRoute) and any(
-            isinstance(f.field_info, params.Form) for f in route.dependant.body_params
-        )
-        return (levels[0] if len(levels) == 1 else Access.ADMIN), upload
+        return (levels[0] if len(levels) == 1 else Access.ADMIN), is_upload_route(route)
 
 
 class AuthFirst:
@@ -104,12 +79,12 @@ class AuthFirst:
             credentials = header(scope, b"authorization"), header(scope, b"cookie")  # a console session: the cookie
             principal = await asyncio.to_thread(authenticate, state, *credentials)
         except AuthenticationError as exc:
-            extra = [(b"www-authenticate", b"Bearer")]
-            await refuse(send, 401, exc.message or MISSING_KEY, "authentication_error", extra)
+            message, challenge = exc.message or MISSING_KEY, [(b"www-authenticate", b"Bearer")]
+            await send_error(send, 401, message, error_type="authentication_error", extra_headers=challenge)
             return
         if level is Access.ADMIN and not principal.is_admin:
             message = "this route needs an admin API key (this key's role is member)"
-            await refuse(send, 403, message, "permission_error", [])
+            await send_error(send, 403, message, error_type="permission_error")
             return
         if not upload:
             await self.app(scope, receive, send)
@@ -118,7 +93,7 @@ class AuthFirst:
         if self.in_flight[owner] >= self.per_key or sum(self.in_flight.values()) >= self.total:
             which = "this key's" if self.in_flight[owner] >= self.per_key else "the server's"
             message = f"{which} uploads in flight are at their limit (server.max_uploads_in_flight*); retry shortly"
-            await refuse(send, 429, message, "rate_limit_error", [(b"retry-after", b"2")])
+            await send_error(send, 429, message, error_type="rate_limit_error", extra_headers=[(b"retry-after", b"2")])
             return
         self.in_flight[owner] += 1
         try:
@@ -145,7 +120,7 @@ class CrossSiteGuard:
         if scope["type"] == "http" and scope.get("method", "GET") not in SAFE_METHODS:
             reason = self.refusal(scope)
             if reason is not None:
-                await refuse(send, 403, reason, "permission_error", [])
+                await send_error(send, 403, reason, error_type="permission_error")
                 return
         await self.app(scope, receive, send)
 

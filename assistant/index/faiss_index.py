@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import faiss
 import numpy as np
 
+from assistant.durable import fsync_dir
 from assistant.errors import ConfigError
 from assistant.index.base import SearchResult
 
@@ -215,7 +216,7 @@ class FaissIndex:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         log.debug("saved %d vectors (%s) to %s", len(self), self.kind, self.path)
 
     def _load(self) -> None:
@@ -228,17 +229,6 @@ class FaissIndex:
                 f"index {self.path} has dimension {self._index.d} but the embedder has {self.dim}: "
                 "run `assistant index rebuild` after changing the embedder"
             )
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_index(index_dir: Path, dim: int, approximate_after: int) -> FaissIndex:

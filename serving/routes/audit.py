@@ -31,7 +31,7 @@ from starlette.routing import Match, Route
 from assistant.errors import AuthenticationError
 from serving.access import Access, allow
 from serving.auth import authenticate
-from serving.middleware import current_request_id
+from serving.middleware import current_request_id, header
 from serving.rest_format import audit_body, list_body
 from serving.services.audit import AuditEntry, AuditFilters, AuditLog
 from serving.state import AppState, StateDep
@@ -88,13 +88,6 @@ def _json(data: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 def _response_ids(body: dict[str, Any]) -> list[str]:
     if isinstance(body.get("id"), str | int) and body.get("object") != "list":
         return [str(body["id"])]
@@ -142,7 +135,7 @@ class AuditRecorder:
             return
         path, params = found
         seen = _Exchange()
-        is_json = (_header(scope, b"content-type") or "").startswith("application/json")
+        is_json = (header(scope, b"content-type") or "").startswith("application/json")
 
         async def tee_receive() -> Message:
             message = await receive()
@@ -191,9 +184,9 @@ class AuditRecorder:
     def _entry(
         state: AppState, scope: Scope, method: str, path: str, params: dict[str, Any], seen: _Exchange
     ) -> AuditEntry:
-        authorization = _header(scope, b"authorization")
+        authorization = header(scope, b"authorization")
         try:
-            principal = authenticate(state, authorization, _header(scope, b"cookie"))  # or a console session
+            principal = authenticate(state, authorization, header(scope, b"cookie"))  # or a console session
             actor, actor_id, role = principal.name, principal.owner, str(principal.role)
         except AuthenticationError:
             actor, actor_id, role = ("(invalid key)" if authorization else "(no key)"), None, None

@@ -38,7 +38,5 @@ RetrievalDep = Annotated[RetrievalService, Depends(get_retrieval)]
 @router.post("/v1/retrieve")
 async def retrieve(body: RetrieveRequest, retrieval: RetrievalDep, principal: PrincipalDep) -> dict[str, Any]:
     collections = retrieval.scope(body.collections, principal)
-    hits = await retrieval.search(body.query, body.k, collections, body.mode)
-    if not principal.is_admin:  # keyword statistics span every team's documents (assistant.retrieval.hits)
-        hits = [hit.without_corpus_scores() for hit in hits]
+    hits = await retrieval.search(body.query, body.k, collections, body.mode, principal)
     return {"object": "list", "query": body.query, "mode": body.mode, "data": [hit.to_dict() for hit in hits]}

@@ -252,12 +252,10 @@ class ChatService:
         if not (available if collections is None else available & set(collections)):
             return [], "no_documents"
         query = self.retrieval_query(history)
-        hits = await self.retrieval.search(query, request.top_k, collections, request.retrieval_mode)
+        hits = await self.retrieval.search(query, request.top_k, collections, request.retrieval_mode, principal)
         threshold = self.settings.retrieval.relevance_threshold
         if threshold > 0 and not any((hit.dense_score or 0.0) >= threshold for hit in hits):
             return [], "no_relevant_sources"
-        if not principal.is_admin:  # citation scores without other teams' keyword statistics (retrieval.hits)
-            hits = [hit.without_corpus_scores() for hit in hits]
         return hits, "rag"
 
     def retrieval_query(self, history: list[dict[str, str]]) -> str:

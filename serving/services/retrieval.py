@@ -1,10 +1,11 @@
 """Retrieval for the API: the core `Retriever` run off the event loop, scoped to the collections a key may read.
 
 Contract: `RetrievalService.scope(requested, principal)` checks that each named collection is readable by the key
-(403, checked first so a member learns nothing about collections outside its scope) and exists (404); with none named
-it is every collection the key may read. `search(query, k, collections, mode)` runs the search in a worker thread
-holding the index lock shared (`IndexLock.read`: searches run side by side; an index write step, during which the
-FAISS index is not safe to search, excludes them), and records the retrieval latency metric.
+(403, checked first so a member learns nothing about collections outside its scope) and exists (404); with none
+named it is every collection the key may read. `search(query, k, collections, mode)` runs the search in a worker
+thread holding the index lock shared (`IndexLock.read`: searches run side by side; an index write step, during which
+the FAISS index is not safe to search, excludes them), and records the retrieval latency metric; a member key's hits
+come without corpus-wide keyword scores.
 """
 
 from __future__ import annotations
@@ -43,10 +44,21 @@ class RetrievalService:
                 raise NotFoundError(f"unknown collection(s): {', '.join(unknown)}", param="collections")
         return allowed
 
-    async def search(self, query: str, k: int | None, collections: list[str] | None, mode: str = "hybrid") -> list[Hit]:
+    async def search(
+        self,
+        query: str,
+        k: int | None,
+        collections: list[str] | None,
+        mode: str = "hybrid",
+        principal: Principal | None = None,
+    ) -> list[Hit]:
+        """The hits; a member `principal` gets them without the scores that depend on every collection's keyword
+        statistics (`Hit.without_corpus_scores`), so another team's uploads never move its scores."""
         started = time.perf_counter()
         hits = await asyncio.to_thread(self._search, query, k, collections, mode)
         self.metrics.retrieval.observe(time.perf_counter() - started)
+        if principal is not None and not principal.is_admin:
+            hits = [hit.without_corpus_scores() for hit in hits]
         return hits
 
     def _search(self, query: str, k: int | None, collections: list[str] | None, mode: str) -> list[Hit]:
