@@ -60,7 +60,14 @@ class Retrieval(Protocol):
 
     def scope(self, requested: list[str] | None, principal: Principal) -> list[str] | None: ...
     def collections(self) -> set[str]: ...
-    async def search(self, query: str, k: int | None, collections: list[str] | None, mode: str = ...) -> list[Hit]: ...
+    async def search(
+        self,
+        query: str,
+        k: int | None,
+        collections: list[str] | None,
+        mode: str = ...,
+        principal: Principal | None = ...,
+    ) -> list[Hit]: ...
 
 
 @dataclass(frozen=True)
