@@ -13,6 +13,9 @@ from assistant.storage import Adapter, ChatRecord
 from tests.fixtures.live_server import LiveServer
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+# Plain chats: the server is shared, and documents other test files upload could turn these into the fixed
+# "I don't know" answer of a grounded chat; these tests are about the OpenAI surface and adapters, not retrieval.
+PLAIN = {"use_retrieval": False}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,9 @@ def test_models_lists_base(client: openai.OpenAI) -> None:
 
 
 def test_chat_completion_non_streaming(client: openai.OpenAI, live_server: LiveServer) -> None:
-    response = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=12, temperature=0)
+    response = client.chat.completions.create(
+        model="tiny", messages=QUESTION, max_tokens=12, temperature=0, extra_body=PLAIN
+    )
     choice = response.choices[0]
     assert choice.message.role == "assistant" and choice.message.content
     assert choice.finish_reason in {"stop", "length"}
@@ -43,7 +48,9 @@ def test_chat_completion_non_streaming(client: openai.OpenAI, live_server: LiveS
 
 
 def test_chat_completion_streaming_matches_non_streaming(client: openai.OpenAI) -> None:
-    full = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=12, temperature=0)
+    full = client.chat.completions.create(
+        model="tiny", messages=QUESTION, max_tokens=12, temperature=0, extra_body=PLAIN
+    )
     stream = client.chat.completions.create(
         model="tiny",
         messages=QUESTION,
@@ -51,6 +58,7 @@ def test_chat_completion_streaming_matches_non_streaming(client: openai.OpenAI) 
         temperature=0,
         stream=True,
         stream_options={"include_usage": True},
+        extra_body=PLAIN,
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -62,9 +70,15 @@ def test_chat_completion_streaming_matches_non_streaming(client: openai.OpenAI) 
 def test_adapter_by_name_changes_output(client: openai.OpenAI, live_server: LiveServer, tiny_adapter_dir: Path) -> None:
     with live_server.state.db.session() as session:
         session.add(Adapter(name="support", version=1, path=str(tiny_adapter_dir), base_model="tiny", status="active"))
-    base = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=12, temperature=0)
-    tuned = client.chat.completions.create(model="support", messages=QUESTION, max_tokens=12, temperature=0)
-    exact = client.chat.completions.create(model="support@v1", messages=QUESTION, max_tokens=12, temperature=0)
+    base = client.chat.completions.create(
+        model="tiny", messages=QUESTION, max_tokens=12, temperature=0, extra_body=PLAIN
+    )
+    tuned = client.chat.completions.create(
+        model="support", messages=QUESTION, max_tokens=12, temperature=0, extra_body=PLAIN
+    )
+    exact = client.chat.completions.create(
+        model="support@v1", messages=QUESTION, max_tokens=12, temperature=0, extra_body=PLAIN
+    )
     assert tuned.choices[0].message.content != base.choices[0].message.content
     assert exact.choices[0].message.content == tuned.choices[0].message.content
     assert {"support", "support@v1"} <= {model.id for model in client.models.list()}
