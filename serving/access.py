@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Mount, Route
 
 from assistant.errors import ConfigError, PermissionDeniedError
-from serving.auth import PrincipalDep
+from serving.deps import PrincipalDep
 from serving.principal import Principal
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ stored keys are found by the digest alone (a dictionary lookup on a hash reveals
 `Principal` carries the key's role, its owner fingerprint, the collections it may read (None = all) and, for a stored
 key, its id (quotas). Without an `Authorization` header, a console session cookie (OpenID Connect sign-in,
 `serving.services.oidc`, passed as `cookie`) names the caller instead; with `oidc` configured a credential is always
-required. `require_api_key` is the FastAPI dependency over it. Which role each route needs is declared in
+required. `serving.deps.require_api_key` is the FastAPI dependency over it. Which role each route needs is declared in
 `serving.access`, not here.
 """
 
@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Annotated
-
-from fastapi import Depends, Request
 
 from assistant.errors import AuthenticationError
 from assistant.settings import APIKey
 from serving.principal import ANONYMOUS, Principal, Role
 from serving.services.keys import KeyStore, StoredKey
 from serving.services.oidc import OIDCSignIn
-from serving.state import AppState, StateDep
+from serving.state import AppState
 
 MISSING_KEY = "missing API key: send the header 'Authorization: Bearer YOUR_KEY'"
 
@@ -97,10 +94,3 @@ def authenticate(state: AppState, authorization: str | None, cookie: str | None 
         raise AuthenticationError("invalid API key (unknown, revoked or expired)")
     store.touch(stored.id)
     return stored_principal(stored)
-
-
-def require_api_key(request: Request, state: StateDep) -> Principal:
-    return authenticate(state, request.headers.get("authorization"), request.headers.get("cookie"))
-
-
-PrincipalDep = Annotated[Principal, Depends(require_api_key)]

@@ -1,4 +1,4 @@
-"""What the app keeps on `app.state`, and the `Annotated` dependencies routes use to reach it.
+"""What the app keeps on `app.state` (the dependencies routes use to reach it are in `serving.deps`).
 
 Contract: `AppState` is filled by the lifespan; until the engine is loaded `ready` is False and routes that need the
 engine answer 503 (so `/health` can report liveness while a large model is still loading).
@@ -7,12 +7,8 @@ engine answer 503 (so `/health` can report liveness while a large model is still
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
-
-from fastapi import Depends, Request
 
 from assistant.engine import GenerationEngine
-from assistant.errors import ServiceUnavailableError
 from assistant.index.locking import IndexLock
 from assistant.parts import Parts
 from assistant.settings import Settings
@@ -52,29 +48,3 @@ class AppState:
     load_error: str | None = None
     started_at: float = 0.0
     extras: dict[str, object] = field(default_factory=dict)
-
-
-T = TypeVar("T")
-
-
-def require(service: T | None, what: str) -> T:
-    """The service, or 503 while the server is still starting."""
-    if service is None:
-        raise ServiceUnavailableError(f"the {what} is not ready yet; retry shortly")
-    return service
-
-
-def get_state(request: Request) -> AppState:
-    state: AppState = request.app.state.assistant
-    return state
-
-
-def get_chat_service(state: Annotated[AppState, Depends(get_state)]) -> ChatService:
-    if not state.ready or state.chat is None:
-        detail = f": {state.load_error}" if state.load_error else "; retry shortly"
-        raise ServiceUnavailableError(f"the model is not loaded yet{detail}")
-    return state.chat
-
-
-StateDep = Annotated[AppState, Depends(get_state)]
-ChatDep = Annotated[ChatService, Depends(get_chat_service)]

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from serving.access import Access, allow
+from serving.deps import StateDep, require
 from serving.rest_format import adapter_body, adapter_list_body
-from serving.state import StateDep, require
 
 router = APIRouter(tags=["adapters"], dependencies=[allow(Access.ADMIN)])
 

@@ -31,10 +31,11 @@ from starlette.routing import Match, Route
 from assistant.errors import AuthenticationError
 from serving.access import Access, allow
 from serving.auth import authenticate
+from serving.deps import StateDep
 from serving.middleware import current_request_id, header
 from serving.rest_format import audit_body, list_body
 from serving.services.audit import AuditEntry, AuditFilters, AuditLog
-from serving.state import AppState, StateDep
+from serving.state import AppState
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from assistant.errors import AssistantError, AuthenticationError, NotFoundError
 from serving.access import Access, allow
+from serving.deps import StateDep
 from serving.middleware import current_request_id
 from serving.principal import Principal
 from serving.services.audit import AuditEntry, AuditLog
 from serving.services.oidc import LOGIN_COOKIE, LOGIN_TTL_S, SESSION_COOKIE, OIDCSignIn
-from serving.state import AppState, StateDep
+from serving.state import AppState
 
 log = logging.getLogger(__name__)
 

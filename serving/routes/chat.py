@@ -12,11 +12,11 @@ from starlette.types import Receive, Scope, Send
 from serving import tracing
 from serving.access import Access, allow
 from serving.admission import Lease
-from serving.auth import PrincipalDep, key_store
+from serving.auth import key_store
+from serving.deps import ChatDep, PrincipalDep, StateDep
 from serving.openai_format import completion_body, sse_events
 from serving.schemas import ChatCompletionRequest
 from serving.services.quotas import Quotas, spent_tokens
-from serving.state import ChatDep, StateDep
 
 router = APIRouter(tags=["chat"], dependencies=[allow(Access.MEMBER)])
 

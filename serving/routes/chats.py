@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from serving.access import Access, allow
-from serving.auth import PrincipalDep, key_store
+from serving.auth import key_store
+from serving.deps import PrincipalDep, StateDep
 from serving.services.chats import ChatHistory
 from serving.services.quotas import Quotas
-from serving.state import StateDep
 
 router = APIRouter(tags=["chats"], dependencies=[allow(Access.MEMBER)])
 

@@ -7,27 +7,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 
-from assistant.errors import NotFoundError, PermissionDeniedError, ServiceUnavailableError
+from assistant.errors import NotFoundError, PermissionDeniedError
 from serving.access import Access, allow
-from serving.auth import PrincipalDep
+from serving.deps import DocumentsDep, PrincipalDep
 from serving.schemas import check_text
-from serving.services.documents import DocumentsService
-from serving.state import StateDep
 
 router = APIRouter(tags=["documents"], dependencies=[allow(Access.MEMBER)])
-
-
-def get_documents(state: StateDep) -> DocumentsService:
-    service = state.documents
-    if service is None:
-        raise ServiceUnavailableError("the document store is not ready yet; retry shortly")
-    return service
-
-
-DocumentsDep = Annotated[DocumentsService, Depends(get_documents)]
 
 
 @router.post("/v1/documents")

@@ -6,26 +6,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
-from assistant.errors import ServiceUnavailableError
 from serving.access import Access, allow
-from serving.auth import PrincipalDep
-from serving.services.evaluation import EvaluationService
-from serving.state import StateDep
+from serving.deps import EvaluationsDep, PrincipalDep
 
 router = APIRouter(tags=["evaluations"], dependencies=[allow(Access.ADMIN)])
 MEDIA = {"json": "application/json", "markdown": "text/markdown", "curves": "image/png"}
-
-
-def get_evaluations(state: StateDep) -> EvaluationService:
-    if state.evaluations is None:
-        raise ServiceUnavailableError("the model is not loaded yet; retry shortly")
-    return state.evaluations
-
-
-EvaluationsDep = Annotated[EvaluationService, Depends(get_evaluations)]
 
 
 @router.post("/v1/evaluations", status_code=202)

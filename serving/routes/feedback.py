@@ -15,10 +15,9 @@ from pydantic import BaseModel, Field
 
 from assistant.errors import InvalidRequestError
 from serving.access import Access, allow
-from serving.auth import PrincipalDep
+from serving.deps import PrincipalDep, StateDep, require
 from serving.rest_format import feedback_body, import_body, pair_page_body
 from serving.schemas import MAX_UNIX_TIME
-from serving.state import StateDep, require
 
 router = APIRouter(tags=["feedback"])
 

@@ -16,10 +16,10 @@ from fastapi.responses import JSONResponse
 
 from assistant.errors import AuthenticationError
 from serving.access import Access, allow
-from serving.auth import require_api_key
+from serving.deps import StateDep, require_api_key
 from serving.replica_sync import ReplicaSync
 from serving.services.jobs import WorkerSupervisor
-from serving.state import AppState, StateDep
+from serving.state import AppState
 
 router = APIRouter(tags=["health"], dependencies=[allow(Access.PUBLIC)])
 

@@ -9,9 +9,9 @@ from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import JSONResponse
 
 from serving.access import Access, allow
+from serving.deps import StateDep, require
 from serving.rest_format import job_body, job_list_body, upload_body
 from serving.schemas import JobSpec
-from serving.state import StateDep, require
 
 router = APIRouter(tags=["training"], dependencies=[allow(Access.ADMIN)])
 

@@ -17,11 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from assistant.errors import ServiceUnavailableError
 from serving.access import Access, allow
-from serving.auth import PrincipalDep, key_store
+from serving.auth import key_store
+from serving.deps import PrincipalDep, StateDep
 from serving.rest_format import api_key_body, issued_key_body, list_body
 from serving.schemas import PLAIN_TEXT
 from serving.services.keys import KeySpec, KeyStore
-from serving.state import AppState, StateDep
+from serving.state import AppState
 
 router = APIRouter(tags=["keys"], dependencies=[allow(Access.ADMIN)])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from serving.access import Access, allow
-from serving.state import StateDep
+from serving.deps import StateDep
 
 router = APIRouter(tags=["metrics"], dependencies=[allow(Access.ADMIN)])
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from serving.access import Access, allow
-from serving.auth import PrincipalDep
 from serving.catalog import engine_identity
+from serving.deps import PrincipalDep, StateDep
 from serving.schemas import ModelCard, ModelList
-from serving.state import StateDep
 
 router = APIRouter(tags=["models"], dependencies=[allow(Access.MEMBER)])
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from assistant.errors import ServiceUnavailableError
 from serving.access import Access, allow
-from serving.auth import PrincipalDep
+from serving.deps import PrincipalDep, RetrievalDep
 from serving.schemas import CollectionList
-from serving.services.retrieval import RetrievalService
-from serving.state import StateDep
 
 router = APIRouter(tags=["retrieval"], dependencies=[allow(Access.MEMBER)])
 
@@ -24,15 +21,6 @@ class RetrieveRequest(BaseModel):
         None, description="Only these collections (omit for all the key may read; [] is refused)."
     )
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
-
-
-def get_retrieval(state: StateDep) -> RetrievalService:
-    if state.retrieval is None:
-        raise ServiceUnavailableError("the retriever is not ready yet; retry shortly")
-    return state.retrieval
-
-
-RetrievalDep = Annotated[RetrievalService, Depends(get_retrieval)]
 
 
 @router.post("/v1/retrieve")

@@ -8,8 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from serving.access import Access, allow
-from serving.services.rewards import RewardService
-from serving.state import StateDep
+from serving.deps import RewardsDep
 
 router = APIRouter(tags=["rewards"], dependencies=[allow(Access.ADMIN)])
 
@@ -31,17 +30,10 @@ class RewardRequest(BaseModel):
     items: list[RewardItem] = Field(..., min_length=1, max_length=64)
 
 
-def reward_service(state: Any) -> RewardService:
-    service = state.extras.get("rewards")
-    if service is None:
-        service = state.extras.setdefault("rewards", RewardService(state.parts, state.admission))
-    return service  # type: ignore[no-any-return]
-
-
 @router.post("/v1/rewards/score")
-async def score_answers(body: RewardRequest, state: StateDep) -> dict[str, Any]:
+async def score_answers(body: RewardRequest, rewards: RewardsDep) -> dict[str, Any]:
     items = [item.model_dump(exclude_none=True) for item in body.items]
     for item in items:
         if "messages" in item:
             item["messages"] = [dict(turn) for turn in item["messages"]]
-    return await reward_service(state).score(body.model, items)
+    return await rewards.score(body.model, items)

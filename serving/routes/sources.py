@@ -6,24 +6,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.access import Access, allow
+from serving.deps import SourcesDep
 from serving.rest_format import source_body, source_list_body, sync_body
-from serving.services.sources import SourcesService
-from serving.state import StateDep, require
 
 router = APIRouter(tags=["sources"], dependencies=[allow(Access.ADMIN)])
-
-
-def get_sources(state: StateDep) -> SourcesService:
-    service = state.extras.get("sources")
-    return require(service if isinstance(service, SourcesService) else None, "sources service")
-
-
-SourcesDep = Annotated[SourcesService, Depends(get_sources)]
 
 
 class SourceSpec(BaseModel):
