@@ -4,16 +4,23 @@ Contract: `register(app, eval_app)` adds `ingest PATH...`, `search QUERY`, `inde
 `retrieval` to the eval group. Every command builds the settings with `cli.common.build_settings`, imports its heavy
 modules inside the function, reports project errors as one line with exit code 1, and prints results to stdout.
 `ingest` exits 1 when any file failed (the others are still ingested); `index check` exits 1 when inconsistent.
+Long work (ingest, index rebuild, eval retrieval) shows its progress on stderr (`cli.progress`); a failing file is
+named there, with its reason, as soon as it fails; the result lines on stdout are printed at the end.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import ConfigOption, DataDirOption, build_settings, echo, user_errors
+from cli.progress import TerminalProgress
+
+if TYPE_CHECKING:
+    from ingest.results import FileResult
+    from ingest.service import IngestProgress
 
 CollectionOption = Annotated[str, typer.Option("--collection", help="Collection the documents belong to.")]
 SHARED_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1-dev-part1.json"
@@ -27,14 +34,14 @@ def ingest(
 ) -> None:
     """Ingest documents (PDF, DOCX, HTML, Markdown, TXT, CSV, JSON/JSONL) into the index."""
     settings = build_settings(config, data_dir)
-    with user_errors():
+    with user_errors(), TerminalProgress() as progress:
         from assistant.parts import Parts
         from ingest.service import IngestService
 
-        report = IngestService.of(Parts(settings)).ingest_paths(paths, collection)
+        service = IngestService.of(Parts(settings))
+        report = service.ingest_paths(paths, collection, lambda event: show_ingest(progress, event))
     for result in report.files:
-        detail = f"error {result.status_code}: {result.error}" if result.error else f"{result.chunks} chunks"
-        echo(f"{result.status:<10} {result.source}  ({detail})")
+        echo(result_line(result))
     dropped = report.selection.counts()
     echo(
         f"{report.counts()} in {report.seconds:.1f} s; {report.chunks} chunks"
@@ -42,6 +49,19 @@ def ingest(
     )
     if report.failed:
         raise typer.Exit(code=1)
+
+
+def show_ingest(progress: TerminalProgress, event: IngestProgress, stage: str = "ingest") -> None:
+    """One more file is done: a failure is named at once, the bar counts files (and the chunks stored)."""
+    if event.result.error:
+        progress.note(result_line(event.result))
+    progress.update(stage, event.files_done, event.files_total, f"{event.chunks} chunks")
+
+
+def result_line(result: FileResult) -> str:
+    """A file's outcome as `ingest` prints it: status, source, then chunks or the error."""
+    detail = f"error {result.status_code}: {result.error}" if result.error else f"{result.chunks} chunks"
+    return f"{result.status:<10} {result.source}  ({detail})"
 
 
 def search(
@@ -74,7 +94,7 @@ def search(
 def index_rebuild(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Rebuild the vector index from the chunk rows (exact or HNSW by size; compacts deletions)."""
     settings = build_settings(config, data_dir)
-    with user_errors():
+    with user_errors(), TerminalProgress() as progress:
         from assistant.embedding import EmbedderMismatchError, record_embedder_space
         from assistant.parts import Parts
         from ingest.service import IngestService
@@ -85,7 +105,8 @@ def index_rebuild(config: ConfigOption = None, data_dir: DataDirOption = None) -
         except EmbedderMismatchError as exc:  # a new embedder: re-embed every chunk, then record its space
             echo(f"{exc.message.split(': mixing')[0]}: re-embedding every chunk")
             parts, reembed = Parts(settings, check_embedder_space=False), True
-        report = IngestService.of(parts).rebuild_index(reembed=reembed)
+        service = IngestService.of(parts)
+        report = service.rebuild_index(reembed, lambda done, total: progress.update("embed", done, total, "chunks"))
         record_embedder_space(settings, parts.embedder.dim)
     echo(report.summary())
 
@@ -112,14 +133,14 @@ def eval_retrieval(
 ) -> None:
     """Recall@1/5/10, MRR@10 and nDCG@10 of dense, BM25 and hybrid retrieval on a SQuAD file (temporary index)."""
     settings = build_settings(config, data_dir)
-    with user_errors():
+    with user_errors(), TerminalProgress() as progress:
         from ingest.evaluation import run_squad_evaluation
 
         if not squad.is_file():
             from assistant.errors import NotFoundError
 
             raise NotFoundError(f"SQuAD file {squad} does not exist")
-        scores = run_squad_evaluation(settings, squad, limit)
+        scores = run_squad_evaluation(settings, squad, limit, on_progress=progress.update)
     echo(f"{'mode':<8}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MRR@10':>8}{'nDCG@10':>9}  queries")
     for mode, s in scores.items():
         echo(

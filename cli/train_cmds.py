@@ -8,6 +8,8 @@ seconds that other commands should not pay). A flag left out is not given (the r
 applies). The commands delegate to `training.service.run_training` (heavy imports happen inside the command); the
 same flags exist on `python -m training.launch` for `accelerate launch`. On success the registered adapter (name,
 version, path, run dir, validation metrics) is printed as JSON; project errors print one line and exit 1.
+While it trains, the steps, the latest training loss and the ETA show on stderr (`cli.progress`, fed by
+`training.step_progress`); the trainer's own tqdm bar is off (`disable_tqdm`) unless `--set disable_tqdm=false`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import typer
 from typer.core import TyperCommand, TyperOption
 
 from cli.common import ConfigOption, DataDirOption, build_settings, echo, user_errors
+from cli.progress import TerminalProgress
 from training.methods import METHODS
 from training.options import BY_NAME, METHOD_FLAGS, Flag
+from training.step_progress import StepProgress, step_callback
 
 DataOpt = Annotated[list[Path], typer.Option("--data", "-d", help="Data file(s): JSON, JSONL, CSV, or a SQuAD JSON.")]
 NameOpt = Annotated[str | None, typer.Option(help="Adapter name in the registry (default <method>-adapter).")]
@@ -103,7 +107,7 @@ def train_command(method: str) -> Callable[..., None]:
 
 def _train(method: str, values: dict[str, Any]) -> None:
     """Build settings and the request, run, print the adapter as JSON."""
-    with user_errors():
+    with user_errors(), TerminalProgress() as progress:
         settings = build_settings(values["config"], values["data_dir"])
         from training.options import list_options, options_from_flags
         from training.service import TrainingRequest, run_training
@@ -112,6 +116,7 @@ def _train(method: str, values: dict[str, Any]) -> None:
             method, values, values["set"] or [], values.get("target_modules"), bool(values.get("load_in_4bit"))
         )
         options.update(list_options(values))  # --rule, --grid-*: they win over --set
+        options.setdefault("disable_tqdm", True)  # the steps show in our own display
         request = TrainingRequest(
             method=method,
             data_files=values["data"],
@@ -123,10 +128,15 @@ def _train(method: str, values: dict[str, Any]) -> None:
             options=options,
             job_id=values["job_id"],
         )
-        outcome = run_training(settings, request)
+        outcome = run_training(settings, request, callbacks=[step_callback(lambda step: show_step(progress, step))])
     summary = outcome.summary()
     if summary is not None:
         echo(json.dumps(summary, indent=2))
+
+
+def show_step(progress: TerminalProgress, step: StepProgress) -> None:
+    """One training step (`training.step_progress.StepProgress`) on the display: steps done of all, the loss."""
+    progress.update("training", step.step, step.max_steps or None, "" if step.loss is None else f"loss {step.loss:.4f}")
 
 
 def register(app: typer.Typer, eval_app: typer.Typer) -> None:

@@ -5,7 +5,8 @@ paragraphs are always the corpus). `write_corpus(corpus, folder)` writes one tex
 (`AAA-PPP.txt`, article and paragraph numbers), so the ingest under test starts from files. `evaluate(retriever,
 corpus, modes)` maps each hit to its paragraph key through the document source and scores recall@1/5/10, MRR@10 and
 nDCG@10 per mode. `run_squad_evaluation(settings, path, questions)` does all of it in a temporary data directory,
-never touching the configured one.
+never touching the configured one. Both take `on_progress(stage, done, total)`: the corpus ingest counts files
+(stage 'ingest corpus'), each mode's searches count questions (stage 'search MODE').
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -25,6 +26,7 @@ from assistant.retrieval.metrics import RankingScores, score_rankings
 from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
+OnProgress = Callable[[str, int, int], None]  # (stage, done, total)
 
 SAMPLE_SEED = 13
 
@@ -75,31 +77,47 @@ def passage_key(source: str) -> str:
 
 
 def evaluate(
-    retriever: Retriever, corpus: SquadCorpus, modes: Sequence[str] = ("dense", "bm25", "hybrid"), k: int = 10
+    retriever: Retriever,
+    corpus: SquadCorpus,
+    modes: Sequence[str] = ("dense", "bm25", "hybrid"),
+    k: int = 10,
+    on_progress: OnProgress | None = None,
 ) -> dict[str, RankingScores]:
     """Metrics per retrieval mode over the corpus questions."""
     golds = [q.gold for q in corpus.questions]
     scores = {}
     for mode in modes:
-        rankings = [[passage_key(h.source) for h in retriever.search(q.text, k=k, mode=mode)] for q in corpus.questions]
+        rankings = []
+        for done, question in enumerate(corpus.questions, start=1):
+            rankings.append([passage_key(h.source) for h in retriever.search(question.text, k=k, mode=mode)])
+            if on_progress is not None:
+                on_progress(f"search {mode}", done, len(corpus.questions))
         scores[mode] = score_rankings(rankings, golds)
         log.info("%s: recall@5 %.3f", mode, scores[mode].recall_at_5)
     return scores
 
 
 def run_squad_evaluation(
-    settings: Settings, squad_file: Path, questions: int | None = None, embedder: Embedder | None = None
+    settings: Settings,
+    squad_file: Path,
+    questions: int | None = None,
+    embedder: Embedder | None = None,
+    on_progress: OnProgress | None = None,
 ) -> dict[str, RankingScores]:
     """Ingest the SQuAD paragraphs into a temporary data directory and evaluate every mode."""
-    from ingest.service import IngestService
+    from ingest.service import IngestProgress, IngestService
+
+    def ingested(event: IngestProgress) -> None:
+        if on_progress is not None:
+            on_progress("ingest corpus", event.files_done, event.files_total)
 
     corpus = load_squad(squad_file, questions)
     with tempfile.TemporaryDirectory(prefix="squad-eval-") as tmp:
         work = settings.model_copy(update={"data_dir": Path(tmp) / "data", "database_url": None})
         parts = Parts(work, embedder=embedder)
         write_corpus(corpus, Path(tmp) / "corpus")
-        report = IngestService.of(parts).ingest_paths([Path(tmp) / "corpus"], collection="squad")
+        report = IngestService.of(parts).ingest_paths([Path(tmp) / "corpus"], "squad", ingested)
         log.info("ingested %d chunks in %.1f s", report.chunks, report.seconds)
-        scores = evaluate(parts.retriever, corpus)
+        scores = evaluate(parts.retriever, corpus, on_progress=on_progress)
         parts.close()
     return scores

@@ -3,7 +3,10 @@
 Contract (the CLI and the REST layer call these, nothing else):
 - `IngestService.of(parts)` is the service over the parts of `assistant.parts.Parts` (database, vector index,
   embedder), built once per `Parts`; it runs `recover()` first. `open(settings, embedder=None)` = `of(Parts(...))`.
-- `ingest_paths(paths, collection) -> IngestReport`: files, folders (recursive, hidden files skipped) and globs.
+- `ingest_paths(paths, collection, on_progress=None) -> IngestReport`: files, folders (recursive, hidden files
+  skipped) and globs. `on_progress(IngestProgress)` is called in the calling thread as each file gets its final
+  result (failed and unchanged files as soon as they are read; stored ones when their group is written), with the
+  counts so far: files done of the total found, chunks stored.
 - `ingest_file(name, data, collection) -> FileResult`: one uploaded file; `ingest_files` several, pipelined.
   Errors are per file (`FileResult.failure` with the `assistant.errors` type and HTTP status); a failing file never
   changes stored data.
@@ -34,6 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +61,31 @@ from ingest.writer_lock import WriterLock
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class IngestProgress:
+    """Where an `ingest_paths` call stands after one more file got its final result (`result`, failed or not)."""
+
+    files_done: int
+    files_total: int
+    chunks: int  # chunks stored so far in this call
+    result: FileResult
+
+
+class _Tally:
+    """Counts the final results of one call and tells `on_progress` about each (see `IngestProgress`)."""
+
+    def __init__(self, total: int, on_progress: Callable[[IngestProgress], None] | None) -> None:
+        self.total, self.on_progress = total, on_progress
+        self.done = self.chunks = 0
+
+    def __call__(self, result: FileResult) -> FileResult:
+        self.done += 1
+        self.chunks += result.chunks
+        if self.on_progress is not None:
+            self.on_progress(IngestProgress(self.done, self.total, self.chunks, result))
+        return result
 
 
 def _serialised(method: Callable[..., T]) -> Callable[..., T]:
@@ -166,8 +195,14 @@ class IngestService:
     # ------------------------------------------------------------ public API
 
     @_serialised
-    def ingest_paths(self, paths: Sequence[str | Path], collection: str = "default") -> IngestReport:
-        """Ingest files, folders (recursively) and glob patterns; one `FileResult` per file.
+    def ingest_paths(
+        self,
+        paths: Sequence[str | Path],
+        collection: str = "default",
+        on_progress: Callable[[IngestProgress], None] | None = None,
+    ) -> IngestReport:
+        """Ingest files, folders (recursively) and glob patterns; one `FileResult` per file, each also handed to
+        `on_progress` as it is final (see `IngestProgress`).
 
         Files are prepared (parsed, cleaned, chunked, deduplicated) in groups of about
         `embed_batch_size * preparing.GROUP_BATCHES` chunks; a group is embedded in a background thread while the
@@ -176,12 +211,16 @@ class IngestService:
         started = time.perf_counter()
         report, state = IngestReport(), BatchState()
         files, missing = expand_paths(paths)
-        report.files.extend(FileResult.failure(m, collection, NotFoundError(f"{m}: no such file")) for m in missing)
-        prepare = functools.partial(
-            self.preparer.prepare_path, collection=collection, state=state, selection=report.selection
-        )
+        tally = _Tally(len(files) + len(missing), on_progress)
+        for name in missing:
+            report.files.append(tally(FileResult.failure(name, collection, NotFoundError(f"{name}: no such file"))))
+
+        def prepare(path: Path) -> PreparedFile | FileResult:
+            prepared = self.preparer.prepare_path(path, collection=collection, state=state, selection=report.selection)
+            return tally(prepared) if isinstance(prepared, FileResult) else prepared  # final now: failed, unchanged
+
         groups = self.preparer.groups(files, prepare, report)
-        report.files.extend(pipelined(groups, self._embed, self.store.store_batch))
+        report.files.extend(tally(result) for result in pipelined(groups, self._embed, self.store.store_batch))
         report.seconds = time.perf_counter() - started
         log.info(
             "ingested %d files into %r in %.1f s: %s", len(report.files), collection, report.seconds, report.counts()
@@ -235,10 +274,12 @@ class IngestService:
         return self.store.recover()
 
     @_serialised
-    def rebuild_index(self, reembed: bool = False) -> ConsistencyReport:
+    def rebuild_index(
+        self, reembed: bool = False, on_progress: Callable[[int, int], None] | None = None
+    ) -> ConsistencyReport:
         """Rebuild the index from the rows: structure by size (flat/HNSW), tombstones dropped, gaps re-embedded
-        (every chunk with `reembed=True`: the embedder changed)."""
-        return self.store.rebuild_index(reembed)
+        (every chunk with `reembed=True`: the embedder changed); `on_progress(embedded, to_embed)` as it goes."""
+        return self.store.rebuild_index(reembed, on_progress)
 
     def _embed(self, batch: list[PreparedFile]) -> np.ndarray:
         return self.embedder.embed([draft.text for p in batch for draft in p.drafts])

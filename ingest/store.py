@@ -58,6 +58,7 @@ from ingest.results import ConsistencyReport, FileResult
 
 log = logging.getLogger(__name__)
 
+REBUILD_SLICE = 1024  # texts per embed call in a rebuild (a progress report after each)
 UNFINISHED = ("processing", "staging")  # statuses of rows an interrupted write leaves behind
 
 
@@ -176,9 +177,12 @@ class DocumentStore:
             self.index.save()
         return found
 
-    def rebuild_index(self, reembed: bool = False) -> ConsistencyReport:
+    def rebuild_index(
+        self, reembed: bool = False, on_progress: Callable[[int, int], None] | None = None
+    ) -> ConsistencyReport:
         """Rebuild the index from the rows: structure by size (flat/HNSW), tombstones dropped, gaps re-embedded
-        (every chunk with `reembed=True`: the embedder changed)."""
+        (every chunk with `reembed=True`: the embedder changed), `REBUILD_SLICE` texts at a time so that
+        `on_progress(embedded, to_embed)` can follow it."""
         with self.db.session() as session:
             rows = session.execute(
                 select(Chunk.id, Chunk.text).join(Document).where(Document.status == "ready").order_by(Chunk.id)
@@ -186,7 +190,11 @@ class DocumentStore:
         ids = np.asarray([row[0] for row in rows], dtype=np.int64)
         stored = {} if reembed else self.index.vectors(ids)
         missing = [(chunk_id, text) for chunk_id, text in rows if chunk_id not in stored]
-        stored.update(zip([m[0] for m in missing], self.embedder.embed([m[1] for m in missing]), strict=True))
+        for start in range(0, len(missing), REBUILD_SLICE):
+            part = missing[start : start + REBUILD_SLICE]
+            stored.update(zip([m[0] for m in part], self.embedder.embed([m[1] for m in part]), strict=True))
+            if on_progress is not None:
+                on_progress(start + len(part), len(missing))
         self._store_vectors([m[0] for m in missing], [stored[m[0]] for m in missing])
         vectors = np.stack([stored[int(i)] for i in ids]) if len(ids) else np.zeros((0, self.embedder.dim), "float32")
         with self.write_lock:

@@ -65,7 +65,7 @@ def test_flags_reach_the_training_request(tmp_path: Path, monkeypatch: pytest.Mo
     import training.service
 
     requests: list[Any] = []
-    monkeypatch.setattr(training.service, "run_training", lambda settings, request: requests.append(request))
+    monkeypatch.setattr(training.service, "run_training", lambda settings, request, **_: requests.append(request))
     args = ["train", "sweep", "-d", "a.json", "--data-dir", str(tmp_path), "--lr", "1e-3", "--batch-size", "2",
             "--target-modules", "q_proj, v_proj", "--load-in-4bit", "--grid-lr", "1e-4,3e-4", "--grid-lora-r", "4,8",
             "--trial-method", "classify", "--set", "warmup_steps=2", "--set", "sweep_epochs=[2]",
@@ -84,6 +84,7 @@ def test_flags_reach_the_training_request(tmp_path: Path, monkeypatch: pytest.Mo
         "sweep_epochs": [2],
         "sweep_learning_rates": [1e-4, 3e-4],
         "sweep_lora_ranks": [4, 8],
+        "disable_tqdm": True,  # the CLI shows the steps itself (cli.progress)
     }
     bad = CliRunner().invoke(app, ["train", "sft", "-d", "a.json", "--beta", "0.2"])
     assert bad.exit_code == 2 and "No such option" in bad.output  # --beta is not an option of `train sft`
@@ -128,3 +129,25 @@ def test_jobs_show_follow_shows_the_phase_until_the_job_ends(tmp_path: Path) -> 
     assert "succeeded · registering" in result.output and "5/6" in result.output  # the bar's last state
     body = json.loads(result.output[result.output.index("{") :])
     assert body["state"] == "succeeded" and body["phase"] == "registering"
+
+
+@pytest.mark.slow  # a real run on the tiny model: about 40 s on 2 busy cores
+def test_train_shows_steps_and_loss_without_a_terminal(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`assistant train` on the tiny model, not on a TTY: plain step lines with the latest loss on stderr (the
+    trainer's own log of the run has the same losses), the adapter's JSON last on stdout."""
+    import json
+
+    from tests.training.conftest import FAST_OPTIONS, sft_records, write_json
+
+    data = write_json(tmp_path / "sft.json", sft_records())
+    options = {**FAST_OPTIONS, "max_steps": 3}
+    sets = [arg for key, value in options.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    args = ["train", "sft", "-d", str(data), "--data-dir", str(tmp_path / "data"), "--name", "shown", *sets]
+    result = CliRunner().invoke(app, args, env={"ASSISTANT_MODELS__LM": str(tiny_model_dir)})
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.rindex("\n{\n") :])
+    assert summary["name"] == "shown"
+    history = json.loads((Path(summary["run_dir"]) / "log_history.json").read_text())
+    losses = [f"loss {entry['loss']:.4f}" for entry in history if "loss" in entry]
+    steps = [line.split(", ") for line in result.stderr.splitlines() if line.startswith("training: ")]
+    assert steps[0][0] == "training: 0/3" and steps[-1][:2] == ["training: 3/3", losses[-1]]
