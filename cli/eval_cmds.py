@@ -4,7 +4,8 @@ Contract: builds the server's own parts in-process (database, catalog, engine, d
 `ChatService`) and asks every question of a SQuAD v1.1/v2.0 JSON or question/answer JSONL file through the exact
 chat path (`serving.services.evaluation.AnswerEvaluator`), against the documents already ingested in the data
 directory. Prints the metrics table and writes report.json, report.md and curves.png into `--out` (default
-`<data_dir>/runs/evaluations/cli-<time>`). Project errors print one line and exit 1.
+`<data_dir>/runs/evaluations/cli-<time>`). Project errors print one line and exit 1. The questions answered so far
+show on stderr as they are answered (`cli.progress`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.common import ConfigOption, DataDirOption, build_settings, echo, run_async, user_errors
+from cli.progress import TerminalProgress
 
 
 def eval_answers(
@@ -30,7 +32,7 @@ def eval_answers(
     data_dir: DataDirOption = None,
 ) -> None:
     """Answer quality through the chat path: EM, F1, contains, citation accuracy, grounding, abstention, latency."""
-    with user_errors():
+    with user_errors(), TerminalProgress() as progress:
         settings = build_settings(config, data_dir)
         from assistant.errors import NotFoundError
         from assistant.qa_sets import load_qa_file
@@ -39,7 +41,7 @@ def eval_answers(
             raise NotFoundError(f"question file {file} does not exist")
         items = load_qa_file(file)[:limit]
         folder = out or settings.runs_dir / "evaluations" / time.strftime("cli-%Y%m%d-%H%M%S")
-        report = run_async(lambda: _evaluate(settings, items, model, collection, str(file)))
+        report = run_async(lambda: _evaluate(settings, items, model, collection, str(file), progress))
     from serving.services.evaluation import write_report
 
     files = write_report(folder, report)
@@ -47,7 +49,7 @@ def eval_answers(
     echo(f"report: {files['markdown']} ({', '.join(sorted(files))})")
 
 
-async def _evaluate(settings, items, model, collection, name) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+async def _evaluate(settings, items, model, collection, name, progress) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     from assistant.index.locking import IndexLock
     from assistant.models import resolve_lm
     from assistant.parts import Parts
@@ -72,12 +74,11 @@ async def _evaluate(settings, items, model, collection, name) -> dict[str, Any]:
         retrieval.scope([collection] if collection else None, _anonymous())
         done = [0]
 
-        def progress(_result: Any) -> None:
+        def answered(_result: Any) -> None:
             done[0] += 1
-            if done[0] % 10 == 0 or done[0] == len(items):
-                typer.echo(f"  {done[0]}/{len(items)} questions", err=True)
+            progress.update("questions", done[0], len(items))
 
-        results = await AnswerEvaluator(chat).run(items, model, collection, on_result=progress)
+        results = await AnswerEvaluator(chat).run(items, model, collection, on_result=answered)
         params = {"file": name, "model": model, "collection": collection, "limit": len(items)}
         return build_report(results, params)
     finally:

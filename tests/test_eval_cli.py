@@ -33,7 +33,10 @@ def test_eval_answers_writes_the_report(tiny_model_dir: Path, tmp_path: Path) ->
         app, ["eval", "answers", str(questions), "--collection", "kb", "--out", str(out), *data], env=env
     )
     assert result.exit_code == 0, result.output
-    assert "F1" in result.output and "abstention P / R" in result.output
+    assert "F1" in result.stdout and "abstention P / R" in result.stdout
+    assert [line.split(", ")[0] for line in result.stderr.splitlines() if line.startswith("questions: ")][-1] == (
+        "questions: 4/4"  # the progress line (stderr), once every question is answered
+    )
     report = json.loads((out / "report.json").read_text())
     assert sorted(r["id"] for r in report["results"]) == sorted(q[0] for q in QUESTIONS)
     assert report["metrics"]["questions"] == 4 and report["metrics"]["unanswerable"] == 1
