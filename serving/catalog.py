@@ -18,7 +18,9 @@ Which versions a caller may name (`servable`, the one place this is decided):
   an adapter whose lineage does not say which collections its data came from (adapters registered before lineage
   recorded them): an admin re-registers or retrains it.
 Unknown names raise `NotFoundError` (404, code `model_not_found`). `ModelCatalog.of(parts)` is the one catalog of a
-`Parts` (the server, the CLI and the adapter service share it).
+`Parts` (the server, the CLI and the adapter service share it). The versions, and which one is active, come from the
+registry (`training.registry.AdapterRegistry`, the lifecycle's one owner) as `AdapterRecord`s; the catalog reads no
+table itself.
 """
 
 from __future__ import annotations
@@ -29,24 +31,22 @@ import logging
 import time
 from pathlib import Path
 
-from sqlalchemy import select
-
-from assistant.adapters import AdapterStatus, parse_adapter_ref, versioned_name
+from assistant.adapters import AdapterStatus, parse_adapter_ref
 from assistant.engine import AdapterRef
 from assistant.errors import InvalidRequestError, NotFoundError, PermissionDeniedError, UnprocessableError
 from assistant.models import served_model_name
 from assistant.parts import Parts
-from assistant.storage import Adapter, Database
 from serving.principal import Principal
+from training.registry import AdapterRecord, AdapterRegistry
 
 log = logging.getLogger(__name__)
 
 
-def engine_identity(row: Adapter) -> str:
-    return versioned_name(row.name, row.version)
+def engine_identity(row: AdapterRecord) -> str:
+    return row.identity
 
 
-def adapter_rank(path: str) -> int | None:
+def adapter_rank(path: str | Path) -> int | None:
     """The largest LoRA rank in a PEFT directory's adapter_config.json (`r` and any `rank_pattern`); None if unread."""
     try:
         config = json.loads((Path(path) / "adapter_config.json").read_text())
@@ -56,9 +56,9 @@ def adapter_rank(path: str) -> int | None:
     return max(ranks)
 
 
-def lineage_collections(row: Adapter) -> list[str] | None:
+def lineage_collections(row: AdapterRecord) -> list[str] | None:
     """The collections the adapter's training data came from, as its lineage records them (None: not recorded)."""
-    collections = (row.lineage or {}).get("collections")
+    collections = row.lineage.get("collections")
     if not isinstance(collections, list):
         return None
     return sorted(str(c) for c in collections)
@@ -67,20 +67,20 @@ def lineage_collections(row: Adapter) -> list[str] | None:
 class ModelCatalog:
     """Resolves model names against the base model and the adapter registry (see the module contract)."""
 
-    def __init__(self, base_name: str, db: Database, max_lora_rank: int | None = None) -> None:
+    def __init__(self, base_name: str, registry: AdapterRegistry, max_lora_rank: int | None = None) -> None:
         self.base_name = base_name
-        self.db = db
+        self.registry = registry
         self.max_lora_rank = max_lora_rank
         self.created = int(time.time())
         self._int_ids: dict[str, int] = {}
         self._counter = itertools.count(1)
-        self._ranks: dict[str, int | None] = {}
+        self._ranks: dict[Path, int | None] = {}
 
     @classmethod
     def of(cls, parts: Parts) -> ModelCatalog:
-        """The catalog of the configured base model over `parts.db`, built once per `Parts` (server and CLI)."""
+        """The catalog of the configured base model over the registry of `parts`, built once per `Parts`."""
         rank = parts.settings.engine.max_lora_rank if parts.settings.engine.enable_lora else None
-        return parts.attach("catalog", lambda p: cls(served_model_name(p.settings), p.db, rank))
+        return parts.attach("catalog", lambda p: cls(served_model_name(p.settings), AdapterRegistry.of(p), rank))
 
     def resolve(self, model: str, principal: Principal | None = None) -> AdapterRef | None:
         """The base model (None) or the adapter `model` names, if `principal` may name it (None: trusted caller)."""
@@ -98,10 +98,10 @@ class ModelCatalog:
             self.check_member_may_use(row, principal, model)
         return self._ref(row)
 
-    def check_servable(self, row: Adapter) -> None:
+    def check_servable(self, row: AdapterRecord) -> None:
         """Refuse what the engine must never be asked to load: a non-LM adapter, a rank above the engine's limit."""
         identity = engine_identity(row)
-        if (row.kind or "lm") != "lm":
+        if row.kind != "lm":
             raise InvalidRequestError(
                 f"{identity} is a {row.kind} model: it scores answers (POST /v1/rewards/score) and cannot chat",
                 param="model",
@@ -115,7 +115,7 @@ class ModelCatalog:
                 param="model",
             )
 
-    def check_member_may_use(self, row: Adapter, principal: Principal, model: str) -> None:
+    def check_member_may_use(self, row: AdapterRecord, principal: Principal, model: str) -> None:
         identity = engine_identity(row)
         if row.status != AdapterStatus.ACTIVE:
             raise PermissionDeniedError(
@@ -131,7 +131,7 @@ class ModelCatalog:
                 f"{model} was trained on data from collections this API key may not read", param="model"
             )
 
-    def may_use(self, row: Adapter, principal: Principal | None) -> bool:
+    def may_use(self, row: AdapterRecord, principal: Principal | None) -> bool:
         """Whether `principal` may name this version (the listing of GET /v1/models)."""
         try:
             self.check_servable(row)
@@ -141,37 +141,34 @@ class ModelCatalog:
             return False
         return True
 
-    def rank(self, row: Adapter) -> int | None:
+    def rank(self, row: AdapterRecord) -> int | None:
         if row.path not in self._ranks:  # a version's directory never changes once registered
             self._ranks[row.path] = adapter_rank(row.path)
         return self._ranks[row.path]
 
-    def _lookup(self, model: str, principal: Principal | None) -> Adapter | None:
+    def _lookup(self, model: str, principal: Principal | None) -> AdapterRecord | None:
+        """The version `model` names: exact, or the alias (the active version, else the newest: members only the
+        active one)."""
         ref = parse_adapter_ref(model)
         if ref is None:
             return None
-        with self.db.session() as session:
-            if ref.version is not None:
-                query = select(Adapter).where(Adapter.name == ref.name, Adapter.version == ref.version)
-                return session.scalars(query).first()
-            rows = session.scalars(
-                select(Adapter).where(Adapter.name == ref.name).order_by(Adapter.version.desc())
-            ).all()
-        active = [row for row in rows if row.status == AdapterStatus.ACTIVE]
-        if principal is not None and not principal.is_admin and rows and not active:
+        if ref.version is not None:
+            return self.registry.get(ref.name, ref.version)
+        row = self.registry.alias(ref.name)
+        if row is not None and row.status != AdapterStatus.ACTIVE and principal is not None and not principal.is_admin:
             raise NotFoundError(
                 f"the adapter '{model}' has no active version yet; an admin activates one",
                 param="model",
                 code="model_not_found",
             )
-        return next(iter(active or rows), None)
+        return row
 
-    def _ref(self, row: Adapter) -> AdapterRef:
+    def _ref(self, row: AdapterRecord) -> AdapterRef:
         identity = engine_identity(row)
         if identity not in self._int_ids:
             self._int_ids[identity] = next(self._counter)
-        return AdapterRef(name=identity, int_id=self._int_ids[identity], path=row.path)
+        return AdapterRef(name=identity, int_id=self._int_ids[identity], path=str(row.path))
 
-    def adapters(self) -> list[Adapter]:
-        with self.db.session() as session:
-            return list(session.scalars(select(Adapter).order_by(Adapter.name, Adapter.version)).all())
+    def adapters(self) -> list[AdapterRecord]:
+        """Every version of every adapter, by name and version (the registry's `list`)."""
+        return self.registry.list()

@@ -10,7 +10,8 @@ Contract:
   data as one file (stored preference pairs since a point, stored thumbs or prompts, or the uploaded file), trains
   (`training.service.train`; the runner holds data out for the gate and hands it over in memory) with a callback that
   reports progress and metrics to the job row and stops the run when the job is cancelled, evaluates the candidate
-  with `training.gate.run_gate` against the active version, and only then registers it with the gate's verdict. A
+  with `training.gate.run_gate` against the registry's active version, and only then registers it with the gate's
+  verdict (`training.registry.AdapterRegistry` writes every adapter row; the worker writes none). A
   heartbeat thread updates the row every few seconds. With `data.source = "collection"` the data are questions
   generated from the collection's chunks (`training.data.collection`; the generation report goes to the job's
   metrics under `data.generation` and to the job log). Any error fails the job with its message; a failed or
@@ -35,18 +36,18 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from assistant.adapters import AdapterStatus, versioned_name
 from assistant.errors import AssistantError, UnprocessableError
 from assistant.jobs import WORKER_WRITABLE, JobState, job_log_path
 from assistant.parts import Parts
 from assistant.settings import load_settings
 from assistant.startup import start_up
-from assistant.storage import Adapter, Job, PreferencePair
+from assistant.storage import Job, PreferencePair
 from assistant.storage.queries import preference_filters
 from training.data.feedback import STORED, source_collections, write_source
 from training.gate import HeldOut, load_squad_qa, run_gate
 from training.methods import METHODS
 from training.progress import DATA_SHARE, GATE_SHARE, JobCancelled, RunProgress
+from training.registry import AdapterRegistry
 from training.request import JobData, JobRequest
 from training.uploads import resolve_upload
 
@@ -243,7 +244,7 @@ class JobWorker:
         fitted to the gate's share of the budget."""
         from assistant.models import resolve_lm
 
-        active = self._active_version(name)
+        active = AdapterRegistry.of(self.parts).active(name)
         options = self.settings.training
         if options.gate_qa_file and not heldout.qa:
             heldout.qa = load_squad_qa(options.gate_qa_file, options.gate_qa_limit)
@@ -251,19 +252,12 @@ class JobWorker:
             self.parts,
             resolve_lm(self.settings),
             candidate,
-            Path(active[1]) if active else None,
+            active.path if active else None,
             heldout,
-            baseline_name=active[0] if active else "base",
+            baseline_name=active.identity if active else "base",
             progress=progress,
             seconds=progress.share_s(GATE_SHARE),
         )
-
-    def _active_version(self, name: str) -> tuple[str, str] | None:
-        with self.db.session() as session:
-            row = session.scalars(
-                select(Adapter).where(Adapter.name == name, Adapter.status == AdapterStatus.ACTIVE)
-            ).first()
-            return (versioned_name(row.name, row.version), row.path) if row else None
 
     # ------------------------------------------------------------ bookkeeping
 

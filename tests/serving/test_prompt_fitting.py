@@ -23,6 +23,7 @@ from serving.catalog import ModelCatalog
 from serving.engines.base import TokenizerMixin
 from serving.schemas import ChatCompletionRequest
 from serving.services.chat import ChatService, PreparedChat
+from training.registry import AdapterRegistry
 
 
 class CountingTokenizer(TokenizerMixin):
@@ -89,7 +90,8 @@ def _service(engine: CountingTokenizer, tmp_path: Path, **server: Any) -> ChatSe
     settings = Settings(data_dir=tmp_path, server=server)
     db = Database(settings.resolved_database_url)
     db.migrate()
-    return ChatService(settings, engine, ModelCatalog("tiny", db), db)  # type: ignore[arg-type]
+    catalog = ModelCatalog("tiny", AdapterRegistry(db, settings.adapters_dir))
+    return ChatService(settings, engine, catalog, db)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
