@@ -110,27 +110,21 @@ def jobs_show(
 
 
 def follow_job(service: Any, job_id: str, interval: float) -> None:
-    """A progress bar (on stderr, so stdout stays the job's JSON) of the job's phase: done/total and the worker's ETA,
-    the budget left, refreshed every `interval` seconds until the job is final."""
+    """The job's phase on `cli.progress` (stderr, so stdout stays the job's JSON): done/total, the worker's ETA and
+    the budget left, looked at every `interval` seconds until the job is final."""
     import time
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from assistant.jobs import FINAL
+    from cli.progress import TerminalProgress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[eta]}"))  # fmt: skip
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(job_id, total=None, eta="")
+    with TerminalProgress() as progress:
         while True:
             job = service.get(job_id, tail=0)
             detail = job.phase_progress or {}
             eta, left = detail.get("eta_s"), detail.get("budget_left_s")
             times = [f"ETA {eta:.0f} s" if eta is not None else "", f"budget left {left:.0f} s" if left else ""]
-            bar.update(task, description=f"{job.state} · {job.phase or 'waiting for a worker'}",
-                       total=detail.get("total"), completed=detail.get("done") or 0,
-                       eta=" ".join(t for t in times if t))  # fmt: skip
+            progress.update(f"{job.state} · {job.phase or 'waiting for a worker'}", detail.get("done") or 0,
+                            detail.get("total"), " ".join(t for t in times if t))  # fmt: skip
             if job.state in FINAL:
                 return
             time.sleep(interval)
