@@ -1,11 +1,12 @@
-// The console's shell: sign-in, the hash router (#/chat, #/documents, #/training, #/adapters, #/keys, #/audit) and the
-// navigation.
+// The console's shell: sign-in, the hash router (#/chat, #/documents, #/sources, #/training, #/adapters, #/keys,
+// #/audit) and the navigation.
 // Pages are modules exporting mount(container) -> optional cleanup; admin-only pages are hidden from other keys and
 // refuse to mount for them (the API refuses their calls too: the page never relies on hiding alone).
 
 import { ApiError, session, signInConfig, signOutSession, storeKey, whoAmI } from "./api.js";
 import * as chat from "./chat.js";
 import * as documents from "./documents.js";
+import * as sources from "./sources.js";
 import * as training from "./training.js";
 import * as adapters from "./adapters.js";
 import * as keys from "./keys.js";
@@ -15,6 +16,7 @@ import { clear, h, setStatus } from "./ui.js";
 const ROUTES = {
   chat: { page: chat, title: "Chat" },
   documents: { page: documents, title: "Documents" },
+  sources: { page: sources, title: "Sources", admin: true },
   training: { page: training, title: "Training", admin: true },
   adapters: { page: adapters, title: "Adapters", admin: true },
   keys: { page: keys, title: "Keys", admin: true },
