@@ -284,6 +284,14 @@ class IngestSettings(Section):
         description="Find ruled tables on PDF text pages with pdfplumber and keep them as Markdown tables (about "
         "twice the PDF parse time); False reads PDF pages as plain text only.",
     )
+    html_main_content: Literal["auto", "on", "off"] = Field(
+        "off",
+        description="HTML: 'on' keeps the main content trafilatura finds (navigation, menus, sidebars, cookie banners "
+        "and footers dropped by its text-density rules); 'auto' does so unless the page marks its content itself "
+        "(<main>, <article>, role=main); 'off' reads the page whole minus nav/header/footer/aside elements. Tables "
+        "stay Markdown tables either way. Off by default: on the PostgreSQL manual trafilatura measured lower "
+        "(bench/bench_html.py).",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestSettings:
@@ -457,6 +465,11 @@ class TrainingSettings(Section):
         0.4, gt=0, le=1, description="Share of GPU memory a training job may use beside the engine."
     )
     auto_activate: bool = Field(False, description="Activate a candidate adapter automatically when the gate passes.")
+    cpu_bf16: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="bfloat16 autocast of training on CPU: 'auto' where the CPU has bfloat16 instructions "
+        "(AVX512-BF16, AMX), 'off' forces float32 (as on CPUs without them), 'on' forces it.",
+    )
     run_worker: bool = Field(
         True, description="The server starts a job worker process (`assistant worker`) beside itself."
     )

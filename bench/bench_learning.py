@@ -6,15 +6,23 @@ The shared SQuAD half (../shared/data/squad-v1.1-dev-part1.json, 24 articles) is
 - of those, `--eval-articles` articles give the evaluation questions, never trained on; the rest give the training
   questions (a SQuAD-format file uploaded with POST /v1/training/files).
 An SFT job (POST /v1/training/jobs, `data.collection=squad`: RAFT examples built with the server's retriever and
-sources, `gold_probability`, `max_minutes` budget, gate on) trains an adapter; then the evaluation questions are asked
-through /v1/chat/completions (retrieval on, greedy) with the base model and with the adapter: exact match, F1 and
-contains-answer (official SQuAD normalisation, `assistant.answer_metrics`; citation markers like "[1]" are removed
-before scoring, they are scored by citation accuracy: a cited source holds a gold answer), abstention on questions of
-the absent articles (the reply is the "I don't know" answer), latency p50/p90; plus the job's wall time, its
-training throughput and the gate's report. With `--psft` a PSFT job on the same data runs too (side by side:
-held-out F1, validation loss on shared alpaca records before/after, entropy).
+sources, gate on) trains an adapter on every question of the training articles with one option only,
+`"hyperparameters": {"max_minutes": 15}` (issue 30: the product's defaults are what is measured; `--set KEY=JSON`
+adds options for experiments and the report names them). Then the evaluation questions are asked through
+/v1/chat/completions (retrieval on, greedy, the server's answer length) with the base model, with the naive RAG
+peer (bench/bench_answers.py's recipe: the top-3 dense chunks in a plain "Answer from the context. Short answer only."
+prompt, same model) and with the adapter: exact match, F1 and contains-answer (official SQuAD normalisation,
+`assistant.answer_metrics`; citation markers like "[1]" are removed before scoring, they are scored by citation
+accuracy: a cited source holds a gold answer), abstention on questions of the absent articles (the reply is the "I
+don't know" answer), latency p50/p90; plus the job's wall time, the phases a client saw while it ran, its training
+throughput and the gate's report. `--no-bf16` trains in float32 (the server gets ASSISTANT_TRAINING__CPU_BF16=off),
+as on CPUs without AVX512-BF16 or AMX. With `--psft` a PSFT job on the same data runs too (side by side: held-out
+F1, validation loss on shared alpaca records before/after, entropy). `--pt-then-sft`: a `pt` job on the training
+articles' text (half the budget) then an SFT job from it (the other half), against the SFT job alone: held-out F1
+and perplexity on paragraphs of the evaluation articles, which no job reads.
 
-Goal (issue 10): adapter F1 >= 0.45 and >= 4x the base's, from a job of at most 15 minutes, latency p50 <= 3 s.
+Goal (issue 30): adapter F1 >= 0.45 and >= 4x the base's, job wall time <= 16 minutes with `max_minutes: 15`,
+latency p50 <= 3 s, and the base at or above the naive peer's F1.
 
 `--documents-only` (issue 30): the training articles are uploaded as collection `squad` and the evaluation articles as
 `squad-eval` (answered from, never trained on); beside the labeled-question job, a second SFT job gets no question at
@@ -25,7 +33,7 @@ questions; the report prints the share kept, 10 kept and 5 dropped samples, and 
 the real embedder, questions generated and checked with the real retriever, beside the same check on the training
 articles' real SQuAD questions (their answer in one of the top_k chunks of their own article).
 
-    .venv/bin/python bench/bench_learning.py [--train-questions 1000 --eval-questions 60 --max-minutes 12] [--psft]
+    .venv/bin/python bench/bench_learning.py [--max-minutes 15] [--no-bf16] [--psft] [--pt-then-sft]
         [--dpo]   (DPO on the shared sharegpt pairs through a job; its gate reports held-out preference accuracy)
         [--documents-only]   (plus a job on questions generated from the training articles alone)
     .venv/bin/python bench/bench_learning.py --generate-only   (the generation and its round-trip check only, ~5 min)
@@ -62,22 +70,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--absent-articles", type=int, default=3, help="Articles not uploaded (abstention).")
     parser.add_argument("--eval-articles", type=int, default=5, help="Uploaded articles never trained on.")
-    parser.add_argument("--train-questions", type=int, default=1000, help="Training questions (squad_limit).")
+    parser.add_argument("--train-questions", type=int, default=None,
+                        help="Cap on training questions (squad_limit; default: all).")  # fmt: skip
     parser.add_argument("--eval-questions", type=int, default=60, help="Questions of the evaluation articles asked.")
     parser.add_argument("--abstain-questions", type=int, default=20, help="Questions of the absent articles asked.")
-    parser.add_argument("--top-k", type=int, default=3, help="Sources per prompt (server setting; training follows).")
-    parser.add_argument("--max-minutes", type=float, default=12.0, help="The job's wall-clock budget.")
-    parser.add_argument("--max-steps", type=int, default=400, help="Upper bound on steps (the budget stops first).")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=640)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--gold-probability", type=float, default=0.95)
-    parser.add_argument("--gate-questions", type=int, default=8, help="Held-out questions the job's gate asks.")
-    parser.add_argument("--max-tokens", type=int, default=32, help="Answer length limit when asking.")
-    parser.add_argument("--lora-layers", type=int, default=None, help="LoRA on the top N decoder layers only.")
-    parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank.")
-    parser.add_argument("--padding-free", type=int, default=0, help="0: padded batches (the default), 1: padding-free.")
-    parser.add_argument("--source-window", type=int, default=None, help="Server answer.source_window (default: its).")
+    parser.add_argument(
+        "--max-minutes", type=float, default=15.0, help="The job's wall-clock budget (its only option)."
+    )
+    parser.add_argument("--max-tokens", type=int, default=None, help="Answer length limit (default: the server's).")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="Extra job hyperparameter (experiments only: the must-show run passes none).")  # fmt: skip
+    parser.add_argument("--no-bf16", action="store_true",
+                        help="Train in float32 (ASSISTANT_TRAINING__CPU_BF16=off).")  # fmt: skip
+    parser.add_argument("--no-peer", action="store_true", help="Skip the naive RAG peer's answers.")
+    parser.add_argument("--pt-then-sft", action="store_true",
+                        help="Also a pt job, then sft on it (half the budget each), vs sft alone.")  # fmt: skip
     parser.add_argument("--psft", action="store_true", help="Also train PSFT on the same data, side by side.")
     parser.add_argument("--psft-minutes", type=float, default=None, help="Budget of the SFT/PSFT comparison jobs.")
     parser.add_argument("--dpo", action="store_true", help="Also run DPO on the shared sharegpt pairs (held out).")
@@ -158,13 +165,19 @@ def wait_documents_ready(base: str, count: int, timeout: float = 3600) -> None:
 # ---------------------------------------------------------------- jobs
 
 
-def layer_option(args: argparse.Namespace) -> dict[str, int]:
-    """`lora_layers` only when asked: the platform's default adapts every layer."""
-    return {"lora_layers": args.lora_layers} if args.lora_layers else {}
+def extra_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`--set KEY=JSON` options (experiments); the must-show run gives none: the job gets `max_minutes` only."""
+    return {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
 
 
 def train(
-    base: str, method: str, file_id: str | None, args: argparse.Namespace, minutes: float, name: str | None = None
+    base: str,
+    method: str,
+    file_id: str | None,
+    args: argparse.Namespace,
+    minutes: float,
+    name: str | None = None,
+    base_adapter: str | None = None,
 ) -> dict[str, Any]:
     """A job on the uploaded question file, or (file_id None) on questions generated from the collection alone."""
     data = ({"source": "file", "file_id": file_id, "collection": "squad"} if file_id
@@ -174,23 +187,12 @@ def train(
         "name": name or f"bench-{method}",
         "data": data,
         "hyperparameters": {
-            "max_steps": args.max_steps,
             "max_minutes": minutes,
-            "learning_rate": args.lr,
-            **({"squad_limit": args.train_questions} if file_id else {}),
-            "gold_probability": args.gold_probability,
-            "per_device_train_batch_size": args.batch_size,
-            "per_device_eval_batch_size": args.batch_size,
-            "max_length": args.max_length,
-            "eval_steps": 50,  # every 20 took 19% of a 12-minute budget (9 evaluations of 15 s)
-            "logging_steps": 5,
-            "eval_split": 0.05,
-            **layer_option(args),
-            "lora_r": args.lora_r,
-            "lora_alpha": 2.0 * args.lora_r,
-            "padding_free": bool(args.padding_free),
+            **({"squad_limit": args.train_questions} if file_id and args.train_questions else {}),
+            **extra_options(args),
         },
         "gate": True,
+        **({"base_adapter": base_adapter} if base_adapter else {}),
     }
     job, seconds = run_job(base, spec)
     adapter = next(a for a in httpx.get(f"{base}/v1/adapters", timeout=60).json()["data"]
@@ -218,7 +220,6 @@ def dpo(base: str, args: argparse.Namespace) -> dict[str, Any]:
             "per_device_eval_batch_size": 4,
             "eval_steps": 10**5,
             "logging_steps": 5,
-            **layer_option(args),
         },
         "gate": True,
     }
@@ -230,13 +231,13 @@ def dpo(base: str, args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------- asking
 
 
-def ask(base: str, model: str, question: str, max_tokens: int) -> tuple[dict[str, Any], float]:
-    body = {
+def ask(base: str, model: str, question: str, args: argparse.Namespace) -> tuple[dict[str, Any], float]:
+    body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": question}],
-        "max_tokens": max_tokens,
         "temperature": 0,
-        "collections": ["squad"],
+        "collections": args.collections,
+        **({"max_tokens": args.max_tokens} if args.max_tokens else {}),
     }
     started = time.perf_counter()
     response = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=600)
@@ -244,12 +245,38 @@ def ask(base: str, model: str, question: str, max_tokens: int) -> tuple[dict[str
     return response.json(), time.perf_counter() - started
 
 
-def answer_scores(base: str, model: str, items: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
+def ask_peer(base: str, model: str, question: str, args: argparse.Namespace) -> tuple[dict[str, Any], float]:
+    """The naive RAG peer (bench/bench_answers.py's recipe): the top-3 dense chunks pasted into a plain "Answer from
+    the context. Short answer only." prompt, the platform's retrieval off, same model, greedy."""
+    from assistant.prompts import CONTEXT_INSTRUCTION
+
+    started = time.perf_counter()
+    query = {"query": question, "k": 3, "mode": "dense", "collections": args.collections}
+    hits = httpx.post(f"{base}/v1/retrieve", json=query, timeout=600).json()["data"]
+    context = "\n\n".join(hit["text"] for hit in hits)
+    body = {
+        "model": model,
+        "messages": [{"role": "system", "content": CONTEXT_INSTRUCTION},
+                     {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}],
+        "temperature": 0,
+        "max_tokens": args.max_tokens or 64,
+        "use_retrieval": False,
+    }  # fmt: skip
+    response = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=600)
+    response.raise_for_status()
+    reply = response.json()
+    reply["sources"] = [{"index": i + 1, "text": hit["text"]} for i, hit in enumerate(hits)]
+    return reply, time.perf_counter() - started
+
+
+def answer_scores(
+    base: str, model: str, items: list[dict[str, Any]], args: argparse.Namespace, asker: Any = ask
+) -> dict[str, Any]:
     from assistant.answer_metrics import best_contains, best_exact_match, best_f1, cites_answer
 
     rows, samples = [], []
     for item in items:
-        reply, seconds = ask(base, model, item["question"], max_tokens)
+        reply, seconds = asker(base, model, item["question"], args)
         text = reply["choices"][0]["message"]["content"]
         plain = CITATION.sub("", text).strip()
         sources = {s["index"]: s["text"] for s in reply.get("sources", [])}
@@ -275,12 +302,12 @@ def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def abstention(base: str, model: str, items: list[dict[str, Any]], max_tokens: int) -> dict[str, float]:
+def abstention(base: str, model: str, items: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, float]:
     from assistant.prompts import NO_SOURCES_ANSWER
 
     said = 0
     for item in items:
-        reply, _ = ask(base, model, item["question"], max_tokens)
+        reply, _ = ask(base, model, item["question"], args)
         text = reply["choices"][0]["message"]["content"]
         said += text.strip() == NO_SOURCES_ANSWER or "don't know" in text.lower()
     return {"abstention_rate": said / len(items), "questions": len(items)}
@@ -338,7 +365,8 @@ def generate_only(args: argparse.Namespace) -> None:
     split = split_articles(args)
     for article in split["train"]:
         (folder / f"{article['title']}.txt").write_text(article_text(article))
-    parts = Parts(Settings(data_dir=data_dir / "data", retrieval={"top_k": args.top_k}))  # type: ignore[arg-type]
+    parts = Parts(Settings(data_dir=data_dir / "data"))
+    args.top_k = parts.settings.retrieval.top_k
     started = time.perf_counter()
     IngestService.of(parts).ingest_paths([folder], collection="squad")
     ingest_s = time.perf_counter() - started
@@ -372,19 +400,69 @@ def print_generation(generation: dict[str, Any]) -> None:
         print(f"  dropped [{sample['reason']}] {sample['question']} -> {sample['answer']}")
 
 
+def adapter_results(
+    base: str,
+    trained: dict[str, Any],
+    eval_items: list[dict[str, Any]],
+    absent: list[dict[str, Any]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """A trained job's figures: its wall time, metrics, gate, the phases seen, and its adapter's answers."""
+    name = trained["adapter"]["id"]
+    return {
+        "job_s": trained["seconds"],
+        "job_metrics": trained["job"]["metrics"],
+        "phases_seen": trained["job"].get("phases_seen"),
+        "gate": trained["adapter"]["gate"],
+        "scores": answer_scores(base, name, eval_items, args),
+        "abstention": abstention(base, name, absent, args),
+        "adapter_path": trained["adapter"]["path"],
+        "adapter_id": name,
+    }
+
+
+def heldout_perplexity(data_dir: Path, adapter: Path | None, articles: list[dict[str, Any]], limit: int = 60) -> float:
+    """Perplexity of the base (or base + adapter) on paragraphs of articles no job read (the evaluation articles)."""
+    import math
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from assistant.models import resolve_lm
+    from assistant.settings import Settings
+
+    model_dir = resolve_lm(Settings(data_dir=data_dir))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    paragraphs = [p["context"] for a in articles for p in a["paragraphs"]]
+    random.Random(0).shuffle(paragraphs)
+    nll = tokens = 0.0
+    for text in paragraphs[:limit]:
+        ids = torch.tensor([tokenizer(text)["input_ids"][:512]])
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=ids).loss
+        nll += float(loss) * (ids.shape[1] - 1)
+        tokens += ids.shape[1] - 1
+    return math.exp(nll / max(tokens, 1))
+
+
 def main() -> None:
     args = parse_args()
     if args.generate_only:
         generate_only(args)
         return
+    split_layout = args.documents_only or args.pt_then_sft  # the evaluation articles in a collection never trained on
+    args.collections = ["squad", "squad-eval"] if split_layout else ["squad"]
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="assistant-bench-learning-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-        "ASSISTANT_RETRIEVAL__TOP_K": str(args.top_k),
-        "ASSISTANT_TRAINING__GATE_QA_LIMIT": str(args.gate_questions),
-        **({"ASSISTANT_ANSWER__SOURCE_WINDOW": str(args.source_window)} if args.source_window is not None else {}),
+        **({"ASSISTANT_TRAINING__CPU_BF16": "off"} if args.no_bf16 else {}),
     }
     cmd = [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(data_dir), "--port", str(args.port)]
     with (data_dir / "server.log").open("wb") as log:
@@ -395,46 +473,46 @@ def main() -> None:
     absent_items = questions(split["absent"], args.abstain_questions, args.seed)
     train_file = {"version": "1.1", "data": split["train"]}
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()},
-                               "articles": {k: [a["title"] for a in v] for k, v in split.items()}}  # fmt: skip
+                               "articles": {k: [a["title"] for a in v] for k, v in split.items()},
+                               "train_questions": len(questions(split["train"], 10**9, args.seed))}  # fmt: skip
     try:
         results["ready_s"] = wait_ready(base, proc)
-        if args.documents_only:  # the evaluation articles in their own collection: never a source of questions
+        if split_layout:
             results["upload_s"] = upload_documents(base, split["train"])
             results["upload_s"] += upload_documents(base, split["eval"], "squad-eval", ready=len(split["train"]))
         else:
             results["upload_s"] = upload_documents(base, split["train"] + split["eval"])
         print(f"documents uploaded in {results['upload_s']:.0f} s", flush=True)
         base_model = httpx.get(f"{base}/v1/models", timeout=60).json()["data"][0]["id"]
-        results["base"] = answer_scores(base, base_model, eval_items, args.max_tokens)
-        results["base_abstention"] = abstention(base, base_model, absent_items, args.max_tokens)
-        print(f"base: {results['base']}", flush=True)
+        results["base"] = answer_scores(base, base_model, eval_items, args)
+        results["base_abstention"] = abstention(base, base_model, absent_items, args)
+        print(f"base: {short(results['base'])}", flush=True)
+        if not args.no_peer:
+            results["peer"] = answer_scores(base, base_model, eval_items, args, ask_peer)
+            print(f"naive peer: {short(results['peer'])}", flush=True)
         save(data_dir, results)
         upload = httpx.post(f"{base}/v1/training/files", timeout=120,
                             files={"file": ("squad-train.json", json.dumps(train_file).encode())}).json()  # fmt: skip
         methods = ["sft", "psft"] if args.psft else ["sft"]
         for method in methods:
             trained = train(base, method, upload["id"], args, args.psft_minutes or args.max_minutes)
-            name = trained["adapter"]["id"]
-            results[method] = {
-                "job_s": trained["seconds"],
-                "job_metrics": trained["job"]["metrics"],
-                "gate": trained["adapter"]["gate"],
-                "scores": answer_scores(base, name, eval_items, args.max_tokens),
-                "abstention": abstention(base, name, absent_items, args.max_tokens),
-                "adapter_path": trained["adapter"]["path"],
-            }
-            print(f"{method}: {results[method]['scores']}", flush=True)
+            results[method] = adapter_results(base, trained, eval_items, absent_items, args)
+            print(f"{method}: {short(results[method]['scores'])}", flush=True)
             save(data_dir, results)
         if args.documents_only:
             trained = train(base, "sft", None, args, args.max_minutes, name="bench-documents")
-            results["documents"] = {
-                "job_s": trained["seconds"],
-                "job_metrics": trained["job"]["metrics"],
-                "gate": trained["adapter"]["gate"],
-                "scores": answer_scores(base, trained["adapter"]["id"], eval_items, args.max_tokens),
-                "abstention": abstention(base, trained["adapter"]["id"], absent_items, args.max_tokens),
-            }
-            print(f"documents only: {results['documents']['scores']}", flush=True)
+            results["documents"] = adapter_results(base, trained, eval_items, absent_items, args)
+            print(f"documents only: {short(results['documents']['scores'])}", flush=True)
+            save(data_dir, results)
+        if args.pt_then_sft:
+            half = args.max_minutes / 2
+            pretrained = train(base, "pt", None, args, half, name="bench-pt")
+            results["pt"] = {"job_s": pretrained["seconds"], "job_metrics": pretrained["job"]["metrics"],
+                             "adapter_path": pretrained["adapter"]["path"]}  # fmt: skip
+            trained = train(base, "sft", upload["id"], args, half, name="bench-pt-sft",
+                            base_adapter=pretrained["adapter"]["id"])  # fmt: skip
+            results["pt_sft"] = adapter_results(base, trained, eval_items, absent_items, args)
+            print(f"pt then sft: {short(results['pt_sft']['scores'])}", flush=True)
             save(data_dir, results)
         if args.dpo:
             results["dpo"] = dpo(base, args)
@@ -448,8 +526,19 @@ def main() -> None:
         for method in ("sft", "psft"):
             results["retention"][method] = alpaca_loss(data_dir, Path(results[method]["adapter_path"]),
                                                        args.alpaca_records)  # fmt: skip
+    if args.pt_then_sft:
+        adapters = {"base": None, "sft": results["sft"]["adapter_path"], "pt": results["pt"]["adapter_path"],
+                    "pt_sft": results["pt_sft"]["adapter_path"]}  # fmt: skip
+        results["perplexity"] = {
+            name: heldout_perplexity(data_dir, None if path is None else Path(path), split["eval"])
+            for name, path in adapters.items()
+        }
     save(data_dir, results)
     report(results, args, data_dir)
+
+
+def short(scores: dict[str, Any]) -> str:
+    return " ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
 
 
 def save(data_dir: Path, results: dict[str, Any]) -> None:
@@ -461,45 +550,56 @@ def report(results: dict[str, Any], args: argparse.Namespace, data_dir: Path) ->
     print("\nmodel: SmolLM2-135M-Instruct (default), everything through REST; machine shared, timings noisy")
     counts = {k: len(v) for k, v in results["articles"].items()}
     print(
-        f"articles: {counts['train']} trained on, {counts['eval']} evaluated (uploaded, never trained on), "
-        f"{counts['absent']} not uploaded; top_k {args.top_k}"
+        f"articles: {counts['train']} trained on ({results['train_questions']} questions), {counts['eval']} evaluated "
+        f"(uploaded, never trained on), {counts['absent']} not uploaded; the jobs' only option: max_minutes "
+        f"{args.max_minutes}{' ' + str(extra_options(args)) if args.set else ''}; bf16 autocast "
+        f"{'off' if args.no_bf16 else 'auto'}"
     )
     rows = [("base", results["base"], results["base_abstention"])]
-    rows += [(m, results[m]["scores"], results[m]["abstention"]) for m in ("sft", "psft") if m in results]
-    if "documents" in results:
-        rows.append(("docs", results["documents"]["scores"], results["documents"]["abstention"]))
-    print(f"{'model':6} {'EM':>6} {'F1':>6} {'contains':>9} {'cite acc':>9} {'abstain':>8} {'p50 s':>7} {'p90 s':>7}")
+    if "peer" in results:
+        rows.append(("peer", results["peer"], None))
+    labels = {"sft": "sft", "psft": "psft", "documents": "docs", "pt_sft": "pt+sft"}
+    rows += [(label, results[key]["scores"], results[key]["abstention"]) for key, label in labels.items()
+             if key in results]  # fmt: skip
+    print(f"{'model':7} {'EM':>6} {'F1':>6} {'contains':>9} {'cite acc':>9} {'abstain':>8} {'p50 s':>7} {'p90 s':>7}")
     for name, s, a in rows:
-        print(f"{name:6} {s['em']:6.3f} {s['f1']:6.3f} {s['contains']:9.3f} {s['cites']:9.3f} "
-              f"{a['abstention_rate']:8.3f} {s['latency_p50']:7.2f} {s['latency_p90']:7.2f}")  # fmt: skip
-    for method in ("sft", "psft"):
-        if method not in results:
+        abstain = f"{a['abstention_rate']:8.3f}" if a else f"{'-':>8}"
+        print(f"{name:7} {s['em']:6.3f} {s['f1']:6.3f} {s['contains']:9.3f} {s['cites']:9.3f} "
+              f"{abstain} {s['latency_p50']:7.2f} {s['latency_p90']:7.2f}")  # fmt: skip
+    base_f1 = max(results["base"]["f1"], 1e-9)
+    if "peer" in results:
+        ok = results["base"]["f1"] >= results["peer"]["f1"]
+        print(f"base F1 {results['base']['f1']:.3f} vs naive peer {results['peer']['f1']:.3f}: "
+              f"{'at or above' if ok else 'BELOW'} the peer")  # fmt: skip
+    for key in ("sft", "psft", "documents", "pt_sft"):
+        if key not in results:
             continue
-        r = results[method]
+        r = results[key]
         m = r["job_metrics"]
         gate = r["gate"] or {}
-        ratio = r["scores"]["f1"] / max(results["base"]["f1"], 1e-9)
-        print(f"{method}: job wall {r['job_s'] / 60:.1f} min (training run {m.get('wall_s', 0) / 60:.1f} min, "
-              f"{m.get('global_step')} steps, {m.get('train_examples')} examples), F1 x{ratio:.2f} the base's; "
-              f"gate passed={gate.get('passed')} {gate.get('improvement')}")  # fmt: skip
-        layers = args.lora_layers or "all"
-        print(f"      training {m.get('tokens_per_s')} tokens/s, worker peak RSS {m.get('peak_rss_mb')} MB "
-              f"(lora_layers {layers}, r {args.lora_r}, padding_free {args.padding_free})")  # fmt: skip
-        print(f"      data: {m.get('data')}; budget: {m.get('budget')}")
-        if method == "sft":  # the issue's goal is on the SFT job; PSFT is the side-by-side comparison
-            goal = r["scores"]["f1"] >= 0.45 and ratio >= 4 and r["job_s"] <= 900 and r["scores"]["latency_p50"] <= 3
-            print(f"      goal (F1 >= 0.45, >= 4x base, job <= 15 min, p50 <= 3 s): {'met' if goal else 'NOT met'}")
-    if "documents" in results:
-        r = results["documents"]
-        m = r["job_metrics"]
-        ratio = r["scores"]["f1"] / max(results["base"]["f1"], 1e-9)
-        print(
-            f"docs: questions generated from the training articles alone; job wall {r['job_s'] / 60:.1f} min, "
-            f"{m.get('global_step')} steps, {m.get('train_examples')} examples, F1 x{ratio:.2f} the base's"
-        )
-        print_generation(m["data"]["generation"])
-        goal = ratio >= 2.5 and r["job_s"] <= 900
-        print(f"      goal (F1 >= 2.5x base, job <= 15 min): {'met' if goal else 'NOT met'}")
+        ratio = r["scores"]["f1"] / base_f1
+        print(f"{labels[key]}: job wall {r['job_s'] / 60:.1f} min (training run {m.get('wall_s', 0) / 60:.1f} min, "
+              f"{m.get('global_step')} steps, {m.get('train_examples')} examples, {m.get('tokens_per_s')} tokens/s, "
+              f"peak RSS {m.get('peak_rss_mb')} MB), F1 x{ratio:.2f} the base's; "
+              f"gate passed={gate.get('passed')}")  # fmt: skip
+        seen = " -> ".join(f"{p['phase']}@{p['at_s']:.0f}s" for p in r.get("phases_seen") or [])
+        print(f"      phases seen: {seen}")
+        print(f"      budget: {m.get('budget')}")
+        if key == "sft":
+            goal = (r["scores"]["f1"] >= 0.45 and ratio >= 4 and r["job_s"] <= 960
+                    and r["scores"]["latency_p50"] <= 3)  # fmt: skip
+            print(f"      goal (F1 >= 0.45, >= 4x base, job <= 16 min, p50 <= 3 s): {'met' if goal else 'NOT met'}")
+        if key == "documents":
+            print_generation(m["data"]["generation"])
+            goal = ratio >= 2.5 and r["job_s"] <= 960
+            print(f"      goal (F1 >= 2.5x base, job <= 16 min): {'met' if goal else 'NOT met'}")
+    if "perplexity" in results:
+        ppl = results["perplexity"]
+        pt = results["pt"]["job_metrics"]
+        print(f"pt: job wall {results['pt']['job_s'] / 60:.1f} min, {pt.get('global_step')} steps; its own held-out "
+              f"perplexity {pt.get('perplexity')}")  # fmt: skip
+        print("held-out perplexity on the evaluation articles' paragraphs (never trained on): "
+              + ", ".join(f"{name} {value:.2f}" for name, value in ppl.items()))  # fmt: skip
     if "retention" in results:
         for name, v in results["retention"].items():
             print(f"alpaca retention {name:5}: loss {v['loss']:.4f} entropy {v['entropy']:.4f}")

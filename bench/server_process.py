@@ -35,15 +35,20 @@ def run_job(base: str, spec: dict[str, Any]) -> tuple[dict[str, Any], float]:
     if created.status_code >= 400:
         raise RuntimeError(f"job refused: {created.status_code} {created.text}")
     job_id = created.json()["id"]
-    last = -1.0
+    last, phase, timeline = -1.0, None, []
     while True:
         job = httpx.get(f"{base}/v1/training/jobs/{job_id}", timeout=60).json()
+        if job.get("phase") != phase:  # the phases as a client sees them while the job runs
+            phase = job.get("phase")
+            timeline.append({"phase": phase, "at_s": round(time.perf_counter() - started, 1)})
+            print(f"  {spec['method']} job phase {phase} at {timeline[-1]['at_s']:.0f} s", flush=True)
         if job["progress"] - last >= 0.1:
             print(f"  {spec['method']} job {job['state']} {job['progress']:.0%}", flush=True)
             last = job["progress"]
         if job["state"] in {"succeeded", "failed", "cancelled"}:
             break
         time.sleep(2)
+    job["phases_seen"] = timeline
     if job["state"] != "succeeded":
         raise RuntimeError(f"job {job_id} {job['state']}: {job['error']}\n" + "\n".join(job.get("log_tail", [])))
     return job, time.perf_counter() - started

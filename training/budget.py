@@ -6,7 +6,10 @@ data preparation included), then asks the trainer to stop after it has evaluated
 state reached competes with the earlier checkpoints. `enable_best_checkpoint(config)` turns on HF's
 `load_best_model_at_end` by validation loss when the run evaluates (checkpoints then follow the evaluations), so the
 model saved and registered after a stop is the best checkpoint so far, not merely the last. `stopped` tells whether
-the budget ended the run.
+the budget ended the run. With a linear schedule (HF's default) the callback also makes the learning rate decay with
+the time left: the multiplier is the smaller of the schedule's own (by steps) and the share of the training window
+still ahead (`deadline - now` over `deadline - start of training`), so the schedule ends with the budget whatever
+the CPU's speed (a step count fixed in advance would end far before or after it).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from transformers import IntervalStrategy, TrainerCallback
+from transformers import IntervalStrategy, SchedulerType, TrainerCallback
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,21 @@ class TimeBudgetCallback(TrainerCallback):
         self.stopped_after_s: float | None = None  # from the run's start to the end of the last step
         self.last_step_s: float | None = None  # how long the last step took (the most a stop can overrun)
         self._step_began = started
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        scheduler: Any = kwargs.get("lr_scheduler")
+        if args.lr_scheduler_type != SchedulerType.LINEAR or not hasattr(scheduler, "lr_lambdas"):
+            return
+        began = time.monotonic()
+        scheduler.lr_lambdas = [self._by_time(by_steps, began) for by_steps in scheduler.lr_lambdas]
+        log.info("learning rate decays linearly to the training deadline (%.0f s away)", self.deadline - began)
+
+    def _by_time(self, by_steps: Any, began: float) -> Any:
+        def multiplier(step: int) -> float:
+            window = max(self.deadline - began, 1e-9)  # the deadline is read at each step: the runner may move it
+            return float(min(by_steps(step), max(0.0, (self.deadline - time.monotonic()) / window)))
+
+        return multiplier
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._step_began = time.monotonic()
@@ -51,6 +69,9 @@ class TimeBudgetCallback(TrainerCallback):
 
 def enable_best_checkpoint(config: Any) -> bool:
     """Keep the best checkpoint by validation loss (HF `load_best_model_at_end`) when evaluation and saving allow it."""
+    if config.eval_strategy == IntervalStrategy.NO:
+        log.info("no evaluation during training (a budgeted run's default): the last state is registered")
+        return False
     evaluates = config.eval_strategy == IntervalStrategy.STEPS and config.save_strategy == "steps"
     if evaluates and config.save_steps % config.eval_steps != 0:
         config.save_steps = config.eval_steps  # a checkpoint at every evaluation, so the best one can be kept

@@ -197,6 +197,12 @@ def check_request(request: TrainingRequest) -> None:
             raise InvalidRequestError(f"data file {path} does not exist", param="data")
 
 
+def _cpu_bf16(settings: Settings) -> bool | None:
+    """`training.cpu_bf16`: None (auto: where the CPU has bfloat16 instructions), or forced on or off."""
+    choice = settings.training.cpu_bf16
+    return None if choice == "auto" else choice == "on"
+
+
 def resolve_base_adapter(ref: str | None, registry: AdapterRegistry) -> BaseAdapter | None:
     """A registry reference (name, name:vN, id) or a PEFT directory."""
     if ref is None:
@@ -236,7 +242,7 @@ def train(
     check_request(request)
     run_dir = run_dir_for(parts.settings, request)
     overrides = {**load_recipe(request.recipe), **request.options}
-    config = build_run_config(request.method, run_dir, overrides)
+    config = build_run_config(request.method, run_dir, overrides, cpu_bf16=_cpu_bf16(parts.settings))
     base_adapter = resolve_base_adapter(request.base_adapter, AdapterRegistry.of(parts))
     runner = MethodRunner.create(parts, request, config, base_adapter, callbacks or [])
     runner.progress = progress or RunProgress()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
+
+import pytest
 
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS
@@ -61,3 +64,78 @@ def test_dpo_precomputes_reference_log_probs_from_one_epoch_on(tmp_path: Path) -
     assert passes_over_data(short, 20) == 1.0
     epochs = build_run_config("dpo", tmp_path, {"num_train_epochs": 2.0})
     assert passes_over_data(epochs, 1000) == 2.0
+
+
+def test_a_budgeted_run_defaults_to_a_larger_rate_and_no_evaluation_while_training(tmp_path: Path) -> None:
+    from transformers import IntervalStrategy
+
+    from training.config import build_run_config
+
+    budgeted = build_run_config("sft", tmp_path, {"max_minutes": 15})
+    assert budgeted.learning_rate == 1e-3 and budgeted.eval_strategy == IntervalStrategy.NO
+    unbounded = build_run_config("sft", tmp_path, {})
+    assert unbounded.learning_rate == 2e-4 and unbounded.eval_strategy == IntervalStrategy.STEPS
+    asked = build_run_config("sft", tmp_path, {"max_minutes": 15, "eval_steps": 20, "learning_rate": 3e-4})
+    assert asked.learning_rate == 3e-4 and asked.eval_strategy == IntervalStrategy.STEPS and asked.eval_steps == 20
+    assert build_run_config("dpo", tmp_path, {"max_minutes": 15}).learning_rate == 2e-4  # preference methods keep it
+    assert build_run_config("sft", tmp_path, {}, cpu_bf16=False).bf16 is False  # training.cpu_bf16 = off
+    assert build_run_config("sft", tmp_path, {"bf16": False}, cpu_bf16=True).bf16 is False  # the job's own wins
+
+
+class _RateLog:
+    """Records (time, learning rate) at every optimizer step: the optimizer's own value, not the trainer's log."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float, float]] = []
+
+    def __getattr__(self, name: str) -> object:  # the other TrainerCallback events: nothing to do
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_step_end(self, args: object, state: object, control: object, **kwargs: object) -> None:
+        optimizer = kwargs["optimizer"]
+        self.points.append((time.monotonic(), float(optimizer.param_groups[0]["lr"])))  # type: ignore[attr-defined]
+
+
+def test_the_learning_rate_decays_with_the_time_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HF's own linear schedule over a real optimizer, a controlled clock: the rate is the peak times the smaller of
+    the schedule's multiplier (by steps) and the share of the training window left."""
+    import torch
+    from transformers import TrainingArguments, get_linear_schedule_with_warmup
+
+    from training import budget as budget_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(budget_module.time, "monotonic", lambda: clock[0])
+    callback = budget_module.TimeBudgetCallback(max_minutes=10, started=clock[0])  # deadline at 1600
+    clock[0] = 1100.0  # data and the evaluation before training took 100 s: a 500 s training window
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    total_steps = 40  # a step count that would end the schedule long before the budget (step 20 = half)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, total_steps)
+    args = TrainingArguments(output_dir="/tmp/unused", report_to="none", use_cpu=True)
+    callback.on_train_begin(args, None, None, lr_scheduler=scheduler)
+    for step in range(1, 30):
+        clock[0] = 1100.0 + 10.0 * step  # 10 s a step
+        optimizer.step()
+        scheduler.step()
+        by_steps = max(0.0, (total_steps - step) / total_steps)
+        by_time = max(0.0, (1600.0 - clock[0]) / 500.0)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * min(by_steps, by_time)), step
+    cosine = TrainingArguments(output_dir="/tmp/unused", report_to="none", use_cpu=True, lr_scheduler_type="cosine")
+    untouched = get_linear_schedule_with_warmup(optimizer, 0, total_steps)
+    lambdas = list(untouched.lr_lambdas)
+    callback.on_train_begin(cosine, None, None, lr_scheduler=untouched)  # another schedule is left as asked
+    assert untouched.lr_lambdas == lambdas
+
+
+def test_a_budgeted_run_ends_with_its_rate_spent(settings: Settings, sft_file: Path) -> None:
+    rates = _RateLog()
+    options = {**FAST_OPTIONS, "max_steps": 100_000, "max_minutes": 0.3}
+    for key in ("eval_steps", "save_steps"):
+        options.pop(key)  # the budgeted defaults: no evaluation while training
+    outcome = run_training(settings, TrainingRequest("sft", [sft_file], name="decay", options=options), [rates])
+    assert outcome.metrics["budget"]["stopped"] and rates.points
+    assert outcome.metrics["validation_examples"] > 0 and "loss" in outcome.metrics["after"]
+    assert all(b[1] <= a[1] for a, b in itertools.pairwise(rates.points))  # never rises
+    assert rates.points[0][1] <= 1e-3 and rates.points[-1][1] <= 0.25e-3  # the budgeted default, nearly spent
