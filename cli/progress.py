@@ -4,8 +4,8 @@ train).
 Contract: `TerminalProgress()` is a context manager. `update(stage, done, total, detail="")` says where a stage stands
 (a new `stage` name starts a new bar or line; `total` None when unknown); `note(text)` prints a line at once (a file
 that failed). Everything goes to stderr, so stdout keeps only the command's results, the lines scripts parse.
-On a terminal each stage is a rich bar with the columns of `jobs show --follow` (description, bar, done/total,
-elapsed) plus rich's ETA and the detail; log records go above the bars while they are shown. Elsewhere (a pipe, a
+On a terminal each stage is a rich bar (description, bar, done/total, elapsed, rich's ETA, the detail); log records
+go above the bars while they are shown. Elsewhere (a pipe, a
 test, CI) it prints plain lines, `STAGE: DONE/TOTAL, DETAIL, ELAPSED s, ETA N s`: one when a stage starts, at most one
 per `interval_s` while it runs and one when it completes, so a log stays short and greppable.
 """
@@ -32,6 +32,7 @@ from rich.progress import (
 from rich.text import Text
 
 PLAIN_INTERVAL_S = 5.0  # a plain line at most this often per stage (a pipe or CI log is read, not watched)
+MIN_PACE_S = 1.0  # a plain line gives an ETA once its stage has run this long (the first item says little)
 
 
 class TerminalProgress:
@@ -91,7 +92,8 @@ class TerminalProgress:
             return
         self._printed, self._final = now, finished
         elapsed = now - self._started
-        eta = elapsed / done * (total - done) if total is not None and done and not finished else None
+        paced = done > 0 and not finished and elapsed >= MIN_PACE_S  # too soon: no pace yet
+        eta = elapsed / done * (total - done) if total is not None and paced else None
         parts = [f"{stage}: {done}/{'?' if total is None else total}", detail, f"{elapsed:.1f} s"]
         typer.echo(", ".join(p for p in parts if p) + ("" if eta is None else f", ETA {eta:.0f} s"), err=True)
 

@@ -28,7 +28,23 @@ def test_plain_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> 
         ["ingest: 5/5", "10 chunks"],  # its end (the reports between fall within the interval)
         ["search dense: 1/?", lines[3].split(", ")[1]],
     ]
-    assert lines[0].endswith(" s, ETA 0 s") and "ETA" not in lines[2]
+    assert "ETA" not in lines[0] and "ETA" not in lines[2]  # too soon for a pace; done
+
+
+def test_plain_lines_give_the_eta_at_the_pace_so_far(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr("cli.progress.time.monotonic", lambda: now[0])
+    with TerminalProgress(interval_s=5) as progress:
+        for done, at in ((0, 100.0), (1, 102.0), (2, 104.0), (3, 106.0), (8, 116.0)):
+            now[0] = at
+            progress.update("embed", done, 8, "chunks")
+    assert capsys.readouterr().err.splitlines() == [
+        "embed: 0/8, chunks, 0.0 s",
+        "embed: 3/8, chunks, 6.0 s, ETA 10 s",  # 2 s an item; 1 and 2 fell within the 5 s interval
+        "embed: 8/8, chunks, 16.0 s",
+    ]
 
 
 def test_rich_bars_on_a_terminal_with_notes_and_logs_above() -> None:
