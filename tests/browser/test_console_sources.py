@@ -1,9 +1,9 @@
 """The Sources page in the real console (headless Chromium against the real server, its own sync machinery): an
-admin adds a folder of two files, sees the dry-run diff of its first sync (both files, nothing ingested yet), syncs
-it, and the row shows the counts the API records while the collection then holds exactly the folder's files; a dry
-run with nothing changed since lists no file. A folder that does not exist is refused with the server's own
-message, and a source whose folder disappeared shows the sync's error as its last error. A member key sees neither
-the page nor the API."""
+admin adds a folder of three files (one named like an HTML tag: it shows as text and runs nothing), sees the dry-run
+diff of its first sync (every file, nothing ingested yet), syncs it, and the row shows the counts the API records
+while the collection then holds exactly the folder's files; a dry run with nothing changed since lists no file. A
+folder that does not exist is refused with the server's own message, and a source whose folder disappeared shows the
+sync's error as its last error. A member key sees neither the page nor the API."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ pytestmark = pytest.mark.browser
 FILES = {
     "holidays.txt": "Holiday policy. Staff get twenty-five days of paid leave a year, booked through the HR portal.",
     "notes/lockers.md": "# Lockers\n\nLockers on the ground floor are emptied every Friday evening.",
+    # a file name is data too: it must show as typed and run nothing
+    '<img src=x onerror="window.__xss=1">.txt': "Visitors sign in at reception and wear a badge at all times.",
 }
 
 
@@ -69,7 +71,8 @@ def test_a_folder_added_previewed_and_synced_through_the_console(
     source = source_named(console_server, name)
     assert diff.get_attribute("data-dry-run") == "true" and diff.get_attribute("data-source") == source["id"]
     assert {li.text for li in diff.find_elements("css selector", "ul.diff-added li")} == set(FILES)
-    assert counts_in(diff)["added"] == 2
+    assert counts_in(diff)["added"] == len(FILES)
+    assert browser.execute_script("return window.__xss") is None and not all_css(browser, "#source-diff img")
     assert (
         source["status"] == "new"
         and call(console_server, "GET", f"/v1/documents?collection={collection}").json()["data"] == []
@@ -80,7 +83,7 @@ def test_a_folder_added_previewed_and_synced_through_the_console(
     wait_for(browser, lambda d: f"{name} synced." in status_text(d), 120, "the sync's end")
     wait_for(browser, lambda d: row(d, source["id"]).get_attribute("data-status") == "ok", what="the row refreshed")
     synced = source_named(console_server, name)
-    assert synced["counts"]["added"] == 2 and synced["counts"]["failed"] == 0
+    assert synced["counts"]["added"] == len(FILES) and synced["counts"]["failed"] == 0
     assert counts_in(row(browser, source["id"])) == synced["counts"]
     assert diff.get_attribute("data-dry-run") == "false" and counts_in(diff) == synced["counts"]
     stored = call(console_server, "GET", f"/v1/documents?collection={collection}").json()["data"]
@@ -90,7 +93,7 @@ def test_a_folder_added_previewed_and_synced_through_the_console(
     # nothing changed since: the dry run lists no file to add, change or delete
     row(browser, source["id"]).find_element("css selector", f'button[aria-label="Preview {name}"]').click()
     wait_for(browser, lambda d: css(d, "#source-diff").get_attribute("data-dry-run") == "true", what="the dry run")
-    assert counts_in(css(browser, "#source-diff")) == {**{k: 0 for k in synced["counts"]}, "unchanged": 2}
+    assert counts_in(css(browser, "#source-diff")) == {**{k: 0 for k in synced["counts"]}, "unchanged": len(FILES)}
     assert not all_css(browser, "#source-diff ul.diff-files")
 
 

@@ -210,8 +210,10 @@ async function onRemove(page, source) {
 }
 
 // POST /v1/sources/{id}/sync: the sync's report (what it did, or with dry_run what it would do) and the source.
+// A sync answers 202 and runs in the background unless asked to wait (?wait=true), as this page's report view does.
 function syncSource(source, dryRun) {
-  return api(`/v1/sources/${encodeURIComponent(source.id)}/sync`, { method: "POST", json: { dry_run: dryRun } });
+  const wait = dryRun ? "" : "?wait=true";
+  return api(`/v1/sources/${encodeURIComponent(source.id)}/sync${wait}`, { method: "POST", json: { dry_run: dryRun } });
 }
 
 // ------------------------------------------------------------------ the diff
