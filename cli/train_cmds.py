@@ -8,7 +8,8 @@ seconds that other commands should not pay). A flag left out is not given (the r
 applies). The commands delegate to `training.service.run_training` (heavy imports happen inside the command); the
 same flags exist on `python -m training.launch` for `accelerate launch`. On success the registered adapter (name,
 version, path, run dir, validation metrics) is printed as JSON; project errors print one line and exit 1.
-While it trains, the steps, the latest training loss and the ETA show on stderr (`cli.progress`, fed by
+While it runs, its phases (building data, the evaluations before and after: items done) and the training steps
+with the latest training loss and the ETA show on stderr (`cli.progress`, fed by the run's `RunProgress` and
 `training.step_progress`); the trainer's own tqdm bar is off (`disable_tqdm`) unless `--set disable_tqdm=false`.
 """
 
@@ -27,6 +28,7 @@ from cli.common import ConfigOption, DataDirOption, build_settings, echo, user_e
 from cli.progress import TerminalProgress
 from training.methods import METHODS
 from training.options import BY_NAME, METHOD_FLAGS, Flag
+from training.progress import RunProgress
 from training.step_progress import StepProgress, step_callback
 
 DataOpt = Annotated[list[Path], typer.Option("--data", "-d", help="Data file(s): JSON, JSONL, CSV, or a SQuAD JSON.")]
@@ -128,10 +130,26 @@ def _train(method: str, values: dict[str, Any]) -> None:
             options=options,
             job_id=values["job_id"],
         )
-        outcome = run_training(settings, request, callbacks=[step_callback(lambda step: show_step(progress, step))])
+        steps = step_callback(lambda step: show_step(progress, step))
+        outcome = run_training(settings, request, callbacks=[steps], progress=PhaseDisplay(progress))
     summary = outcome.summary()
     if summary is not None:
         echo(json.dumps(summary, indent=2))
+
+
+class PhaseDisplay(RunProgress):
+    """The run's phases on the display, items done of the phase's total; the training phase is drawn by `show_step`
+    (its steps come with their loss)."""
+
+    interval_s = 0.2
+
+    def __init__(self, display: TerminalProgress) -> None:
+        super().__init__()
+        self.display = display
+
+    def publish(self, snapshot: dict[str, Any]) -> None:
+        if self.name is not None and self.name != "training":
+            self.display.update(self.name.replace("_", " "), snapshot["done"], snapshot["total"])
 
 
 def show_step(progress: TerminalProgress, step: StepProgress) -> None:

@@ -133,8 +133,8 @@ def test_jobs_show_follow_shows_the_phase_until_the_job_ends(tmp_path: Path) -> 
 
 @pytest.mark.slow  # a real run on the tiny model: about 40 s on 2 busy cores
 def test_train_shows_steps_and_loss_without_a_terminal(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """`assistant train` on the tiny model, not on a TTY: plain step lines with the latest loss on stderr (the
-    trainer's own log of the run has the same losses), the adapter's JSON last on stdout."""
+    """`assistant train` on the tiny model, not on a TTY: a plain line per phase, step lines with the latest loss
+    on stderr (the trainer's own log of the run has the same losses), the adapter's JSON last on stdout."""
     import json
 
     from tests.training.conftest import FAST_OPTIONS, sft_records, write_json
@@ -151,3 +151,6 @@ def test_train_shows_steps_and_loss_without_a_terminal(tiny_model_dir: Path, tmp
     losses = [f"loss {entry['loss']:.4f}" for entry in history if "loss" in entry]
     steps = [line.split(", ") for line in result.stderr.splitlines() if line.startswith("training: ")]
     assert steps[0][0] == "training: 0/3" and steps[-1][:2] == ["training: 3/3", losses[-1]]
+    phases = ["building data", "evaluating before", "training", "evaluating after"]
+    shown = [line.split(": ")[0] for line in result.stderr.splitlines() if line.split(": ")[0] in phases]
+    assert [p for i, p in enumerate(shown) if p not in shown[:i]] == phases  # each phase, in order

@@ -263,11 +263,12 @@ def run_training(
     request: TrainingRequest,
     callbacks: list[Any] | None = None,
     parts: Parts | None = None,
+    progress: RunProgress | None = None,
 ) -> TrainingOutcome:
     """Train and register one adapter (no gate): the CLI's and scripts' entry point. `parts` is the process's own
-    (built here from `settings` when not given)."""
+    (built here from `settings` when not given); `progress` gets the run's phases (the CLI shows them)."""
     parts = parts or Parts(settings)
-    trained = train(parts, request, callbacks)
+    trained = train(parts, request, callbacks, progress)
     record = register(parts, trained)
     return TrainingOutcome(record, trained.run_dir, trained.metrics, trained.runner.report)
 
