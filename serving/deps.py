@@ -1,8 +1,9 @@
 """The FastAPI dependencies routes use, in one place: the app state, the caller, and each service on `app.state`.
 
 Contract: a route names what it needs as a parameter typed with one of the `...Dep` aliases here (`StateDep`,
-`PrincipalDep`, `ChatDep`, `DocumentsDep`, `RetrievalDep`, `EvaluationsDep`, `SourcesDep`, `RewardsDep`); the
-getter behind it answers 503 (`ServiceUnavailableError`) while the service is not ready, so a route never sees None.
+`PrincipalDep`, `ChatDep`, `ChatHistoryDep`, `DocumentsDep`, `RetrievalDep`, `EvaluationsDep`, `SourcesDep`,
+`RewardsDep`); the getter behind it answers 503 (`ServiceUnavailableError`) while the service is not ready, so a
+route never sees None.
 `require(service, what)` is the same 503 for a route that reaches an optional service on the state itself.
 `require_api_key(request, state)` resolves the caller (`serving.auth.authenticate`); who may call a route is declared
 with `serving.access.allow`, not here.
@@ -18,6 +19,7 @@ from assistant.errors import ServiceUnavailableError
 from serving.auth import authenticate
 from serving.principal import Principal
 from serving.services.chat import ChatService
+from serving.services.chats import ChatHistory
 from serving.services.documents import DocumentsService
 from serving.services.evaluation import EvaluationService
 from serving.services.retrieval import RetrievalService
@@ -58,6 +60,10 @@ def get_chat_service(state: StateDep) -> ChatService:
     return state.chat
 
 
+def get_chat_history(state: StateDep) -> ChatHistory:
+    return ChatHistory(state.db)
+
+
 def get_documents(state: StateDep) -> DocumentsService:
     return require(state.documents, "document store")
 
@@ -87,6 +93,7 @@ async def get_rewards(state: StateDep) -> RewardService:
 
 
 ChatDep = Annotated[ChatService, Depends(get_chat_service)]
+ChatHistoryDep = Annotated[ChatHistory, Depends(get_chat_history)]
 DocumentsDep = Annotated[DocumentsService, Depends(get_documents)]
 RetrievalDep = Annotated[RetrievalService, Depends(get_retrieval)]
 EvaluationsDep = Annotated[EvaluationService, Depends(get_evaluations)]

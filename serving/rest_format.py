@@ -6,14 +6,19 @@ so both show the same JSON. Jobs: `job_body` (`training.job`, with `log_tail` wh
 `adapter_list_body` (with `active`: name -> the active version's id). Feedback: `feedback_body` (`feedback`),
 `pair_body` (`preference_pair`), `pair_page_body` (with `counts`: total and per provenance), `import_body`
 (`preference_import`). Keys: `api_key_body` (`api_key`, never the secret), `issued_key_body` (the secret under
-`key`, shown once). Audit: `audit_body` (`audit_event`). Timestamps are Unix seconds (int) or null.
+`key`, shown once). Audit: `audit_body` (`audit_event`). Documents: `document_body` (`document`; `parse_report` and
+`chunk_list` when read alone), `document_list_body`, `document_deleted_body`, `inline_upload_body` (the per-file
+results of an upload ingested before the response), `upload_task_body` (`upload`, a background upload). Retrieval:
+`retrieve_body`. Chats: `chat_body` (`chat`), `chat_page_body` (with `total`), `me_body`. Evaluations:
+`evaluation_body` (`evaluation`; lists leave out `report`), `evaluation_list_body`. Rewards: `reward_scores_body`.
+Timestamps are Unix seconds (int) or null.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.adapters import AdapterStatus
 from ingest.sources import SourceRecord, SyncReport
@@ -22,6 +27,14 @@ from serving.services.feedback import FeedbackReceipt, ImportReport, PairPage, P
 from serving.services.jobs import JobRecord, UploadedFile
 from serving.services.keys import IssuedKey, StoredKey
 from training.registry import AdapterRecord
+
+if TYPE_CHECKING:  # the records below are only read here; importing their services would slow every CLI command
+    from assistant.retrieval import Hit
+    from serving.principal import Principal
+    from serving.services.chats import ChatPage, StoredChat
+    from serving.services.documents import ChunkRecord, DocumentRecord, InlineUpload, UploadTask
+    from serving.services.evaluation import EvaluationRun
+    from serving.services.rewards import RewardScores
 
 
 def job_body(job: JobRecord) -> dict[str, Any]:
@@ -160,6 +173,132 @@ def sync_body(report: SyncReport) -> dict[str, Any]:
         "failed": report.failed,
         "seconds": round(report.seconds, 3),
     }
+
+
+def document_body(document: DocumentRecord) -> dict[str, Any]:
+    """A `document`; one read alone (GET) adds `parse_report` and, when its chunks were read, `chunk_list`."""
+    body: dict[str, Any] = {
+        "id": document.id,
+        "object": "document",
+        "collection": document.collection,
+        "source": document.source,
+        "title": document.title,
+        "mime_type": document.mime_type,
+        "size_bytes": document.size_bytes,
+        "status": document.status,
+        "error": document.error,
+        "chunks": document.chunks,
+        "created_at": _ts(document.created_at),
+        "updated_at": _ts(document.updated_at),
+    }
+    if document.detailed:
+        body["parse_report"] = document.parse_report  # pages, method per page, tables, warnings (None before)
+    if document.chunk_list is not None:
+        body["chunk_list"] = [chunk_body(chunk) for chunk in document.chunk_list]
+    return body
+
+
+def chunk_body(chunk: ChunkRecord) -> dict[str, Any]:
+    return {
+        "id": chunk.id,
+        "ordinal": chunk.ordinal,
+        "text": chunk.text,
+        "page": chunk.page,
+        "section": chunk.section,
+        "char_start": chunk.char_start,
+        "char_end": chunk.char_end,
+        "tokens": chunk.tokens,
+    }
+
+
+def document_list_body(documents: Sequence[DocumentRecord]) -> dict[str, Any]:
+    return list_body([document_body(document) for document in documents])
+
+
+def document_deleted_body(document_id: str, chunks: int) -> dict[str, Any]:
+    return {"id": document_id, "object": "document.deleted", "deleted": True, "chunks": chunks}
+
+
+def inline_upload_body(upload: InlineUpload) -> dict[str, Any]:
+    """An upload ingested before the response: one result per file (`ingest.results.FileResult`), in order."""
+    return list_body([result.to_dict() for result in upload.results], collection=upload.collection)
+
+
+def upload_task_body(task: UploadTask) -> dict[str, Any]:
+    """An `upload` (a background upload): its state, progress (share of files done), files and results so far."""
+    return {
+        "id": task.id,
+        "object": "upload",
+        "collection": task.collection,
+        "state": task.state,
+        "progress": task.progress,
+        "files": task.files,
+        "results": [result.to_dict() for result in task.results],
+    }
+
+
+def retrieve_body(query: str, mode: str, hits: Sequence[Hit]) -> dict[str, Any]:
+    """`POST /v1/retrieve`: the hits in rank order, with every score the search computed."""
+    return list_body([hit.to_dict() for hit in hits], query=query, mode=mode)
+
+
+def chat_body(chat: StoredChat) -> dict[str, Any]:
+    """A stored `chat` (`created` in Unix seconds)."""
+    return {
+        "id": chat.id,
+        "object": "chat",
+        "created": _ts(chat.created_at),
+        "model": chat.model,
+        "title": chat.title,
+        "messages": chat.messages,
+        "answer": chat.answer,
+        "citations": chat.citations,
+        "trace_id": chat.trace_id,  # the chat's trace (serving.tracing): a thumbs-down leads to its spans
+    }
+
+
+def chat_page_body(page: ChatPage) -> dict[str, Any]:
+    return list_body([chat_body(chat) for chat in page.chats], total=page.total)
+
+
+def me_body(principal: Principal, quota: dict[str, Any]) -> dict[str, Any]:
+    """`GET /v1/me`: the calling key (name, role, readable collections, whether a key was checked) and its quota."""
+    return {**principal.to_dict(), "quota": quota}
+
+
+def reward_scores_body(scored: RewardScores) -> dict[str, Any]:
+    """`POST /v1/rewards/score`: one `reward` per item, in order, and the reward model that scored them."""
+    rewards = [{"object": "reward", "index": i, "score": score} for i, score in enumerate(scored.scores)]
+    return list_body(rewards, model=scored.model)
+
+
+def evaluation_body(run: EvaluationRun, with_report: bool = True) -> dict[str, Any]:
+    """An `evaluation`: status, progress, running metrics and curve, files, and (`with_report`) the report (null
+    until the run has succeeded). Timestamps in Unix seconds."""
+    body: dict[str, Any] = {
+        "id": run.id,
+        "object": "evaluation",
+        "status": run.status,
+        "params": run.params,
+        "total": run.total,
+        "done": run.done,
+        "progress": run.progress,
+        "metrics": run.metrics,
+        "curve": run.curve,
+        "report": run.report,
+        "files": run.files,
+        "error": run.error,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+    }
+    if not with_report:
+        del body["report"]
+    return body
+
+
+def evaluation_list_body(runs: Sequence[EvaluationRun]) -> dict[str, Any]:
+    """The runs, newest first, without their reports (`GET /v1/evaluations/{id}` has them)."""
+    return list_body([evaluation_body(run, with_report=False) for run in runs])
 
 
 def list_body(data: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,15 @@ from fastapi.responses import JSONResponse
 from assistant.errors import NotFoundError, PermissionDeniedError
 from serving.access import Access, allow
 from serving.deps import DocumentsDep, PrincipalDep
+from serving.rest_format import (
+    document_body,
+    document_deleted_body,
+    document_list_body,
+    inline_upload_body,
+    upload_task_body,
+)
 from serving.schemas import check_text
+from serving.services.documents import UploadTask
 
 router = APIRouter(tags=["documents"], dependencies=[allow(Access.MEMBER)])
 
@@ -29,8 +37,10 @@ async def upload_documents(
     for upload in files:  # a file name is stored and shown: no control characters (serving.schemas.check_text)
         check_text(upload.filename or "upload", "files.filename")
     payload = [(upload.filename or "upload", upload.file) for upload in files]  # read (or spooled) by the service
-    status, body = await documents.upload(payload, collection)
-    return JSONResponse(body, status_code=status)
+    outcome = await documents.upload(payload, collection)
+    if isinstance(outcome, UploadTask):  # accepted, ingested in the background: poll its status
+        return JSONResponse(upload_task_body(outcome), status_code=202)
+    return JSONResponse(inline_upload_body(outcome))
 
 
 @router.get("/v1/documents")
@@ -41,27 +51,28 @@ async def list_documents(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
-    return documents.list(principal, collection, limit, offset)
+    return document_list_body(documents.list(principal, collection, limit, offset))
 
 
 @router.get("/v1/documents/uploads/{upload_id}")
 async def upload_status(upload_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
-    status = documents.upload_status(upload_id)
-    if not principal.can_read(status.get("collection")):  # same answer as an unknown id: nothing is confirmed
+    task = documents.upload_status(upload_id)
+    if not principal.can_read(task.collection):  # same answer as an unknown id: nothing is confirmed
         raise NotFoundError(f"upload {upload_id} does not exist for this API key", param="upload_id")
-    return status
+    return upload_task_body(task)
 
 
 @router.get("/v1/documents/{document_id}")
 async def get_document(document_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
     with _unknown_outside_scope(document_id):
-        return documents.get(document_id, principal)
+        return document_body(documents.get(document_id, principal))
 
 
 @router.delete("/v1/documents/{document_id}")
 async def delete_document(document_id: str, documents: DocumentsDep, principal: PrincipalDep) -> dict[str, Any]:
     with _unknown_outside_scope(document_id):
-        return await documents.delete(document_id, principal)
+        chunks = await documents.delete(document_id, principal)
+    return document_deleted_body(document_id, chunks)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from serving.access import Access, allow
 from serving.deps import EvaluationsDep, PrincipalDep
+from serving.rest_format import evaluation_body, evaluation_list_body
 
 router = APIRouter(tags=["evaluations"], dependencies=[allow(Access.ADMIN)])
 MEDIA = {"json": "application/json", "markdown": "text/markdown", "curves": "image/png"}
@@ -27,15 +28,15 @@ async def start_evaluation(
     ] = None,
     limit: Annotated[int | None, Form(ge=1, description="Only the first N questions.")] = None,
 ) -> JSONResponse:
-    body = evaluations.start(file.filename or "questions.jsonl", await file.read(), model, collection, limit, principal)
-    return JSONResponse(body, status_code=202)
+    run = evaluations.start(file.filename or "questions.jsonl", await file.read(), model, collection, limit, principal)
+    return JSONResponse(evaluation_body(run, with_report=False), status_code=202)
 
 
 @router.get("/v1/evaluations")
 async def list_evaluations(
     evaluations: EvaluationsDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> dict[str, Any]:
-    return evaluations.list_runs(limit)
+    return evaluation_list_body(evaluations.list_runs(limit))
 
 
 @router.get("/v1/evaluations/{evaluation_id}")
@@ -44,7 +45,7 @@ async def get_evaluation(
     evaluations: EvaluationsDep,
     results: Annotated[bool, Query(description="Include the per-question results in the report.")] = True,
 ) -> dict[str, Any]:
-    return evaluations.get(evaluation_id, with_results=results)
+    return evaluation_body(evaluations.get(evaluation_id, with_results=results))
 
 
 @router.get("/v1/evaluations/{evaluation_id}/files/{kind}")

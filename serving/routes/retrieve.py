@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from serving.access import Access, allow
 from serving.deps import PrincipalDep, RetrievalDep
+from serving.rest_format import retrieve_body
 from serving.schemas import CollectionList
 
 router = APIRouter(tags=["retrieval"], dependencies=[allow(Access.MEMBER)])
@@ -27,4 +28,4 @@ class RetrieveRequest(BaseModel):
 async def retrieve(body: RetrieveRequest, retrieval: RetrievalDep, principal: PrincipalDep) -> dict[str, Any]:
     collections = retrieval.scope(body.collections, principal)
     hits = await retrieval.search(body.query, body.k, collections, body.mode, principal)
-    return {"object": "list", "query": body.query, "mode": body.mode, "data": [hit.to_dict() for hit in hits]}
+    return retrieve_body(body.query, body.mode, hits)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from serving.access import Access, allow
 from serving.deps import RewardsDep
+from serving.rest_format import reward_scores_body
 
 router = APIRouter(tags=["rewards"], dependencies=[allow(Access.ADMIN)])
 
@@ -36,4 +37,4 @@ async def score_answers(body: RewardRequest, rewards: RewardsDep) -> dict[str, A
     for item in items:
         if "messages" in item:
             item["messages"] = [dict(turn) for turn in item["messages"]]
-    return await rewards.score(body.model, items)
+    return reward_scores_body(await rewards.score(body.model, items))

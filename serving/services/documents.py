@@ -1,17 +1,21 @@
-"""Documents for the API: upload (inline or in the background), list, inspect, delete.
+"""Documents for the API: upload (inline or in the background), list, inspect, delete; domain records out.
 
 Contract: uploads go through the same `IngestService` as the CLI, in a worker thread. The service gets the shared
 index lock (the one searches take) as its write lock and holds it only for its short write steps: parsing and
-embedding an upload never block retrieval. An upload whose total size is at most `server.sync_upload_mb` is ingested
-before the response (one `FileResult` per file; a batch where every file failed raises the first file's error, so a
-single bad file gets its own 4xx); a larger one is accepted at once (202) and ingested in the background, its
-progress kept in an `UploadTask` polled at `GET /v1/documents/uploads/{id}`. A background upload's files are copied
-to disk (`<data_dir>/incoming/<task>/`) before the response and read back one ingest step at a time, so memory holds
-one step's files, never the whole upload; the folder is removed when the task ends (a crash's leftovers a day later,
-at a start). Sizes are read from the received files, so an oversized file is refused (413) without reading it.
-Upload tasks live in memory, at most `ingest.upload_tasks_kept` of them (the oldest finished ones are pruned; a new
-background upload is a 503 while that many still run). After a restart, documents a killed upload left in
-'processing' are cleaned up by the ingest service's recovery and can be uploaded again.
+embedding an upload never block retrieval. Sizes are read from the received files and checked once, here, before
+anything is read or queued: a file over `ingest.max_file_mb` gets its failed `FileResult` (413) without being read
+or handed to the ingest service, and an upload where every file is over it is refused at once (413). An upload whose
+total size is at most `server.sync_upload_mb` is ingested before the response (`InlineUpload`: one `FileResult` per
+file, in the order sent; a batch where every file failed raises the first file's error, so a single bad file gets
+its own 4xx); a larger one is accepted at once (an `UploadTask`, 202) and ingested in the background, its progress
+kept in the task polled at `GET /v1/documents/uploads/{id}`. Both go through one write step (`_ingest_step`: read
+the accepted files, `ingest_files`, results back in the order sent). A background upload's files are copied to disk
+(`<data_dir>/incoming/<task>/`) before the response and read back one step at a time, so memory holds one step's
+files, never the whole upload; the folder is removed when the task ends (a crash's leftovers a day later, at a
+start). Upload tasks live in memory, at most `ingest.upload_tasks_kept` of them (the oldest finished ones are pruned;
+a new background upload is a 503 while that many still run). After a restart, documents a killed upload left in
+'processing' are cleaned up by the ingest service's recovery and can be uploaded again. `list`, `get` and `delete`
+return `DocumentRecord`s (and the chunk count removed); the JSON is made in `serving.rest_format`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -39,6 +44,9 @@ log = logging.getLogger(__name__)
 
 UPLOAD_STEP_FILES = 50  # files per pipelined ingest call of a background upload (its progress granularity)
 Received = tuple[str, BinaryIO]  # a file as received: its name and a readable, seekable file object
+# A file of an upload on its way to the store: its name and where its bytes are (the request's file object, or its
+# copy on disk for a background upload), or the `FileResult` that already refused it (over `ingest.max_file_mb`).
+Pending = tuple[str, BinaryIO | Path | FileResult]
 
 
 def _size(handle: BinaryIO) -> int:
@@ -50,40 +58,87 @@ def _size(handle: BinaryIO) -> int:
 
 @dataclass
 class UploadTask:
+    """A background upload: its files (names, in the order sent) and the results so far, in that order."""
+
     id: str
     collection: str
     files: list[str]
     state: str = "queued"  # queued | running | done
     results: list[FileResult] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        done = len(self.results)
-        return {
-            "id": self.id,
-            "object": "upload",
-            "collection": self.collection,
-            "state": self.state,
-            "progress": done / len(self.files) if self.files else 1.0,
-            "files": self.files,
-            "results": [r.to_dict() for r in self.results],
-        }
+    @property
+    def progress(self) -> float:
+        return len(self.results) / len(self.files) if self.files else 1.0
 
 
-def document_dict(document: Document, chunk_count: int) -> dict[str, Any]:
-    return {
-        "id": document.id,
-        "object": "document",
-        "collection": document.collection,
-        "source": document.source,
-        "title": document.title,
-        "mime_type": document.mime_type,
-        "size_bytes": document.size_bytes,
-        "status": document.status,
-        "error": document.error,
-        "chunks": chunk_count,
-        "created_at": int(document.created_at.timestamp()),
-        "updated_at": int(document.updated_at.timestamp()),
-    }
+@dataclass(frozen=True)
+class InlineUpload:
+    """An upload ingested before the response: one result per file, in the order sent."""
+
+    collection: str
+    results: list[FileResult]
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    id: int
+    ordinal: int
+    text: str
+    page: int | None
+    section: str | None
+    char_start: int
+    char_end: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """A stored document; `parse_report` and `chunk_list` only when read one at a time (`get`)."""
+
+    id: str
+    collection: str
+    source: str
+    title: str
+    mime_type: str
+    size_bytes: int
+    status: str
+    error: str | None
+    chunks: int
+    created_at: datetime
+    updated_at: datetime
+    parse_report: dict[str, Any] | None = None
+    chunk_list: list[ChunkRecord] | None = None
+    detailed: bool = False  # read one at a time: the JSON carries `parse_report` (even when None)
+
+
+def _document_record(document: Document, chunks: int, **detail: Any) -> DocumentRecord:
+    return DocumentRecord(
+        document.id,
+        document.collection,
+        document.source,
+        document.title,
+        document.mime_type,
+        document.size_bytes,
+        document.status,
+        document.error,
+        chunks,
+        document.created_at,
+        document.updated_at,
+        **detail,
+    )
+
+
+def _chunk_record(chunk: Chunk) -> ChunkRecord:
+    return ChunkRecord(
+        chunk.id,
+        chunk.ordinal,
+        chunk.text,
+        chunk.page,
+        chunk.section,
+        chunk.char_start,
+        chunk.char_end,
+        chunk.token_count,
+    )
 
 
 class DocumentsService:
@@ -95,40 +150,51 @@ class DocumentsService:
         self.lock = lock
         ingest.use_write_lock(lock)
         self.max_tasks = ingest.settings.ingest.upload_tasks_kept
+        self.max_file_mb = ingest.settings.ingest.max_file_mb
         self.sync_limit_bytes = sync_limit_bytes
         self.uploads: dict[str, UploadTask] = {}
         self._background: set[asyncio.Task[None]] = set()
 
-    async def upload(self, files: Sequence[Received], collection: str) -> tuple[int, dict[str, Any]]:
-        """(status code, body): 200 with per-file results, or 202 with an upload task to poll.
-
-        Files over the ingest size limit are refused up front (never queued), so a lone oversized file gets its 413
-        at once even when it would otherwise go to the background.
-        """
+    async def upload(self, files: Sequence[Received], collection: str) -> InlineUpload | UploadTask:
+        """The results (inline), or the background task to poll (see the module contract)."""
         sizes = [_size(handle) for _, handle in files]
-        refused = [self._refuse_oversized(name, size, collection) for (name, _), size in zip(files, sizes, strict=True)]
-        if all(refused):
-            _raise_if_all_failed([r for r in refused if r is not None])
+        pending = [
+            self._admit(name, handle, size, collection) for (name, handle), size in zip(files, sizes, strict=True)
+        ]
+        refused = [item for _, item in pending if isinstance(item, FileResult)]
+        if len(refused) == len(pending):
+            _raise_if_all_failed(refused)
         if sum(sizes) <= self.sync_limit_bytes:
-            payload = [(name, handle.read()) for name, handle in files]
-            results = await asyncio.to_thread(self.ingest.ingest_files, payload, collection)
+            results = await self._ingest_step(pending, collection)
             _raise_if_all_failed(results)
-            return 200, {"object": "list", "collection": collection, "data": [r.to_dict() for r in results]}
+            return InlineUpload(collection, results)
         task = UploadTask(f"upload-{uuid.uuid4().hex[:20]}", collection, [name for name, _ in files])
         self._prune_tasks()
-        spooled = await asyncio.to_thread(self._spool, task.id, files)
+        spooled = await asyncio.to_thread(self._spool, task.id, pending)
         self.uploads[task.id] = task
         job = asyncio.create_task(self._run_upload(task, spooled))
         self._background.add(job)
         job.add_done_callback(self._background.discard)
-        return 202, task.to_dict()
+        return task
 
-    def _refuse_oversized(self, name: str, size: int, collection: str) -> FileResult | None:
-        limit = self.ingest.settings.ingest.max_file_mb
+    def _admit(self, name: str, handle: BinaryIO, size: int, collection: str) -> Pending:
+        """The upload's one size check: a file over `ingest.max_file_mb` is refused here, unread."""
+        limit = self.max_file_mb
         if size <= limit * 1024 * 1024:
-            return None
+            return name, handle
         error = PayloadTooLargeError(f"{name} is {size / 2**20:.1f} MB; the limit is {limit} MB (ingest.max_file_mb)")
-        return FileResult.failure(name, collection, error)
+        return name, FileResult.failure(name, collection, error)
+
+    async def _ingest_step(self, pending: Sequence[Pending], collection: str) -> list[FileResult]:
+        """The one write path of both kinds of upload: the accepted files read (off the event loop) and ingested in
+        one pipelined call; the results, refused files included, in the order given."""
+
+        def read() -> list[tuple[str, bytes]]:
+            return [(name, _read(where)) for name, where in pending if not isinstance(where, FileResult)]
+
+        accepted = await asyncio.to_thread(read)
+        ingested = iter(await asyncio.to_thread(self.ingest.ingest_files, accepted, collection) if accepted else [])
+        return [where if isinstance(where, FileResult) else next(ingested) for _, where in pending]
 
     def _prune_tasks(self) -> None:
         """Make room for one task: drop the oldest finished ones; refuse when every kept task is still running."""
@@ -144,16 +210,19 @@ class DocumentsService:
     def incoming_dir(self) -> Path:
         return self.ingest.settings.data_dir / "incoming"
 
-    def _spool(self, task_id: str, files: Sequence[Received]) -> list[tuple[str, Path]]:
-        """Copy a background upload's files to disk (the request's own temporary files go with the request)."""
+    def _spool(self, task_id: str, pending: Sequence[Pending]) -> list[Pending]:
+        """Copy a background upload's accepted files to disk (the request's own temporary files go with the
+        request); refused files keep their result."""
         folder = self.incoming_dir() / task_id
         folder.mkdir(parents=True, exist_ok=True)
-        spooled = []
-        for i, (name, handle) in enumerate(files):
-            path = folder / f"{i:06d}"
-            with path.open("wb") as out:
-                shutil.copyfileobj(handle, out, 1024 * 1024)
-            spooled.append((name, path))
+        spooled: list[Pending] = []
+        for i, (name, where) in enumerate(pending):
+            if not isinstance(where, FileResult | Path):  # the request's file object
+                path = folder / f"{i:06d}"
+                with path.open("wb") as out:
+                    shutil.copyfileobj(where, out, 1024 * 1024)
+                where = path
+            spooled.append((name, where))
         return spooled
 
     def remove_stale_incoming(self, older_than_s: float = 86_400) -> None:
@@ -164,7 +233,7 @@ class DocumentsService:
             if time.time() - entry.stat().st_mtime > older_than_s:
                 shutil.rmtree(entry, ignore_errors=True)
 
-    async def _run_upload(self, task: UploadTask, spooled: list[tuple[str, Path]]) -> None:
+    async def _run_upload(self, task: UploadTask, spooled: list[Pending]) -> None:
         """Ingest `UPLOAD_STEP_FILES` files per pipelined call (one index save per group, not per file), read from
         disk one step at a time; the task's progress advances step by step."""
         task.state = "running"
@@ -173,27 +242,28 @@ class DocumentsService:
                 await self._run_step(task, spooled[start : start + UPLOAD_STEP_FILES], start)
         finally:
             task.state = "done"
-            if spooled:
-                shutil.rmtree(spooled[0][1].parent, ignore_errors=True)
+            shutil.rmtree(self.incoming_dir() / task.id, ignore_errors=True)
 
-    async def _run_step(self, task: UploadTask, paths: list[tuple[str, Path]], start: int) -> None:
-        step = await asyncio.to_thread(lambda: [(name, path.read_bytes()) for name, path in paths])
+    async def _run_step(self, task: UploadTask, step: list[Pending], start: int) -> None:
         try:
-            task.results.extend(await asyncio.to_thread(self.ingest.ingest_files, step, task.collection))
+            task.results.extend(await self._ingest_step(step, task.collection))
         except AssistantError as exc:
-            task.results.extend(FileResult.failure(name, task.collection, exc) for name, _data in step)
+            task.results.extend(_failed(step, task.collection, exc))
         except Exception as exc:  # one broken step must not stop the upload; it is reported, not hidden
             log.exception("upload %s: files %d-%d failed", task.id, start, start + len(step) - 1)
             error = f"{type(exc).__name__}: {exc}"
-            task.results.extend(FileResult(name, task.collection, "failed", error=error) for name, _data in step)
+            task.results.extend(
+                where if isinstance(where, FileResult) else FileResult(name, task.collection, "failed", error=error)
+                for name, where in step
+            )
 
-    def upload_status(self, upload_id: str) -> dict[str, Any]:
+    def upload_status(self, upload_id: str) -> UploadTask:
         task = self.uploads.get(upload_id)
         if task is None:
             raise NotFoundError(f"upload {upload_id} does not exist (upload tasks are kept until a restart)")
-        return task.to_dict()
+        return task
 
-    def list(self, principal: Principal, collection: str | None, limit: int, offset: int) -> dict[str, Any]:
+    def list(self, principal: Principal, collection: str | None, limit: int, offset: int) -> list[DocumentRecord]:
         allowed = principal.check_collections([collection] if collection else None)
         counts = select(Chunk.document_id, func.count(Chunk.id).label("n")).group_by(Chunk.document_id).subquery()
         query = select(Document, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.document_id == Document.id)
@@ -203,9 +273,9 @@ class DocumentsService:
         query = query.order_by(Document.created_at.desc(), Document.id).limit(limit).offset(offset)
         with self.db.session() as session:
             rows = session.execute(query).all()
-        return {"object": "list", "data": [document_dict(doc, n) for doc, n in rows]}
+            return [_document_record(doc, n) for doc, n in rows]
 
-    def get(self, document_id: str, principal: Principal, with_chunks: bool = True) -> dict[str, Any]:
+    def get(self, document_id: str, principal: Principal, with_chunks: bool = True) -> DocumentRecord:
         with self.db.session() as session:
             document = session.get(Document, document_id)
             if document is None:
@@ -214,32 +284,28 @@ class DocumentsService:
             chunks = session.scalars(
                 select(Chunk).where(Chunk.document_id == document_id).order_by(Chunk.ordinal)
             ).all()
-            body = document_dict(document, len(chunks))
-            body["parse_report"] = document.parse_report  # pages, method per page, tables, warnings (None before)
-            if with_chunks:
-                body["chunk_list"] = [_chunk_dict(chunk) for chunk in chunks]
-        return body
+            return _document_record(
+                document,
+                len(chunks),
+                parse_report=document.parse_report,  # pages, method per page, tables, warnings (None before)
+                chunk_list=[_chunk_record(chunk) for chunk in chunks] if with_chunks else None,
+                detailed=True,
+            )
 
-    async def delete(self, document_id: str, principal: Principal) -> dict[str, Any]:
+    async def delete(self, document_id: str, principal: Principal) -> int:
+        """Delete a document the key may read; the number of chunks removed."""
         self.get(document_id, principal, with_chunks=False)  # 404 / 403 before anything changes
-        removed = await asyncio.to_thread(self._delete, document_id)
-        return {"id": document_id, "object": "document.deleted", "deleted": True, "chunks": removed}
-
-    def _delete(self, document_id: str) -> int:
-        return self.ingest.delete_document(document_id)
+        return await asyncio.to_thread(self.ingest.delete_document, document_id)
 
 
-def _chunk_dict(chunk: Chunk) -> dict[str, Any]:
-    return {
-        "id": chunk.id,
-        "ordinal": chunk.ordinal,
-        "text": chunk.text,
-        "page": chunk.page,
-        "section": chunk.section,
-        "char_start": chunk.char_start,
-        "char_end": chunk.char_end,
-        "tokens": chunk.token_count,
-    }
+def _read(where: BinaryIO | Path) -> bytes:
+    return where.read_bytes() if isinstance(where, Path) else where.read()
+
+
+def _failed(step: Sequence[Pending], collection: str, exc: AssistantError) -> list[FileResult]:
+    return [
+        where if isinstance(where, FileResult) else FileResult.failure(name, collection, exc) for name, where in step
+    ]
 
 
 class UploadFailed(AssistantError):

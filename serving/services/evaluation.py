@@ -14,10 +14,11 @@ Contract:
 - `write_report(folder, report)` writes `report.json`, `report.md` and, when there are at least two answerable
   questions, `curves.png` (running EM/F1 per answered question).
 - `EvaluationService` is the REST side (`POST /v1/evaluations`): `start()` validates the file, model and collection
-  (4xx before anything runs) and runs the evaluation as a background task of the server's event loop; its state
-  (status, progress, running metrics, curve, then the report) is a JSON file under `<data_dir>/runs/evaluations/ID/`
-  rewritten after every question, so `get(id)` works during the run and after a restart; a run a restart
-  interrupted is marked failed.
+  (4xx before anything runs) and runs the evaluation as a background task of the server's event loop; its state (an
+  `EvaluationRun`: status, progress, running metrics, curve, then the report) is a JSON file under
+  `<data_dir>/runs/evaluations/ID/` rewritten after every question, so `get(id)` works during the run and after a
+  restart; a run a restart interrupted is marked failed. The service returns `EvaluationRun` records; the JSON is
+  made in `serving.rest_format`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -303,20 +304,55 @@ def write_report(folder: Path, report: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- the REST job
 
 
-def _read_state(path: Path) -> dict[str, Any] | None:
+@dataclass
+class EvaluationRun:
+    """One evaluation run inside the server: its progress, running metrics and curve, then its report and files.
+
+    Stored as `evaluation.json` in its folder (`asdict`), rewritten after every question; `report` (with the
+    per-question `results`) is there once the run has succeeded."""
+
+    id: str
+    status: str  # running | succeeded | failed | cancelled
+    params: dict[str, Any] = field(default_factory=dict)  # file, model, collection, limit
+    total: int = 0
+    done: int = 0
+    progress: float = 0.0
+    metrics: dict[str, Any] | None = None
+    curve: list[dict[str, float]] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+    files: dict[str, str] = field(default_factory=dict)  # kind (json, markdown, curves) -> path
+    error: str | None = None
+    created_at: int = 0
+    finished_at: int | None = None
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EvaluationRun:
+        """A run read back from its stored state (keys it does not know, like an older file's `object`, ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in state.items() if key in known})
+
+    def without_results(self) -> EvaluationRun:
+        """The run with its report's per-question results left out (the summary view)."""
+        if not self.report:
+            return self
+        return replace(self, report={k: v for k, v in self.report.items() if k != "results"})
+
+
+def _read_run(path: Path) -> EvaluationRun | None:
     """An evaluation's stored state, or None (logged) when the file is damaged: it is skipped, never fatal."""
     try:
         state = json.loads(path.read_text())
         if isinstance(state, dict) and isinstance(state.get("id"), str) and isinstance(state.get("status"), str):
-            return state
+            return EvaluationRun.from_state(state)
         raise ValueError("not an evaluation state")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         log.warning("skipping the damaged evaluation file %s: %s", path, exc)
         return None
 
 
 class EvaluationService:
-    """Evaluation runs inside the server: started over REST, run as background tasks, stored as JSON files."""
+    """Evaluation runs inside the server: started over REST, run as background tasks, stored as JSON files; the
+    methods return `EvaluationRun` records (the JSON is made in `serving.rest_format`)."""
 
     def __init__(self, settings: Settings, chat: ChatService, admission: Admission | None = None) -> None:
         self.chat = chat
@@ -329,20 +365,20 @@ class EvaluationService:
     def _state_path(self, run_id: str) -> Path:
         return self.folder / Path(run_id).name / "evaluation.json"
 
-    def _save(self, state: dict[str, Any]) -> None:
-        write_atomic(self._state_path(state["id"]), json.dumps(state))  # old or new after a crash, never half
+    def _save(self, run: EvaluationRun) -> None:
+        write_atomic(self._state_path(run.id), json.dumps(asdict(run)))  # old or new after a crash, never half
 
     def fail_interrupted(self) -> list[str]:
         """Runs left 'queued'/'running' by a previous server process are marked failed."""
         failed = []
         for path in sorted(self.folder.glob("*/evaluation.json")) if self.folder.is_dir() else []:
-            state = _read_state(path)
-            if state is None:  # one damaged file must not stop the server from becoming ready
+            run = _read_run(path)
+            if run is None:  # one damaged file must not stop the server from becoming ready
                 continue
-            if state["status"] not in FINAL:
-                state.update(status="failed", error="interrupted: the server stopped during the run")
-                self._save(state)
-                failed.append(state["id"])
+            if run.status not in FINAL:
+                run.status, run.error = "failed", "interrupted: the server stopped during the run"
+                self._save(run)
+                failed.append(run.id)
         return failed
 
     def start(
@@ -353,7 +389,8 @@ class EvaluationService:
         collection: str | None = None,
         limit: int | None = None,
         principal: Principal = ANONYMOUS,
-    ) -> dict[str, Any]:
+    ) -> EvaluationRun:
+        """Validate and start a run (4xx before anything runs); the run as started, without its report."""
         running = [task for task in self._tasks.values() if not task.done()]
         if len(running) >= self.max_running:
             raise RateLimitedError(
@@ -367,83 +404,67 @@ class EvaluationService:
         if self.chat.retrieval is not None:
             named = sorted({c for c in [collection, *(i.collection for i in items)] if c})
             self.chat.retrieval.scope(named or None, principal)  # 404 unknown / 403 not readable
-        run_id = f"eval-{uuid.uuid4().hex[:20]}"
-        state = {
-            "id": run_id,
-            "object": "evaluation",
-            "status": "running",
-            "params": {"file": filename, "model": model, "collection": collection, "limit": limit},
-            "total": len(items),
-            "done": 0,
-            "progress": 0.0,
-            "metrics": None,
-            "curve": [],
-            "report": None,
-            "files": {},
-            "error": None,
-            "created_at": int(time.time()),
-            "finished_at": None,
-        }
-        self._save(state)
-        self._tasks[run_id] = asyncio.create_task(self._run(state, items, principal))
-        return self._public(state)
+        run = EvaluationRun(
+            f"eval-{uuid.uuid4().hex[:20]}",
+            "running",
+            params={"file": filename, "model": model, "collection": collection, "limit": limit},
+            total=len(items),
+            created_at=int(time.time()),
+        )
+        self._save(run)
+        self._tasks[run.id] = asyncio.create_task(self._run(run, items, principal))
+        return replace(run)  # a copy: the task goes on updating its own
 
-    async def _run(self, state: dict[str, Any], items: Sequence[QAItem], principal: Principal) -> None:
+    async def _run(self, run: EvaluationRun, items: Sequence[QAItem], principal: Principal) -> None:
         results: list[QuestionResult] = []
         curve = RunningCurve()
 
         def on_result(result: QuestionResult) -> None:
             results.append(result)
             curve.add(result)
-            state.update(done=len(results), progress=len(results) / len(items), metrics=summarize(results))
-            state["curve"] = curve.points
-            self._save(state)
+            run.done, run.progress, run.metrics = len(results), len(results) / len(items), summarize(results)
+            run.curve = list(curve.points)
+            self._save(run)
 
         try:
-            params = state["params"]
+            params = run.params
             await AnswerEvaluator(self.chat, admission=self.admission).run(
                 items, params["model"], params["collection"], principal, on_result
             )
             report = build_report(results, params, curve)
-            state["files"] = await asyncio.to_thread(write_report, self._state_path(state["id"]).parent, report)
-            state.update(status="succeeded", report=report)
+            run.files = await asyncio.to_thread(write_report, self._state_path(run.id).parent, report)
+            run.status, run.report = "succeeded", report
         except asyncio.CancelledError:
-            state.update(status="cancelled", error="the server stopped during the run")
+            run.status, run.error = "cancelled", "the server stopped during the run"
             raise
         except Exception as exc:  # the run fails, the server goes on
-            log.exception("evaluation %s failed", state["id"])
-            state.update(status="failed", error=f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
+            log.exception("evaluation %s failed", run.id)
+            run.status, run.error = "failed", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
         finally:
-            state["finished_at"] = int(time.time())
-            self._save(state)
-            self._tasks.pop(state["id"], None)
+            run.finished_at = int(time.time())
+            self._save(run)
+            self._tasks.pop(run.id, None)
 
-    @staticmethod
-    def _public(state: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in state.items() if k != "report"}
-
-    def get(self, run_id: str, with_results: bool = True) -> dict[str, Any]:
+    def get(self, run_id: str, with_results: bool = True) -> EvaluationRun:
         path = self._state_path(run_id)
         if not path.is_file():
             raise NotFoundError(f"no evaluation {run_id}", param="evaluation_id")
-        state = _read_state(path)
-        if state is None:
+        run = _read_run(path)
+        if run is None:
             raise UnprocessableError(f"the stored state of evaluation {run_id} is damaged (see the server log)")
-        if not with_results and state.get("report"):
-            state["report"] = {k: v for k, v in state["report"].items() if k != "results"}
-        return state
+        return run if with_results else run.without_results()
 
     def file(self, run_id: str, kind: str) -> Path:
-        path = self.get(run_id, with_results=False).get("files", {}).get(kind)
+        path = self.get(run_id, with_results=False).files.get(kind)
         if not path or not Path(path).is_file():
             raise NotFoundError(f"evaluation {run_id} has no {kind} file (yet)", param="kind")
         return Path(path)
 
-    def list_runs(self, limit: int = 50) -> dict[str, Any]:
+    def list_runs(self, limit: int = 50) -> list[EvaluationRun]:
+        """The newest runs first (damaged files skipped); the routes show them without their reports."""
         paths = sorted(self.folder.glob("*/evaluation.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        states = (_read_state(p) for p in paths[:limit])
-        runs = [self._public(state) for state in states if state is not None]
-        return {"object": "list", "data": runs}
+        runs = (_read_run(p) for p in paths[:limit])
+        return [run for run in runs if run is not None]
 
     async def shutdown(self) -> None:
         for task in list(self._tasks.values()):

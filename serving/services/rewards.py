@@ -2,7 +2,8 @@
 
 Contract: `RewardService(parts).score(model, items)` resolves `model` (a reward adapter's name, name@vN /
 name:vN or id; None = the newest adapter of kind `reward`), loads it once (`training.reward.RewardScorer`, cached
-per adapter id, on this process's CPU/GPU) and returns one score per item, in order. An item's prompt is given as
+per adapter id, on this process's CPU/GPU) and returns `RewardScores`: the model's `name@vN` and one score per item,
+in order (the JSON is made in `serving.rest_format`). An item's prompt is given as
 `rendered_prompt` (used verbatim: the text the server built), `messages` (a conversation ending with a user turn) or
 `prompt` (one user question); the last two are rendered like served chats without retrieval (serving template,
 chat template with the generation prompt). 404 when no such reward model exists; 422 for an adapter that is not a
@@ -19,6 +20,7 @@ import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -31,6 +33,12 @@ from serving.admission import Admission
 
 CACHED_SCORERS = 2
 WAITING = 4
+
+
+@dataclass(frozen=True)
+class RewardScores:
+    model: str  # the reward model that scored, as name@vN
+    scores: list[float]  # one per item, in the order given
 
 
 class RewardService:
@@ -97,18 +105,14 @@ class RewardService:
         messages = build_rag_messages(history, None)
         return render_prompt(scorer.tokenizer, messages)
 
-    def score_sync(self, model: str | None, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def score_sync(self, model: str | None, items: Sequence[dict[str, Any]]) -> RewardScores:
         record = self._record(model)
         scorer = self._scorer(record)
         prompts = [self.render(scorer, item, i) for i, item in enumerate(items)]
         scores = scorer.score(prompts, [str(item["answer"]) for item in items])
-        return {
-            "object": "list",
-            "model": f"{record.name}@v{record.version}",
-            "data": [{"object": "reward", "index": i, "score": s} for i, s in enumerate(scores)],
-        }
+        return RewardScores(f"{record.name}@v{record.version}", list(scores))
 
-    async def score(self, model: str | None, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    async def score(self, model: str | None, items: Sequence[dict[str, Any]]) -> RewardScores:
         limit = self.settings.server.max_concurrent_scoring
         if self._admitted >= limit + WAITING:
             raise RateLimitedError(

@@ -59,8 +59,8 @@ def test_a_damaged_evaluation_file_is_skipped_not_fatal(tmp_path: Path) -> None:
     left = {"id": "eval-left", "status": "running", "total": 3}
     (folder / "eval-left" / "evaluation.json").write_text(json.dumps(left))
     service = EvaluationService(settings, chat=None)  # type: ignore[arg-type]
-    assert [run["id"] for run in service.list_runs()["data"]] == ["eval-left"]
-    assert service.get("eval-left")["status"] == "failed"  # the interrupted run was closed, atomically rewritten
+    assert [run.id for run in service.list_runs()] == ["eval-left"]
+    assert service.get("eval-left").status == "failed"  # the interrupted run was closed, atomically rewritten
     with pytest.raises(Exception, match="damaged"):
         service.get("eval-damaged")
     assert [p.name for p in (folder / "eval-left").iterdir()] == ["evaluation.json"]

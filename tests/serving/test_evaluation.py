@@ -59,9 +59,9 @@ def test_a_run_a_restart_interrupted_is_marked_failed(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "evaluation.json").write_text(json.dumps({"id": "eval-x", "status": "running", "error": None}))
     service = EvaluationService(settings, chat=None)  # type: ignore[arg-type]  # the chat service is not used here
-    state = service.get("eval-x")
-    assert state["status"] == "failed" and "interrupted" in state["error"]
-    assert [run["id"] for run in service.list_runs()["data"]] == ["eval-x"]
+    run = service.get("eval-x")
+    assert run.status == "failed" and run.error is not None and "interrupted" in run.error
+    assert [run.id for run in service.list_runs()] == ["eval-x"]
 
 
 # ---------------------------------------------------------------- through REST
