@@ -157,10 +157,11 @@ def query_window(text: str, question: str, around: int) -> str:
     return " ".join(sentences[start:end])
 
 
-def prompt_sources(question: str, hits: Sequence[Hit], settings: Settings) -> list[Source]:
-    """The prompt's sources for ranked `hits` (best first): count, trimming and order from the settings."""
+def prompt_sources(question: str, hits: Sequence[Hit], settings: Settings, top_k: int | None = None) -> list[Source]:
+    """The prompt's sources for ranked `hits` (best first): count (`top_k`, default `retrieval.top_k`), trimming and
+    order from the settings."""
     options = settings.answer
-    chosen = list(hits[: settings.retrieval.top_k])
+    chosen = list(hits[: settings.retrieval.top_k if top_k is None else top_k])
     sources = [source_of(hit) for hit in chosen]
     if options.source_window is not None:
         sources = [

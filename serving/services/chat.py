@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 class Retrieval(Protocol):
     """What the chat service needs from retrieval (`serving.services.retrieval.RetrievalService`)."""
 
-    def scope(self, requested: list[str] | None, principal: Principal) -> list[str] | None: ...
+    def scope(
+        self, requested: list[str] | None, principal: Principal, known: set[str] | None = ...
+    ) -> list[str] | None: ...
     def collections(self) -> set[str]: ...
     async def search(
         self,
@@ -202,11 +204,7 @@ class ChatService:
 
     def _sources(self, chat: PreparedChat, request: ChatCompletionRequest) -> list[Source]:
         """The prompt's sources (`assistant.prompts.prompt_sources`; a request's top_k replaces retrieval.top_k)."""
-        settings = self.settings
-        if request.top_k is not None:
-            retrieval = settings.retrieval.model_copy(update={"top_k": request.top_k})
-            settings = settings.model_copy(update={"retrieval": retrieval})
-        chat.prompt_sources = prompt_sources(chat.query, chat.hits, settings)
+        chat.prompt_sources = prompt_sources(chat.query, chat.hits, self.settings, request.top_k)
         return chat.prompt_sources
 
     def _messages(self, turns: list[dict[str, str]], sources: list[Source] | None) -> list[dict[str, str]]:
@@ -254,8 +252,8 @@ class ChatService:
         """(hits, retrieval mode): 'off', 'no_documents', 'no_relevant_sources' or 'rag'."""
         if not request.use_retrieval or self.retrieval is None:
             return [], "off"
-        collections = self.retrieval.scope(request.collections, principal)
-        available = await asyncio.to_thread(self.retrieval.collections)
+        available = await asyncio.to_thread(self.retrieval.collections)  # read once per chat
+        collections = self.retrieval.scope(request.collections, principal, available)
         if not (available if collections is None else available & set(collections)):
             return [], "no_documents"
         query = self.retrieval_query(history)

@@ -1,8 +1,9 @@
 """Retrieval for the API: the core `Retriever` run off the event loop, scoped to the collections a key may read.
 
-Contract: `RetrievalService.scope(requested, principal)` checks that each named collection is readable by the key
-(403, checked first so a member learns nothing about collections outside its scope) and exists (404); with none
-named it is every collection the key may read. `search(query, k, collections, mode)` runs the search in a worker
+Contract: `RetrievalService.scope(requested, principal, known)` checks that each named collection is readable by the
+key (403, checked first so a member learns nothing about collections outside its scope) and exists (404; among
+`known` when the caller already read `collections()`, so a chat reads them once); with none named it is every
+collection the key may read. `search(query, k, collections, mode)` runs the search in a worker
 thread holding the index lock shared (`IndexLock.read`: searches run side by side; an index write step, during which
 the FAISS index is not safe to search, excludes them), and records the retrieval latency metric; a member key's hits
 come without corpus-wide keyword scores.
@@ -35,11 +36,14 @@ class RetrievalService:
         with self.db.session() as session:
             return set(session.scalars(select(Document.collection).distinct()).all())
 
-    def scope(self, requested: Sequence[str] | None, principal: Principal) -> list[str] | None:
-        """The collections a request searches: checked to be readable by the key, then to exist."""
+    def scope(
+        self, requested: Sequence[str] | None, principal: Principal, known: set[str] | None = None
+    ) -> list[str] | None:
+        """The collections a request searches: checked to be readable by the key, then to exist (among `known`, the
+        stored collections when the caller has read them already)."""
         allowed = principal.check_collections(list(requested) if requested is not None else None)
         if requested is not None:
-            unknown = sorted(set(requested) - self.collections())
+            unknown = sorted(set(requested) - (self.collections() if known is None else known))
             if unknown:
                 raise NotFoundError(f"unknown collection(s): {', '.join(unknown)}", param="collections")
         return allowed
