@@ -71,6 +71,8 @@ class TerminalProgress:
         if stage != self._stage:
             self._stage, self._started, self._final = stage, time.monotonic(), False
             if self._bar is not None:
+                if self._task is not None:
+                    self._bar.stop_task(self._task)  # its clock stops; its bar stays as it was left
                 self._task = self._bar.add_task(stage, total=total, detail=detail)
             else:
                 self._printed = 0.0

@@ -60,6 +60,8 @@ def test_rich_bars_on_a_terminal_with_notes_and_logs_above() -> None:
             handler.handle(logging.makeLogRecord({"msg": "a log line while the bar runs"}))
             progress.note("failed     /x/[bold]bad.pdf  (error 422: not a PDF)")
             progress.update("training", 4, 4, "loss 1.2500")
+            progress.update("evaluating after", 0, 2)
+            assert [task.stop_time is None for task in progress._bar.tasks] == [False, True]  # type: ignore[union-attr]
     finally:
         root.removeHandler(handler)
     assert handler.stream is stderr  # put back
