@@ -103,6 +103,10 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="Only generate and round-trip check questions of the training articles, in process.",
     )
+    parser.add_argument("--generator", choices=("rules", "model", "both"), default="rules",
+                        help="--generate-only: who writes the questions (both: side by side).")  # fmt: skip
+    parser.add_argument("--max-questions", type=int, default=2000,
+                        help="--generate-only: stop after this many generated questions.")  # fmt: skip
     parser.add_argument(
         "--real-questions",
         type=int,
@@ -354,10 +358,13 @@ def generate_only(args: argparse.Namespace) -> None:
     """The documents-only data step in process: ingest the training articles, generate and check questions, and give
     the training articles' real questions the same check (the baseline)."""
     from assistant.answer_metrics import contains_answer
+    from assistant.models import resolve_lm
     from assistant.parts import Parts
     from assistant.settings import Settings
     from ingest.service import IngestService
     from training.data.collection import questions_from_collection
+    from training.data.model_questions import ModelQuestions
+    from training.data.questions import RuleQuestions
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="assistant-bench-generate-"))
     folder = data_dir / "articles"
@@ -370,20 +377,35 @@ def generate_only(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     IngestService.of(parts).ingest_paths([folder], collection="squad")
     ingest_s = time.perf_counter() - started
-    kept, generation = questions_from_collection(parts, "squad", seed=args.seed)
+    generators: dict[str, Any] = {"rules": RuleQuestions()}
+    if args.generator in ("model", "both"):
+        generators["model"] = ModelQuestions(resolve_lm(parts.settings))
+    if args.generator == "model":
+        generators.pop("rules")
+    compared = {}
+    for label, generator in generators.items():
+        _, generation = questions_from_collection(parts, "squad", generator, seed=args.seed,
+                                                     max_questions=args.max_questions)  # fmt: skip
+        compared[label] = generation
+        print(f"\n== generator: {label}")
+        print_generation(generation.to_dict())
+        per = generation.seconds / max(generation.generated, 1)
+        print(f"  {per:.2f} s per generated question, {generation.seconds / max(generation.kept, 1):.2f} s per kept")
     real = questions(split["train"], args.real_questions, args.seed)
     real_kept = 0
     for item in real:
         hits = parts.retriever.search(item["question"], k=args.top_k, collections=["squad"])
         own = [h for h in hits if Path(h.source).stem == item["article"]]
         real_kept += any(contains_answer(h.text, a) for h in own for a in item["answers"])
-    print(f"{len(split['train'])} training articles ingested in {ingest_s:.0f} s; top_k {args.top_k}")
-    print_generation(generation.to_dict())
+    print(f"\n{len(split['train'])} training articles ingested in {ingest_s:.0f} s; top_k {args.top_k}")
+    for label, report_ in compared.items():
+        print(f"{label:6}: generated {report_.generated}, kept {report_.kept} ({report_.kept_share:.1%}) in "
+              f"{report_.seconds:.0f} s; dropped {dict(report_.dropped)}")  # fmt: skip
     share = real_kept / max(len(real), 1)
     print(f"baseline, the real SQuAD questions of the same articles: {real_kept} of {len(real)} ({share:.1%}) "
           f"find their answer in a top_{args.top_k} chunk of their article")  # fmt: skip
-    results = {"generation": generation.to_dict(), "ingest_s": ingest_s, "real_questions": len(real),
-               "real_kept": real_kept, "kept_questions": [q.question for q in kept]}  # fmt: skip
+    results = {"generation": {k: g.to_dict() for k, g in compared.items()}, "ingest_s": ingest_s,
+               "real_questions": len(real), "real_kept": real_kept}  # fmt: skip
     save(data_dir, results)
     print(f"full results: {data_dir / 'bench-learning.json'}")
 

@@ -33,6 +33,11 @@ class JobData(BaseModel):
     file_id: str | None = Field(
         None, pattern=FILE_ID.pattern, description="For source=file: the id returned by POST /v1/training/files."
     )
+    generator: Literal["rules", "model"] = Field(
+        "rules",
+        description="For source=collection: who writes the questions about the answer spans the rules pick: 'rules' "
+        "(the sentence turned into a question; fast) or 'model' (the base model writes it; slower).",
+    )
     collection: str | None = Field(
         None,
         description="For sft/psft on question files (SQuAD or question/answer JSONL): build each example's sources "

@@ -538,7 +538,17 @@ class DPORunner(PreferenceRunner):
             # One reference pass over the data up front pays off from one epoch on, and spares the reference
             # forward of every evaluation; a short run over a large file would pay for examples it never sees.
             self.config.precompute_ref_log_probs = passes_over_data(self.config, len(train)) >= 1.0
-        return DPOTrainer(ref_model=None, **self.trainer_arguments(model, train, val))
+        progress = self.progress
+
+        class CancellableDPOTrainer(DPOTrainer):  # type: ignore[misc]
+            """TRL's reference pass runs before the first step (no callback sees it): report each batch of it, so a
+            cancel stops the job there within a batch."""
+
+            def compute_ref_log_probs(self, *args: Any, **kwargs: Any) -> Any:
+                progress.report()  # publishes at most once a second, then checks for a cancel
+                return super().compute_ref_log_probs(*args, **kwargs)
+
+        return CancellableDPOTrainer(ref_model=None, **self.trainer_arguments(model, train, val))
 
     def evaluate(self, trainer: Any, val: Any, stage: str) -> dict[str, float]:
         if val is None or stage == "before":  # before training policy == reference: rewards are all zero

@@ -213,7 +213,15 @@ class JobWorker:
         share = progress.share_s(DATA_SHARE / 2)
         until = None if share is None else time.monotonic() + share
         seed = int(job.hyperparameters.get("seed", 42))
-        questions, report = questions_from_collection(self.parts, name, seed=seed, until=until, progress=progress)
+        generator = None
+        if job.data.generator == "model":
+            from assistant.models import resolve_lm
+            from training.data.model_questions import ModelQuestions
+
+            generator = ModelQuestions(resolve_lm(self.parts.settings))
+        questions, report = questions_from_collection(
+            self.parts, name, generator, seed=seed, until=until, progress=progress
+        )
         generation = report.to_dict()
         (job_dir / "generation_report.json").write_text(json.dumps(generation, indent=1, ensure_ascii=False))
         self.update(progress.job_id, metrics={"data": {"generation": generation}})

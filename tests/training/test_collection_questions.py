@@ -222,3 +222,46 @@ def test_pt_job_trains_on_the_collections_chunks(collection_dir: Path, tiny_mode
     assert perplexity["before"] > 0 and perplexity["after"] > 0 and perplexity["heldout_texts"] >= 1
     written = (settings.runs_dir / "jobs" / job_id / "chunks.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["text"] for line in written) == chunks
+
+
+def test_a_model_written_question_is_kept_only_when_it_is_one_question_hiding_its_answer() -> None:
+    from training.data.model_questions import question_of
+
+    reply = "Who designed the reading room?\nIt was Maria."
+    assert question_of(reply, "Maria Lind") == "Who designed the reading room?"
+    assert question_of('"When was the warranty introduced?"', "1998") == "When was the warranty introduced?"
+    assert question_of("The warranty was introduced in 1998.", "1998") is None  # not a question
+    assert question_of("When was it, in 1998?", "1998") is None  # gives its answer away
+    assert question_of("Why 19981?", "1998") is None  # too short to be a question worth training on
+    assert question_of("What year is 19981 about here?", "1998") is not None  # "1998" is not a whole word there
+    assert question_of("", "1998") is None
+
+
+def test_the_model_generator_asks_about_the_rules_answer_spans(tiny_model_dir: Path) -> None:
+    """The real (tiny) model writes the questions; whatever it wrote is filtered as `question_of` says, and every
+    answer is the rules' verbatim span of the passage."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.data.model_questions import MAX_NEW_TOKENS, PROMPT, ModelQuestions, question_of
+    from training.data.questions import sentence_question, sentences
+
+    text = " ".join(DOCUMENTS["warranty"] + DOCUMENTS["router"])
+    generator = ModelQuestions(tiny_model_dir)
+    made = generator(text, limit=10)
+    spans = [c for c in map(sentence_question, sentences(text)) if c is not None]
+    # a second path: our own greedy generation with the same prompt, filtered the same way
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    expected = []
+    for rule in spans:
+        messages = [{"role": "user", "content": PROMPT.format(sentence=rule.sentence, answer=rule.answer)}]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        out = model.generate(**ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        reply = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        question = question_of(reply, rule.answer)
+        if question is not None:
+            expected.append((question, rule.answer, rule.kind))
+    assert [(c.question, c.answer, c.kind) for c in made] == expected
+    assert all(contains_answer(text, c.answer) and c.answer in c.sentence for c in made)
+    assert len(spans) >= 5 and generator.name == "model"

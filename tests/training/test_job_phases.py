@@ -26,6 +26,12 @@ WORDS = ["warranty", "router", "invoice", "leave", "payment", "river", "capital"
          "reset", "claim", "serial"]  # fmt: skip
 
 
+def many_pairs(count: int) -> list[dict[str, str]]:
+    """Distinct preference pairs (prompt, chosen, rejected)."""
+    return [{"prompt": r["instruction"], "chosen": r["output"], "rejected": f"Nothing is known about note {i}."}
+            for i, r in enumerate(many_records(count))]  # fmt: skip
+
+
 def many_records(count: int) -> list[dict[str, str]]:
     """Distinct instruction records (no two near duplicates), each a few dozen tokens."""
     out = []
@@ -40,11 +46,13 @@ def many_records(count: int) -> list[dict[str, str]]:
 class Job:
     """One job through the job service and a real worker running in a thread."""
 
-    def __init__(self, settings: Settings, records: list[dict[str, str]], options: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: Settings, records: list[dict[str, str]], options: dict[str, Any], method: str = "sft"
+    ) -> None:
         self.parts = Parts(settings)
         self.service = JobService.of(self.parts)
         upload = self.service.save_upload("data.json", json.dumps(records).encode())
-        request = JobRequest(method="sft", name="phased", data=JobData(source="file", file_id=upload.id),
+        request = JobRequest(method=method, name="phased", data=JobData(source="file", file_id=upload.id),
                              hyperparameters=options)  # fmt: skip
         self.id = self.service.create(request).id
         self.worker = JobWorker(self.parts)
@@ -129,3 +137,23 @@ def test_cancel_ends_the_job_within_10_s_in_every_long_phase(settings: Settings,
     data = JobData(source="file", file_id=upload.id)
     queued = job.service.create(JobRequest(method="sft", data=data, hyperparameters=JOB_OPTIONS)).id
     assert job.worker.claim() == queued
+
+
+@pytest.mark.slow
+def test_cancel_during_dpos_reference_pass_ends_the_job_within_10_s(settings: Settings) -> None:
+    """TRL computes the reference log-probs of every pair before the first step, where no trainer callback runs."""
+    pairs = 4000
+    options = {**JOB_OPTIONS, "max_steps": pairs, "per_device_train_batch_size": 2}  # >= one pass: precomputed
+    job = Job(settings, many_pairs(pairs), options, method="dpo").start()
+    job.wait(lambda b: b["phase"] == "training", timeout=300)
+    time.sleep(1.0)  # inside the reference pass (thousands of pairs; no step has run)
+    asked = time.monotonic()
+    assert job.service.cancel(job.id).state == "cancelling"
+    final = job.wait(lambda b: b["state"] in ("succeeded", "failed", "cancelled"), timeout=120)
+    assert time.monotonic() - asked <= 10.0, final
+    assert final["state"] == "cancelled" and final["error"] == "cancelled while training; nothing was registered"
+    assert job.registered() == 0
+    log = "\n".join(job.service.get(job.id, tail=400).log_tail or [])
+    assert "step 1/" not in log  # it was stopped in the reference pass, before any step
+    job.thread.join(timeout=10)
+    assert not job.thread.is_alive()
