@@ -1,9 +1,10 @@
 """The Sources page in the real console (headless Chromium against the real server, its own sync machinery): an
 admin adds a folder of three files (one named like an HTML tag: it shows as text and runs nothing), sees the dry-run
-diff of its first sync (every file, nothing ingested yet), syncs it, and the row shows the counts the API records
-while the collection then holds exactly the folder's files; a dry run with nothing changed since lists no file. A
-folder that does not exist is refused with the server's own message, and a source whose folder disappeared shows the
-sync's error as its last error. A member key sees neither the page nor the API."""
+diff of its first sync (every file, nothing ingested yet), syncs it (in the background: the page follows it), and the
+row shows the counts the API records while the collection then holds exactly the folder's files; a dry run with
+nothing changed since lists no file. A folder that does not exist is refused with the server's own message, and a
+source whose folder disappeared shows the sync's error as its last error. A member key sees neither the page nor the
+API."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def test_errors_are_shown_in_the_servers_words(console_server: LiveServer, brows
     recorded = source_named(console_server, name)["last_error"]
     assert recorded and "not a readable directory" in recorded
     assert recorded in css(browser, f"{selector} td.last-error").text
-    assert recorded in status_text(browser)
+    wait_for(browser, lambda d: recorded in status_text(d), what="the sync's error in the status line")
 
 
 def test_a_member_gets_neither_the_page_nor_the_api(console_server: LiveServer, browser: Any) -> None:

@@ -1,7 +1,8 @@
 // The sources page (admins): folders on the server kept in sync with a collection (/v1/sources). A form adds one
 // (path, collection, name, what a file deleted from the folder does, an optional schedule) and shows the dry-run
 // diff of its first sync; the list shows each source's status, the last sync's counts and its last error, with a
-// dry run (what a sync would change), a sync now and removal (its documents stay). Every text from the server is set
+// dry run (what a sync would change), a sync now (run in the background by the server; the page follows it to its
+// outcome) and removal (its documents stay). Every text from the server is set
 // as text. Members never mount it (app.js), and the API refuses them anyway: its 403 message is shown as it is.
 //
 // `mount` builds the page object and wires it; the pieces below take it: render pieces, handlers, API calls.
@@ -13,6 +14,7 @@ const COLUMNS = ["Source", "Collection", "Files gone from the folder", "Schedule
 const COUNTS = ["added", "changed", "deleted", "kept", "unchanged", "failed"];
 const FILE_LISTS = { added: "New files", changed: "Changed files", deleted: "Deleted from the collection", kept: "Gone from the folder, kept" };
 const SHOWN_FILES = 50; // per list in the diff; the rest is counted
+const FOLLOW_MS = 1000; // how often a running sync started here is read
 
 export function mount(container) {
   const page = buildPage();
@@ -20,7 +22,10 @@ export function mount(container) {
   page.form.addEventListener("submit", (event) => onCreate(page, event));
   const poll = poller(() => refreshWhileSyncing(page), 3000); // a scheduled or file-event sync shows up on its own
   refreshSources(page);
-  return () => poll.stop();
+  return () => {
+    poll.stop();
+    page.closed = true; // a sync being followed stops being read
+  };
 }
 
 // ------------------------------------------------------------------ the page
@@ -31,6 +36,7 @@ function buildPage() {
     form: sourceForm(),
     diff: h("section", { class: "panel source-diff", id: "source-diff", hidden: true, "aria-live": "polite" }),
     body: h("tbody", { id: "sources-body" }),
+    closed: false, // set when the page unmounts
   };
   const head = h("thead", {}, h("tr", {}, COLUMNS.map((t) => h("th", { scope: "col" }, t))));
   page.root = h(
@@ -177,19 +183,46 @@ async function onPreview(page, source) {
   }
 }
 
+// A sync runs in the background (202): the row shows it syncing and the page follows the source until it ends; its
+// outcome (counts, per-file errors, or the error that stopped it) is then shown. A server that answers with the
+// sync's report at once (200) is shown that report.
 async function onSync(page, source, button) {
   button.disabled = true;
   setStatus(page.status, `Syncing ${source.name}…`);
   try {
-    const report = await syncSource(source, false);
-    const failed = report.counts.failed;
-    const kind = failed ? "error" : "ok";
-    setStatus(page.status, `${source.name} synced${failed ? `, ${failed} file${failed > 1 ? "s" : ""} failed: ${report.failed[0].error}` : "."}`, kind);
+    const answer = await syncSource(source, false);
+    const report = answer.status === "syncing" ? await followSync(page, source) : answer;
+    if (!report) return; // the page was left meanwhile
+    setStatus(page.status, ...syncMessage(source.name, report));
     showDiff(page, report.source, report);
   } catch (exc) {
     setStatus(page.status, `The sync of ${source.name} failed: ${exc.message}`, "error");
   }
   await refreshSources(page);
+}
+
+// Reads the source until it is no longer syncing; its outcome as a report (no file lists: those come with a wait).
+async function followSync(page, source) {
+  await refreshSources(page);
+  while (!page.closed) {
+    await new Promise((resolve) => setTimeout(resolve, FOLLOW_MS));
+    const current = await api(`/v1/sources/${encodeURIComponent(source.id)}`);
+    if (!current.syncing) return syncOutcome(current);
+  }
+  return null;
+}
+
+function syncOutcome(source) {
+  const failed = source.errors || [];
+  return { source, dry_run: false, counts: source.counts || {}, failed, status: source.status, last_error: source.last_error };
+}
+
+function syncMessage(name, report) {
+  if (report.status === "failed") return [`The sync of ${name} failed: ${report.last_error}`, "error"];
+  const failed = report.counts?.failed || 0;
+  if (!failed) return [`${name} synced.`, "ok"];
+  const first = report.failed?.[0]?.error || report.last_error || "see the list below";
+  return [`${name} synced, ${failed} file${failed > 1 ? "s" : ""} failed: ${first}`, "error"];
 }
 
 async function onRemove(page, source) {
@@ -209,11 +242,10 @@ async function onRemove(page, source) {
   await refreshSources(page);
 }
 
-// POST /v1/sources/{id}/sync: the sync's report (what it did, or with dry_run what it would do) and the source.
-// A sync answers 202 and runs in the background unless asked to wait (?wait=true), as this page's report view does.
+// POST /v1/sources/{id}/sync: a dry run answers its diff (and the source); a sync answers 202 {status: "syncing"}
+// and runs in the background (an older server answered its report at once).
 function syncSource(source, dryRun) {
-  const wait = dryRun ? "" : "?wait=true";
-  return api(`/v1/sources/${encodeURIComponent(source.id)}/sync${wait}`, { method: "POST", json: { dry_run: dryRun } });
+  return api(`/v1/sources/${encodeURIComponent(source.id)}/sync`, { method: "POST", json: { dry_run: dryRun } });
 }
 
 // ------------------------------------------------------------------ the diff
@@ -230,7 +262,7 @@ function diffView(source, report) {
   const lists = Object.entries(FILE_LISTS).map(([key, label]) => fileList(key, label, report[key] || []));
   return [
     h("h2", {}, title),
-    h("p", { class: "hint" }, `${source.path} → ${source.collection}${report.dry_run ? "" : ` · ${report.seconds} s`}`),
+    h("p", { class: "hint" }, `${source.path} → ${source.collection}${report.seconds != null ? ` · ${report.seconds} s` : ""}`),
     h("dl", { class: "counts" }, COUNTS.map((name) => h("div", { class: "count" }, h("dt", {}, name), h("dd", { dataset: { count: name } }, String(report.counts?.[name] ?? 0))))),
     lists,
     failedList(report.failed || []),
