@@ -52,10 +52,12 @@ def ingest(
 
 
 def show_ingest(progress: TerminalProgress, event: IngestProgress, stage: str = "ingest") -> None:
-    """One more file is done: a failure is named at once, the bar counts files (and the chunks stored)."""
-    if event.result.error:
+    """One more file done or chunks embedded: a failure is named at once, the bar counts files (with the chunks
+    embedded and stored)."""
+    if event.result is not None and event.result.error:
         progress.note(result_line(event.result))
-    progress.update(stage, event.files_done, event.files_total, f"{event.chunks} chunks")
+    chunks = f"{event.chunks_embedded} chunks embedded, {event.chunks} stored"
+    progress.update(stage, event.files_done, event.files_total, chunks)
 
 
 def result_line(result: FileResult) -> str:

@@ -108,7 +108,7 @@ def run_squad_evaluation(
     from ingest.service import IngestProgress, IngestService
 
     def ingested(event: IngestProgress) -> None:
-        if on_progress is not None:
+        if on_progress is not None and event.result is not None:  # files, not the embedding's slices
             on_progress("ingest corpus", event.files_done, event.files_total)
 
     corpus = load_squad(squad_file, questions)

@@ -4,9 +4,10 @@ Contract (the CLI and the REST layer call these, nothing else):
 - `IngestService.of(parts)` is the service over the parts of `assistant.parts.Parts` (database, vector index,
   embedder), built once per `Parts`; it runs `recover()` first. `open(settings, embedder=None)` = `of(Parts(...))`.
 - `ingest_paths(paths, collection, on_progress=None) -> IngestReport`: files, folders (recursive, hidden files
-  skipped) and globs. `on_progress(IngestProgress)` is called in the calling thread as each file gets its final
-  result (failed and unchanged files as soon as they are read; stored ones when their group is written), with the
-  counts so far: files done of the total found, chunks stored.
+  skipped) and globs. `on_progress(IngestProgress)` is called, one call at a time, as each file gets its final
+  result (failed and unchanged files as soon as they are read; stored ones when their group is written) and, from
+  the embedding thread, after each `EMBED_SLICE` chunks embedded, with the counts so far: files done of the total
+  found, chunks stored, chunks embedded.
 - `ingest_file(name, data, collection) -> FileResult`: one uploaded file; `ingest_files` several, pipelined.
   Errors are per file (`FileResult.failure` with the `assistant.errors` type and HTTP status); a failing file never
   changes stored data.
@@ -63,29 +64,44 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+EMBED_SLICE = 256  # texts per embed call when progress is reported (a report after each; 16 batches of 16)
+
+
 @dataclass(frozen=True)
 class IngestProgress:
-    """Where an `ingest_paths` call stands after one more file got its final result (`result`, failed or not)."""
+    """Where an `ingest_paths` call stands: after one more file got its final result (`result`, failed or not), or
+    (`result` None) after another slice of chunks was embedded."""
 
     files_done: int
     files_total: int
     chunks: int  # chunks stored so far in this call
-    result: FileResult
+    result: FileResult | None
+    chunks_embedded: int = 0  # chunks embedded so far in this call (stored ones and those of the group in flight)
 
 
 class _Tally:
-    """Counts the final results of one call and tells `on_progress` about each (see `IngestProgress`)."""
+    """Counts the final results and embedded chunks of one call and tells `on_progress` about each, one report at
+    a time (the embedding thread reports too)."""
 
-    def __init__(self, total: int, on_progress: Callable[[IngestProgress], None] | None) -> None:
+    def __init__(self, total: int, on_progress: Callable[[IngestProgress], None]) -> None:
         self.total, self.on_progress = total, on_progress
-        self.done = self.chunks = 0
+        self.done = self.chunks = self.embedded = 0
+        self._lock = threading.Lock()
 
     def __call__(self, result: FileResult) -> FileResult:
-        self.done += 1
-        self.chunks += result.chunks
-        if self.on_progress is not None:
-            self.on_progress(IngestProgress(self.done, self.total, self.chunks, result))
+        with self._lock:
+            self.done += 1
+            self.chunks += result.chunks
+            self._report(result)
         return result
+
+    def add_embedded(self, count: int) -> None:
+        with self._lock:
+            self.embedded += count
+            self._report(None)
+
+    def _report(self, result: FileResult | None) -> None:
+        self.on_progress(IngestProgress(self.done, self.total, self.chunks, result, self.embedded))
 
 
 def _serialised(method: Callable[..., T]) -> Callable[..., T]:
@@ -211,7 +227,7 @@ class IngestService:
         started = time.perf_counter()
         report, state = IngestReport(), BatchState()
         files, missing = expand_paths(paths)
-        tally = _Tally(len(files) + len(missing), on_progress)
+        tally = _Tally(len(files) + len(missing), on_progress or (lambda _event: None))
         for name in missing:
             report.files.append(tally(FileResult.failure(name, collection, NotFoundError(f"{name}: no such file"))))
 
@@ -220,7 +236,8 @@ class IngestService:
             return tally(prepared) if isinstance(prepared, FileResult) else prepared  # final now: failed, unchanged
 
         groups = self.preparer.groups(files, prepare, report)
-        report.files.extend(tally(result) for result in pipelined(groups, self._embed, self.store.store_batch))
+        embed = self._embed if on_progress is None else functools.partial(self._embed_in_slices, tally)
+        report.files.extend(tally(result) for result in pipelined(groups, embed, self.store.store_batch))
         report.seconds = time.perf_counter() - started
         log.info(
             "ingested %d files into %r in %.1f s: %s", len(report.files), collection, report.seconds, report.counts()
@@ -283,6 +300,15 @@ class IngestService:
 
     def _embed(self, batch: list[PreparedFile]) -> np.ndarray:
         return self.embedder.embed([draft.text for p in batch for draft in p.drafts])
+
+    def _embed_in_slices(self, tally: _Tally, batch: list[PreparedFile]) -> np.ndarray:
+        """`_embed`, `EMBED_SLICE` texts a call, each slice counted on `tally` (in the embedding thread)."""
+        texts = [draft.text for p in batch for draft in p.drafts]
+        vectors = []
+        for start in range(0, len(texts), EMBED_SLICE):
+            vectors.append(self.embedder.embed(texts[start : start + EMBED_SLICE]))
+            tally.add_embedded(len(vectors[-1]))
+        return np.concatenate(vectors) if vectors else self.embedder.embed([])
 
 
 def _in_order(results: list[FileResult], sources: list[str]) -> list[FileResult]:

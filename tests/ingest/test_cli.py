@@ -66,8 +66,8 @@ def test_ingest_without_a_terminal_prints_progress_on_stderr_and_results_on_stdo
     errors = result.stderr.splitlines()
     progress = [i for i, line in enumerate(errors) if line.startswith("ingest: ")]
     failure = errors.index(failed[0])  # the same line as on stdout
-    assert errors[progress[0]].startswith("ingest: 1/3, 0 chunks, ")
-    assert errors[progress[-1]].startswith(f"ingest: 3/3, {total} chunks, ")
+    assert errors[progress[0]].startswith("ingest: 1/3, 0 chunks embedded, 0 stored, ")
+    assert errors[progress[-1]].startswith(f"ingest: 3/3, {total} chunks embedded, {total} stored, ")
     assert failure < progress[-1]  # named while the run went on
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from assistant.embedding import Embedder
 from assistant.storage.models import Chunk, Document
+from ingest import service as service_module
 from ingest import store
 from ingest.evaluation import run_squad_evaluation
 from ingest.service import IngestProgress, IngestService
@@ -46,13 +47,20 @@ def _folder(tmp_path: Path) -> Path:
 
 
 def test_folder_ingest_reports_each_file_as_it_is_done(
-    make_service: Callable[..., IngestService], tmp_path: Path
+    make_service: Callable[..., IngestService], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = make_service(embed_batch_size=4)  # small groups: several written one after another
-    events: list[tuple[IngestProgress, tuple[int, int]]] = []
-    report = service.ingest_paths(
-        [_folder(tmp_path), tmp_path / "missing.txt"], "kb", lambda e: events.append((e, _stored(service)))
-    )
+    monkeypatch.setattr(service_module, "EMBED_SLICE", 3)
+    events: list[tuple[IngestProgress, tuple[int, int]]] = []  # with what the database held at that moment
+    slices: list[IngestProgress] = []  # reported from the embedding thread
+
+    def record(event: IngestProgress) -> None:
+        if event.result is None:
+            slices.append(event)
+        else:
+            events.append((event, _stored(service)))
+
+    report = service.ingest_paths([_folder(tmp_path), tmp_path / "missing.txt"], "kb", record)
 
     total = len(TOPICS) + 2
     assert [e.files_done for e, _ in events] == list(range(1, total + 1))
@@ -62,16 +70,20 @@ def test_folder_ingest_reports_each_file_as_it_is_done(
     assert chunks == sorted(chunks) and chunks[-1] == report.chunks == _stored(service)[1]
     for event, (_documents, stored_chunks) in events:
         assert event.chunks <= stored_chunks  # counted only once written
-    written = [e for e, _ in events if e.result.status == "ingested"]
+    written = [e for e, _ in events if e.result is not None and e.result.status == "ingested"]
     assert len(written) == len(TOPICS)
     assert any(documents < len(TOPICS) for _, (documents, _c) in events[2:])  # stored files reported group by group
 
-    failures = [(e, stored) for e, stored in events if e.result.status == "failed"]
-    assert {Path(e.result.source).name: e.result.status_code for e, _ in failures} == {
+    embedded = [e.chunks_embedded for e in slices]
+    assert embedded == sorted(embedded) and embedded[-1] == report.chunks and len(slices) >= report.chunks // 3
+    assert any(e.chunks_embedded > e.chunks for e in slices)  # counted while their group was still being embedded
+
+    failures = [(e, stored) for e, stored in events if e.result is not None and e.result.status == "failed"]
+    assert {Path(e.result.source).name: e.result.status_code for e, _ in failures if e.result} == {
         "a-broken.pdf": 422,
         "missing.txt": 404,
     }
-    broken = next(stored for e, stored in failures if e.result.source.endswith("a-broken.pdf"))
+    broken = next(stored for e, stored in failures if e.result and e.result.source.endswith("a-broken.pdf"))
     assert broken == (0, 0)  # reported during the run, before any file was written
     assert _stored(service) == (len(TOPICS), report.chunks)
 
