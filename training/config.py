@@ -23,6 +23,7 @@ from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, SFTConfig
 from assistant.errors import UnprocessableError
 from training.cpu_speed import cpu_bf16_supported
 from training.methods import config_class
+from training.methods import method as method_row
 from training.option_bounds import LORA_R_DEFAULT
 
 _DENSE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -219,13 +220,11 @@ PROJECT_DEFAULTS: dict[str, Any] = {
 
 
 # A run bounded by `max_minutes` (a job's usual shape on CPU: a few hundred steps at most) gets these for the fields it
-# does not set. Its learning rate decays linearly with the time left (`training.budget`), so the schedule ends with
-# the budget on any CPU; LoRA on a 135M model needs the larger peak to learn in that few steps (bench_learning, SQuAD
-# RAFT: 1e-3 reached held-out F1 0.59, 2e-4 0.30). Validation loss is measured before and after training only:
-# evaluations during training cost one evaluation's share of the budget each (three of 45-90 s in a 15-minute job)
-# and the decayed schedule's last state is the one to keep; asking for `eval_steps` brings them back.
-BUDGET_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-3, "eval_strategy": "no"}
-BUDGET_LR_METHODS = frozenset({"sft", "psft", "pt", "classify"})
+# does not set, and its method row's `budget_lr` as learning rate. The rate decays linearly with the time left
+# (`training.budget`), so the schedule ends with the budget on any CPU. Validation loss is measured before and after
+# training only: evaluations during training cost one evaluation's share of the budget each (three of 45-90 s in a
+# 15-minute job) and the decayed schedule's last state is the one to keep; asking for `eval_steps` brings them back.
+BUDGET_DEFAULTS: dict[str, Any] = {"eval_strategy": "no"}
 
 
 def _cuda_available() -> bool:
@@ -266,8 +265,9 @@ def budget_defaults(method: str, given: dict[str, Any]) -> dict[str, Any]:
     chosen = {k: v for k, v in BUDGET_DEFAULTS.items() if k not in given}
     if "eval_steps" in given or "eval_strategy" in given:
         chosen.pop("eval_strategy", None)  # evaluations asked for: they run (and the best checkpoint is kept)
-    if method not in BUDGET_LR_METHODS:
-        chosen.pop("learning_rate", None)
+    rate = method_row(method).budget_lr
+    if rate is not None and "learning_rate" not in given:
+        chosen["learning_rate"] = rate
     return chosen
 
 
