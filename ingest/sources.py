@@ -24,7 +24,8 @@ Contract:
 - One sync at a time per source, across processes sharing the database: `sync` claims the source's lease with a
   compare-and-set update (free, expired after `sources.lease_s`, or left by a dead process on this host), renews it
   while it runs (a heartbeat thread, and after each batch) and gives it back at the end; a second sync gets a
-  `ConflictError` (409).
+  `ConflictError` (409). `claim` and `run_claimed` are `sync` in two steps, so a server can answer once the claim is
+  taken and run the sync in the background.
 Hidden files and folders, Office lock files (`~$...`), editor backups (`...~`) and symbolic links are skipped.
 """
 
@@ -272,10 +273,19 @@ class SourceSyncer:
 
     def sync(self, id_or_name: str) -> SyncReport:
         """Bring the collection in line with the folder (module contract); 409 while another sync runs."""
+        return self.run_claimed(self.claim(id_or_name))
+
+    def claim(self, id_or_name: str) -> SourceRecord:
+        """Take the source's lease (its status becomes `syncing`) for a `run_claimed` that follows, maybe in another
+        thread; 409 while another sync runs. Until that run starts renewing it, the lease lasts `sources.lease_s`."""
         if self.ingest is None:
             raise RuntimeError("SourceSyncer without an ingest service can only plan")
         source = self.registry.get(id_or_name)
         self._claim(source)
+        return self.registry.get(source.id)
+
+    def run_claimed(self, source: SourceRecord) -> SyncReport:
+        """The sync of a source this syncer has claimed: applied, recorded on the source, the lease given back."""
         started = time.perf_counter()
         report = SyncReport(source.id, dry_run=False)
         try:

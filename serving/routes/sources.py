@@ -1,6 +1,12 @@
 """Directory sources (admins only): `POST /v1/sources`, `GET /v1/sources`, `GET /v1/sources/{id}`,
-`POST /v1/sources/{id}/sync` (`{"dry_run": true}` for the diff alone), `DELETE /v1/sources/{id}`
-(`?delete_documents=true` also deletes the documents it synced). `{id}` may also be the source's name."""
+`POST /v1/sources/{id}/sync`, `DELETE /v1/sources/{id}` (`?delete_documents=true` also deletes the documents it
+synced). `{id}` may also be the source's name.
+
+A sync answers 202 at once with `{"object": "source.sync", "source_id", "status": "syncing", "dry_run": false,
+"source"}` (and a Location header) and runs in the background; `GET /v1/sources/{id}` follows it (`syncing`, then
+`status` ok/partial/failed with the sync's `counts`, `errors` and `last_error`). A second sync of a source while one
+runs, on any replica, is refused with 409. `?wait=true` runs it inside the request and answers 200 with its report
+(`source.sync` with the file lists, and the source); `{"dry_run": true}` answers 200 with the diff alone."""
 
 from __future__ import annotations
 
@@ -55,10 +61,25 @@ async def get_source(source_id: str, sources: SourcesDep) -> dict[str, Any]:
     return source_body(sources.get(source_id))
 
 
-@router.post("/v1/sources/{source_id}/sync")
-async def sync_source(source_id: str, sources: SourcesDep, spec: SyncSpec | None = None) -> dict[str, Any]:
-    report = await sources.sync(source_id, dry_run=spec.dry_run if spec else False)
-    return {**sync_body(report), "source": source_body(sources.get(source_id))}
+@router.post(
+    "/v1/sources/{source_id}/sync",
+    status_code=202,
+    responses={200: {"description": "With `wait=true` or `dry_run`: the sync's report and the source."}},
+)
+async def sync_source(
+    source_id: str,
+    sources: SourcesDep,
+    spec: SyncSpec | None = None,
+    wait: Annotated[bool, Query(description="Run the sync inside the request and answer with its report.")] = False,
+) -> JSONResponse:
+    dry_run = spec.dry_run if spec else False
+    if dry_run or wait:
+        report = await sources.sync(source_id, dry_run=dry_run)
+        return JSONResponse({**sync_body(report), "source": source_body(sources.get(source_id))})
+    claimed = await sources.start_sync(source_id)
+    body = {"object": "source.sync", "source_id": claimed.id, "status": "syncing", "dry_run": False}
+    location = {"Location": f"/v1/sources/{claimed.id}"}
+    return JSONResponse({**body, "source": source_body(claimed)}, status_code=202, headers=location)
 
 
 @router.delete("/v1/sources/{source_id}")

@@ -1,14 +1,16 @@
 """Directory sources for the API, and the small scheduler that keeps them in sync while the server runs.
 
 Contract: `SourcesService(settings, db, ingest)` wraps `ingest.sources` (the sync logic lives there): `create` (with
-the dry-run diff of the first sync as `preview`), `records`, `get`, `sync(id, dry_run)`, `remove(id,
-delete_documents)`; syncs run in a worker thread through the server's own ingest service (`ingest()` returns it, or
-None while the document store is still opening: 503), so a sync shares the upload path's write lock and crash-safe
-replace. `run()` is the lifespan task: every `sources.scheduler_tick_s` it syncs each source that is due, one at a
-time: its `interval_s` has passed since its last sync, or its folder changed (watchdog events, `sources.watch`, the
-last one at least `sources.debounce_s` ago). A source is synced automatically only after its first sync, which is
-run on demand (after its dry-run diff has been seen). A sync already running elsewhere (409) is skipped, not an
-error; a failing one is recorded on the source and logged.
+the dry-run diff of the first sync as `preview`), `records`, `get`, `sync(id, dry_run)` (waits for the sync's
+report), `start_sync(id)` (claims the source, 409 when a sync of it runs anywhere, and returns it as `syncing` while
+the sync runs on in the background; its outcome lands on the source: status, counts, errors, last error),
+`remove(id, delete_documents)`; syncs run in a worker thread through the server's own ingest service (`ingest()`
+returns it, or None while the document store is still opening: 503), so a sync shares the upload path's write lock
+and crash-safe replace. `run()` is the lifespan task: every `sources.scheduler_tick_s` it syncs each source that is
+due, one at a time: its `interval_s` has passed since its last sync, or its folder changed (watchdog events,
+`sources.watch`, the last one at least `sources.debounce_s` ago). A source is synced automatically only after its
+first sync, which is run on demand (after its dry-run diff has been seen). A sync already running elsewhere (409) is
+skipped, not an error; a failing one is recorded on the source and logged.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class SourcesService:
         self._ingest = ingest
         self._syncer: SourceSyncer | None = None
         self.watcher = FolderWatcher(self.options.debounce_s) if self.options.watch else None
+        self._background: set[asyncio.Task[None]] = set()  # started syncs (a reference keeps each task alive)
 
     # ------------------------------------------------------------ the API
 
@@ -62,6 +65,24 @@ class SourcesService:
         if dry_run:
             return await asyncio.to_thread(SourceSyncer(self.registry, None).plan, id_or_name)
         return await asyncio.to_thread(self.syncer().sync, id_or_name)
+
+    async def start_sync(self, id_or_name: str) -> SourceRecord:
+        """Claim the source (409 while a sync of it runs, here or on another replica) and run its sync in the
+        background; returns the source as claimed (`syncing`)."""
+        syncer = self.syncer()
+        claimed = await asyncio.to_thread(syncer.claim, id_or_name)
+        task = asyncio.create_task(self._run_claimed(syncer, claimed), name=f"source-sync-{claimed.name}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return claimed
+
+    async def _run_claimed(self, syncer: SourceSyncer, source: SourceRecord) -> None:
+        try:
+            await asyncio.to_thread(syncer.run_claimed, source)
+        except AssistantError as exc:  # recorded on the source by the syncer (status failed, last_error)
+            log.warning("sync of source %s failed: %s", source.name, exc.message)
+        except Exception:
+            log.exception("sync of source %s failed", source.name)
 
     async def remove(self, id_or_name: str, delete_documents: bool) -> tuple[SourceRecord, int]:
         syncer = self.syncer() if delete_documents else SourceSyncer(self.registry, None)

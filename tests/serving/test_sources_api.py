@@ -6,6 +6,7 @@ key is refused everywhere and changes nothing. What the collection holds is chec
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def test_admin_syncs_a_folder_and_the_server_follows_its_changes(team_server: Li
     assert dry.status_code == 200 and dry.json()["counts"]["added"] == 3
     assert set(_documents(team_server)) == {"hand-notes.txt"}  # the dry run stored nothing
 
-    synced = _call(team_server, "POST", f"/v1/sources/{source['id']}/sync")
+    synced = _call(team_server, "POST", f"/v1/sources/{source['id']}/sync", params={"wait": "true"})
     assert synced.status_code == 200, synced.text
     assert synced.json()["counts"] == {"added": 3, "changed": 0, "deleted": 0, "kept": 0, "unchanged": 0, "failed": 0}
     assert synced.json()["source"]["status"] == "ok" and synced.json()["source"]["last_sync_at"]
@@ -82,7 +83,7 @@ def test_admin_syncs_a_folder_and_the_server_follows_its_changes(team_server: Li
 
     (folder / "leave.md").write_text("# Leave\n\nEvery employee gets thirty days of paid leave, marker falcon.")
     (folder / "travel/hotels.txt").unlink()
-    by_name = _call(team_server, "POST", "/v1/sources/handbook/sync").json()  # the name works as the id
+    by_name = _call(team_server, "POST", "/v1/sources/handbook/sync", params={"wait": "true"}).json()  # name as id
     assert (by_name["changed"], by_name["deleted"], by_name["unchanged"]) == (["leave.md"], ["travel/hotels.txt"], 1)
     leave = _retrieved(team_server, "How many days of paid leave?")
     assert any("falcon" in text for text in leave) and not any("kestrel" in text for text in leave)
@@ -100,6 +101,60 @@ def test_admin_syncs_a_folder_and_the_server_follows_its_changes(team_server: Li
     assert removed.status_code == 200 and removed.json()["documents_deleted"] == 3
     assert _documents(team_server) == {"hand-notes.txt": hand_id}  # the hand upload outlives the source
     assert _call(team_server, "GET", f"/v1/sources/{source['id']}").status_code == 404
+
+
+def _wait_for_sync(server: LiveServer, source_id: str) -> dict[str, Any]:
+    """The source once its background sync has ended (polled through GET, as a client would)."""
+    deadline = time.monotonic() + 180
+    while (source := _call(server, "GET", f"/v1/sources/{source_id}").json())["syncing"]:
+        assert source["status"] == "syncing"
+        assert time.monotonic() < deadline, "the background sync did not end"
+        time.sleep(0.5)
+    return source
+
+
+def test_a_sync_runs_in_the_background_one_at_a_time(team_server: LiveServer, tmp_path: Path) -> None:
+    root = tmp_path / "minutes"
+    root.mkdir()
+    names = [f"meeting-{i:02d}.txt" for i in range(40)]
+    for number, name in enumerate(names):  # enough files that the sync is still running when asked again
+        lines = [
+            f"Minutes of meeting {number}: item {j} was agreed by the board, marker m{number}x{j}." for j in range(30)
+        ]
+        (root / name).write_text("\n\n".join(lines))
+    spec = {"path": str(root), "collection": "minutes-bg", "name": "minutes"}
+    source_id = _call(team_server, "POST", "/v1/sources", json=spec).json()["id"]
+
+    started = _call(team_server, "POST", f"/v1/sources/{source_id}/sync")
+    assert started.status_code == 202, started.text
+    body = started.json()
+    assert (body["object"], body["source_id"], body["status"], body["dry_run"]) == (
+        "source.sync",
+        source_id,
+        "syncing",
+        False,
+    )
+    assert body["source"]["status"] == "syncing" and body["source"]["syncing"] is True
+    assert started.headers["location"] == f"/v1/sources/{source_id}"
+    for params in ({}, {"wait": "true"}):  # refused while it runs, however asked; it is not queued or joined
+        again = _call(team_server, "POST", f"/v1/sources/{source_id}/sync", params=params)
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["type"] == "conflict_error" and "being synced" in again.json()["error"]["message"]
+
+    done = _wait_for_sync(team_server, source_id)
+    assert done["status"] == "ok" and done["last_error"] is None and done["last_sync_at"]
+    assert done["counts"] == {"added": 40, "changed": 0, "deleted": 0, "kept": 0, "unchanged": 0, "failed": 0}
+    listed = _call(team_server, "GET", "/v1/documents", params={"collection": "minutes-bg", "limit": 1000}).json()
+    assert sorted(doc["source"] for doc in listed["data"]) == [f"minutes/{name}" for name in names]
+
+    waited = _call(team_server, "POST", f"/v1/sources/{source_id}/sync", params={"wait": "true"})
+    assert waited.status_code == 200 and waited.json()["unchanged"] == 40 and waited.json()["added"] == []
+
+    shutil.rmtree(root)  # a failing background sync: its error lands on the source
+    assert _call(team_server, "POST", f"/v1/sources/{source_id}/sync").status_code == 202
+    failed = _wait_for_sync(team_server, source_id)
+    assert failed["status"] == "failed" and "not a readable directory" in failed["last_error"]
+    assert _call(team_server, "DELETE", f"/v1/sources/{source_id}").status_code == 200
 
 
 @pytest.mark.parametrize(
