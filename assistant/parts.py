@@ -24,7 +24,7 @@ from assistant.settings import Settings
 
 if TYPE_CHECKING:
     from assistant.embedding import Embedder
-    from assistant.index.base import VectorIndex
+    from assistant.index.vector_index import VectorIndex
     from assistant.retrieval.keyword import KeywordSearch
     from assistant.retrieval.rerank import CrossEncoderReranker
     from assistant.retrieval.retriever import Retriever

@@ -6,7 +6,7 @@ questions are then asked
   (a) to the platform with its default settings: POST /v1/chat/completions, retrieval on, greedy;
   (b) to the naive peer recipe: the top-3 dense paragraphs from POST /v1/retrieve (mode=dense) pasted into a plain
       "Answer from the context. Short answer only." prompt, `use_retrieval: false`, same model, greedy, max_tokens 64;
-and both are scored with the platform's answer evaluation (`serving.services.evaluation.score_reply`: EM, F1,
+and both are scored with the platform's answer evaluation (`serving.services.answer_eval_service.score_reply`: EM, F1,
 contains-answer, citation accuracy, latency). `--variants` restarts the server once per prompt/source/stop variant
 (settings through ASSISTANT_* variables, the source count through the request's top_k) and prints one row each.
 
@@ -128,7 +128,7 @@ def upload(base: str, docs: list[tuple[str, str]]) -> float:
 
 
 def ask_platform(base: str, model: str, item: Any, top_k: int | None) -> Any:
-    from serving.services.evaluation import score_reply
+    from serving.services.answer_eval_service import score_reply
 
     body: dict[str, Any] = {
         "model": model,
@@ -155,7 +155,7 @@ def ask_platform(base: str, model: str, item: Any, top_k: int | None) -> Any:
 
 def ask_peer(base: str, model: str, item: Any) -> Any:
     """The naive recipe: top-3 dense paragraphs in a plain prompt, the platform's retrieval off."""
-    from serving.services.evaluation import score_reply
+    from serving.services.answer_eval_service import score_reply
 
     started = time.perf_counter()
     query = {"query": item.question, "k": 3, "mode": "dense", "collections": [COLLECTION]}
@@ -215,7 +215,7 @@ class Server:
 
 
 def run_questions(label: str, items: list[Any], ask: Any) -> dict[str, Any]:
-    from serving.services.evaluation import summarize
+    from serving.services.answer_eval_service import summarize
 
     results = []
     for i, item in enumerate(items, start=1):

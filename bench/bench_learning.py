@@ -328,7 +328,7 @@ def alpaca_loss(data_dir: Path, adapter: Path | None, records: int) -> dict[str,
 
     from assistant.models import resolve_lm
     from assistant.settings import Settings
-    from training.data.formats import load_sft_examples
+    from training.data.dataset_formats import load_sft_examples
     from training.data.render import tokenize_chat
 
     model_dir = resolve_lm(Settings(data_dir=data_dir))

@@ -74,7 +74,7 @@ def heldout_accuracy(data_dir: Path, adapter: Path, records: list[dict[str, Any]
 
     from assistant.models import resolve_lm
     from assistant.settings import Settings
-    from training.data.formats import parse_preference_record
+    from training.data.dataset_formats import parse_preference_record
     from training.data.render import render_preference
     from training.gate import HeldOutPair, pair_scores
 

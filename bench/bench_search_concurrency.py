@@ -111,8 +111,8 @@ def _measure(
     parts: Any, ingest: Any, questions: list[str], huge: str, extra: list[Any], label: str, lock: Any, cap: int
 ) -> tuple[str, float, float, float, float]:
     import assistant.retrieval.keyword as keyword
-    from serving.metrics import Metrics
-    from serving.services.retrieval import RetrievalService
+    from serving.prometheus_metrics import Metrics
+    from serving.services.retrieval_service import RetrievalService
 
     keyword.MAX_QUERY_TERMS = cap
     service = RetrievalService(parts.retriever, parts.db, lock, Metrics())

@@ -1,8 +1,8 @@
 """Source-sync benchmark: seconds per sync of a folder of small files, against re-running `assistant ingest` on it.
 
 Contract: run `python bench/bench_sources.py [--files N]` (default 500). It writes N small text files, then prints in
-one run, for the sync (`ingest.sources`): the dry run, the first sync, a sync with nothing changed, and a sync after
-10% of the files were edited, 10% deleted and 10% added; and for the baseline, `IngestService.ingest_paths` (what
+one run, for the sync (`ingest.directory_sources`): the dry run, the first sync, a sync with nothing changed, and a sync
+after 10% of the files were edited, 10% deleted and 10% added; and for the baseline, `IngestService.ingest_paths` (what
 `assistant ingest DIR` does) on the folder, as many files as the first sync, first and again with nothing changed (it
 reads and hashes every file; it never deletes). Both use the real MiniLM embedder, SQLite and FAISS, each in its own
 temporary data directory.
@@ -33,8 +33,8 @@ def write_note(folder: Path, number: int, version: int) -> None:
 
 
 def main() -> int:
+    from ingest.directory_sources import SourceRegistry, SourceSyncer
     from ingest.service import IngestService
-    from ingest.sources import SourceRegistry, SourceSyncer
     from tests.fixtures.retrieval_env import make_settings, shared_embedder
 
     parser = argparse.ArgumentParser()

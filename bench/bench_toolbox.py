@@ -110,7 +110,7 @@ def sharegpt_split(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
 
 
 def heldout_pairs(tokenizer: Any, records: list[Any], max_length: int) -> list[Any]:
-    from training.data.formats import parse_preference_record
+    from training.data.dataset_formats import parse_preference_record
     from training.data.render import preference_length, render_preference
     from training.gate import HeldOutPair
 
@@ -131,7 +131,7 @@ def part_kto(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     from assistant.models import resolve_lm
     from training.gate import pair_scores
     from training.modeling import load_tokenizer
-    from training.service import TrainingRequest, run_training
+    from training.runs import TrainingRequest, run_training
 
     train, held = sharegpt_split(args)
     thumbs = write_jsonl(args.out / "kto-thumbs.jsonl", train)  # pairs unpaired by the KTO reader: up + down each
@@ -156,7 +156,7 @@ def part_reward(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     from assistant.models import resolve_lm
     from training.modeling import load_tokenizer
     from training.reward import RewardScorer, load_reward_base, pair_accuracy
-    from training.service import TrainingRequest, run_training
+    from training.runs import TrainingRequest, run_training
 
     train, held = sharegpt_split(args)
     data = write_jsonl(args.out / "reward-pairs.jsonl", train)
@@ -180,7 +180,7 @@ def part_reward(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 def part_classify(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     import csv
 
-    from training.service import TrainingRequest, run_training
+    from training.runs import TrainingRequest, run_training
 
     rows = list(csv.DictReader((SHARED / "agnews-topics-627.csv").read_text().splitlines()))
     random.Random(0).shuffle(rows)
@@ -202,7 +202,7 @@ def part_classify(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 
 
 def part_sweep(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
-    from training.service import TrainingRequest, run_training
+    from training.runs import TrainingRequest, run_training
 
     records = json.loads((SHARED / "sft-alpaca-999.json").read_text())[:80]
     data = write_jsonl(args.out / "alpaca-80.jsonl", records)
@@ -226,7 +226,7 @@ def part_select(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     from assistant.index.faiss_index import open_index
     from assistant.models import resolve_lm
     from training.config import build_run_config
-    from training.data.formats import load_sft_examples
+    from training.data.dataset_formats import load_sft_examples
     from training.data.relevance import refine_selection
     from training.data.render import tokenize_chat
     from training.data.selection import SelectionOptions, select_examples
@@ -272,7 +272,7 @@ def part_select(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 def part_grpo(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     from assistant.parts import Parts
     from training.registry import AdapterRegistry
-    from training.service import TrainingRequest, run_training
+    from training.runs import TrainingRequest, run_training
 
     try:
         AdapterRegistry.of(Parts(settings)).resolve("bench-rm")

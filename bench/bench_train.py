@@ -1,7 +1,7 @@
 """Training benchmark on the default model (SmolLM2-135M-Instruct): does SFT/DPO help, and at what cost.
 
 In one run, each phase in its own subprocess (so peak memory is per phase):
-  1. `sft`   : LoRA SFT through `training.service.run_training` on SQuAD-derived RAG examples (question + gold paragraph
+  1. `sft`   : LoRA SFT through `training.runs.run_training` on SQuAD-derived RAG examples (question + gold paragraph
                + distractors, rendered with the server's prompt); validation perplexity on the held-out split before
                and after (it must fall).
   1b. `sft_before`, `sft_today`: the same run with former job configurations, float32 and every position scored
@@ -110,7 +110,7 @@ def phase_former(args: argparse.Namespace, name: str) -> dict[str, Any]:
 def phase_sft(args: argparse.Namespace, extra: dict[str, Any] | None = None, name: str = "sft") -> dict[str, Any]:
     """LoRA SFT with the project defaults (padded batches, LoRA on every layer, bf16 autocast where the CPU has it,
     loss logits at the answer positions only)."""
-    from training.service import TrainingRequest, run_training
+    from training.runs import TrainingRequest, run_training
 
     squad = SHARED / "squad-v1.1-dev-part1.json"
     eval_split = min(0.5, args.eval_examples / max(args.squad_limit * 0.6, 1))
@@ -183,7 +183,7 @@ def _cpu_bf16() -> bool:
 
 
 def phase_dpo(args: argparse.Namespace) -> dict[str, Any]:
-    from training.service import TrainingRequest, run_training
+    from training.runs import TrainingRequest, run_training
 
     options = {
         **common_options(args, args.dpo_steps),

@@ -2,10 +2,10 @@
 
 Contract: builds the server's own parts in-process (database, catalog, engine, document store, retrieval and
 `ChatService`) and asks every question of a SQuAD v1.1/v2.0 JSON or question/answer JSONL file through the exact
-chat path (`serving.services.evaluation.AnswerEvaluator`), against the documents already ingested in the data
+chat path (`serving.services.answer_eval_service.AnswerEvaluator`), against the documents already ingested in the data
 directory. Prints the metrics table and writes report.json, report.md and curves.png into `--out` (default
 `<data_dir>/runs/evaluations/cli-<time>`). Project errors print one line and exit 1. The questions answered so far
-show on stderr as they are answered (`cli.progress`).
+show on stderr as they are answered (`cli.terminal_progress`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.common import ConfigOption, DataDirOption, build_settings, echo, run_async, user_errors
-from cli.progress import TerminalProgress
+from cli.terminal_progress import TerminalProgress
 
 
 def eval_answers(
@@ -42,7 +42,7 @@ def eval_answers(
         items = load_qa_file(file)[:limit]
         folder = out or settings.runs_dir / "evaluations" / time.strftime("cli-%Y%m%d-%H%M%S")
         report = run_async(lambda: _evaluate(settings, items, model, collection, str(file), progress))
-    from serving.services.evaluation import write_report
+    from serving.services.answer_eval_service import write_report
 
     files = write_report(folder, report)
     _print(report["metrics"])
@@ -56,9 +56,9 @@ async def _evaluate(settings, items, model, collection, name, progress) -> dict[
     from serving.app import build_retrieval
     from serving.catalog import ModelCatalog
     from serving.engines import make_engine
-    from serving.metrics import Metrics
-    from serving.services.chat import ChatService
-    from serving.services.evaluation import AnswerEvaluator, build_report
+    from serving.prometheus_metrics import Metrics
+    from serving.services.answer_eval_service import AnswerEvaluator, build_report
+    from serving.services.chat_service import ChatService
 
     parts = Parts(settings)
     db = parts.db

@@ -4,8 +4,8 @@ Contract: `register(app, eval_app)` adds `ingest PATH...`, `search QUERY`, `inde
 `retrieval` to the eval group. Every command builds the settings with `cli.common.build_settings`, imports its heavy
 modules inside the function, reports project errors as one line with exit code 1, and prints results to stdout.
 `ingest` exits 1 when any file failed (the others are still ingested); `index check` exits 1 when inconsistent.
-Long work (ingest, index rebuild, eval retrieval) shows its progress on stderr (`cli.progress`); a failing file is
-named there, with its reason, as soon as it fails; the result lines on stdout are printed at the end.
+Long work (ingest, index rebuild, eval retrieval) shows its progress on stderr (`cli.terminal_progress`); a failing file
+is named there, with its reason, as soon as it fails; the result lines on stdout are printed at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cli.common import ConfigOption, DataDirOption, build_settings, echo, user_errors
-from cli.progress import TerminalProgress
+from cli.terminal_progress import TerminalProgress
 
 if TYPE_CHECKING:
     from ingest.results import FileResult

@@ -21,7 +21,7 @@ adapters_app = typer.Typer(help="The adapter registry: list, activate, roll back
 
 def _job_service(settings: Any) -> Any:
     from assistant.parts import Parts
-    from serving.services.jobs import JobService
+    from serving.services.job_service import JobService
 
     return JobService.of(Parts(settings))
 
@@ -39,7 +39,7 @@ def feedback_export(
 ) -> None:
     """Write the stored preference pairs in the form training jobs read."""
     from assistant.parts import Parts
-    from serving.services.feedback import PreferenceStore
+    from serving.services.feedback_service import PreferenceStore
 
     with user_errors():
         rows = PreferenceStore.of(Parts(build_settings(config, data_dir))).export(provenance=provenance)
@@ -110,12 +110,12 @@ def jobs_show(
 
 
 def follow_job(service: Any, job_id: str, interval: float) -> None:
-    """The job's phase on `cli.progress` (stderr, so stdout stays the job's JSON): done/total, the worker's ETA and
-    the budget left, looked at every `interval` seconds until the job is final."""
+    """The job's phase on `cli.terminal_progress` (stderr, so stdout stays the job's JSON): done/total, the worker's ETA
+    and the budget left, looked at every `interval` seconds until the job is final."""
     import time
 
-    from assistant.jobs import FINAL
-    from cli.progress import TerminalProgress
+    from assistant.job_states import FINAL
+    from cli.terminal_progress import TerminalProgress
 
     with TerminalProgress() as progress:
         while True:
@@ -141,7 +141,7 @@ def jobs_cancel(job_id: str, config: ConfigOption = None, data_dir: DataDirOptio
 
 def _adapter_service(settings: Any) -> Any:
     from assistant.parts import Parts
-    from serving.services.adapters import AdapterService
+    from serving.services.adapter_service import AdapterService
 
     return AdapterService.of(Parts(settings), engine=None)
 

@@ -71,9 +71,9 @@ async def _chat_once(settings, message, model, system, options) -> None:  # type
     from serving.app import build_retrieval
     from serving.catalog import ModelCatalog
     from serving.engines import make_engine
-    from serving.metrics import Metrics
+    from serving.prometheus_metrics import Metrics
     from serving.schemas import ChatCompletionRequest
-    from serving.services.chat import ChatService
+    from serving.services.chat_service import ChatService
 
     parts = Parts(settings)
     db = parts.db

@@ -20,7 +20,7 @@ import typer
 from cli.common import ConfigOption, DataDirOption, build_settings, echo, user_errors
 
 if TYPE_CHECKING:
-    from ingest.sources import SyncReport
+    from ingest.directory_sources import SyncReport
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the REST API's JSON.")]
 
@@ -43,7 +43,7 @@ def add(
     settings = build_settings(config, data_dir)
     with user_errors():
         from assistant.parts import Parts
-        from ingest.sources import SourceRegistry, SourceSyncer
+        from ingest.directory_sources import SourceRegistry, SourceSyncer
 
         registry = SourceRegistry(settings, Parts(settings).db)
         record = registry.create(directory, collection, name=name, delete_policy=delete, interval_s=interval)
@@ -63,7 +63,7 @@ def list_sources(as_json: JsonOption = False, config: ConfigOption = None, data_
     settings = build_settings(config, data_dir)
     with user_errors():
         from assistant.parts import Parts
-        from ingest.sources import SourceRegistry
+        from ingest.directory_sources import SourceRegistry
 
         records = SourceRegistry(settings, Parts(settings).db).records()
     if as_json:
@@ -92,8 +92,8 @@ def sync(
     settings = build_settings(config, data_dir)
     with user_errors():
         from assistant.parts import Parts
+        from ingest.directory_sources import SourceRegistry, SourceSyncer
         from ingest.service import IngestService
-        from ingest.sources import SourceRegistry, SourceSyncer
 
         parts = Parts(settings)
         registry = SourceRegistry(settings, parts.db)
@@ -123,8 +123,8 @@ def remove(
     settings = build_settings(config, data_dir)
     with user_errors():
         from assistant.parts import Parts
+        from ingest.directory_sources import SourceRegistry, SourceSyncer
         from ingest.service import IngestService
-        from ingest.sources import SourceRegistry, SourceSyncer
 
         parts = Parts(settings)
         ingest = IngestService.of(parts) if delete_documents else None

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 
 from assistant.errors import RateLimitedError
-from serving.metrics import Metrics
+from serving.prometheus_metrics import Metrics
 
 
 class Lease:

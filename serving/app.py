@@ -34,16 +34,16 @@ from serving.access import check_declared
 from serving.admission import Admission
 from serving.catalog import ModelCatalog
 from serving.engines import make_engine
-from serving.errors import install_error_handlers
-from serving.metrics import Metrics, install_metrics
+from serving.error_handlers import install_error_handlers
 from serving.middleware import RequestId, check_exposure, configure_request_logs, install_guards
 from serving.openapi_links import install_links
+from serving.prometheus_metrics import Metrics, install_metrics
 from serving.replica_sync import run_replica_sync
 from serving.routes import (
     adapters,
     audit,
     auth_oidc,
-    chat,
+    chat_completions,
     chats,
     documents,
     evaluations,
@@ -58,16 +58,16 @@ from serving.routes import (
     sources,
 )
 from serving.routes.audit import AuditRecorder
-from serving.services.adapters import AdapterService
-from serving.services.chat import ChatService
-from serving.services.documents import DocumentsService
-from serving.services.evaluation import EvaluationService
-from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
-from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
-from serving.services.keys import KeyStore, run_key_sync, stored_keys_exist
-from serving.services.oidc import OIDCSignIn
-from serving.services.retrieval import RetrievalService
-from serving.services.sources import SourcesService
+from serving.services.adapter_service import AdapterService
+from serving.services.answer_eval_service import EvaluationService
+from serving.services.chat_service import ChatService
+from serving.services.document_service import DocumentsService
+from serving.services.feedback_service import FeedbackService, PreferenceImporter, PreferenceStore
+from serving.services.job_service import JobMonitor, JobService, WorkerSupervisor
+from serving.services.key_service import KeyStore, run_key_sync, stored_keys_exist
+from serving.services.oidc_service import OIDCSignIn
+from serving.services.retrieval_service import RetrievalService
+from serving.services.source_service import SourcesService
 from serving.state import AppState
 from serving.web import install_web
 from training.uploads import prune_expired
@@ -277,7 +277,7 @@ def create_app(settings: Settings, engine: GenerationEngine | None = None) -> Fa
     for module in (
         health,
         models,
-        chat,
+        chat_completions,
         chats,
         documents,
         retrieve,

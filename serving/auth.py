@@ -3,16 +3,16 @@
 Contract: `authenticate(state, authorization)` resolves the `Authorization` header to a `Principal`, synchronously and
 without I/O (it may run in an ASGI middleware before the request body is read). Keys come from two places: the
 settings file (`server.api_keys`, the bootstrap) and the database (`POST /v1/keys`, cached by the
-`serving.services.keys.KeyStore` on `state.extras["keys"]`). When neither holds a key every caller is `ANONYMOUS`
+`serving.services.key_service.KeyStore` on `state.extras["keys"]`). When neither holds a key every caller is `ANONYMOUS`
 (an unauthenticated admin on a loopback server); once either does, a missing or wrong key is 401, and so is a
 revoked or expired stored key. The token's sha256 digest is compared in constant time with every settings key's
 digest (`hmac.compare_digest`, no early exit, so the time taken does not reveal which key or how much of it matched);
 stored keys are found by the digest alone (a dictionary lookup on a hash reveals nothing of the secret). The resolved
 `Principal` carries the key's role, its owner fingerprint, the collections it may read (None = all) and, for a stored
 key, its id (quotas). Without an `Authorization` header, a console session cookie (OpenID Connect sign-in,
-`serving.services.oidc`, passed as `cookie`) names the caller instead; with `oidc` configured a credential is always
-required. `serving.deps.require_api_key` is the FastAPI dependency over it. Which role each route needs is declared in
-`serving.access`, not here.
+`serving.services.oidc_service`, passed as `cookie`) names the caller instead; with `oidc` configured a credential is
+always required. `serving.deps.require_api_key` is the FastAPI dependency over it. Which role each route needs is
+declared in `serving.access`, not here.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import hmac
 from assistant.errors import AuthenticationError
 from assistant.settings import APIKey
 from serving.principal import ANONYMOUS, Principal, Role
-from serving.services.keys import KeyStore, StoredKey
-from serving.services.oidc import OIDCSignIn
+from serving.services.key_service import KeyStore, StoredKey
+from serving.services.oidc_service import OIDCSignIn
 from serving.state import AppState
 
 MISSING_KEY = "missing API key: send the header 'Authorization: Bearer YOUR_KEY'"

@@ -1,7 +1,7 @@
 """The models the API serves: the base model and the LoRA adapters of the registry, and who may name which.
 
 Contract: `ModelCatalog.resolve(name, principal)` maps a request's `model` field to `None` (the base model) or an
-`AdapterRef`; an adapter is named either by its alias `NAME` or exactly as `NAME@vN` (`assistant.adapters.
+`AdapterRef`; an adapter is named either by its alias `NAME` or exactly as `NAME@vN` (`assistant.adapter_refs.
 parse_adapter_ref` also reads `NAME@N`, `NAME:vN`). Each version gets its own engine identity (`NAME@vN`) and integer
 id, so no cached state of another version is reused.
 
@@ -31,7 +31,7 @@ import logging
 import time
 from pathlib import Path
 
-from assistant.adapters import AdapterStatus, parse_adapter_ref
+from assistant.adapter_refs import AdapterStatus, parse_adapter_ref
 from assistant.engine import AdapterRef
 from assistant.errors import InvalidRequestError, NotFoundError, PermissionDeniedError, UnprocessableError
 from assistant.models import served_model_name

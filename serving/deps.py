@@ -18,13 +18,13 @@ from fastapi import Depends, Request
 from assistant.errors import ServiceUnavailableError
 from serving.auth import authenticate
 from serving.principal import Principal
-from serving.services.chat import ChatService
-from serving.services.chats import ChatHistory
-from serving.services.documents import DocumentsService
-from serving.services.evaluation import EvaluationService
-from serving.services.retrieval import RetrievalService
-from serving.services.rewards import RewardService
-from serving.services.sources import SourcesService
+from serving.services.answer_eval_service import EvaluationService
+from serving.services.chat_history_service import ChatHistory
+from serving.services.chat_service import ChatService
+from serving.services.document_service import DocumentsService
+from serving.services.retrieval_service import RetrievalService
+from serving.services.reward_service import RewardService
+from serving.services.source_service import SourcesService
 from serving.state import AppState
 
 T = TypeVar("T")

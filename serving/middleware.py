@@ -34,7 +34,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from assistant.errors import ConfigError
 from assistant.settings import Settings
-from serving.errors import error_body
+from serving.error_handlers import error_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serving.services.chat import Answer, PreparedChat
+from serving.services.chat_service import Answer, PreparedChat
 
 
 def completion_body(chat: PreparedChat, answer: Answer) -> dict[str, Any]:

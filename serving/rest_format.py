@@ -20,21 +20,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from assistant.adapters import AdapterStatus
-from ingest.sources import SourceRecord, SyncReport
-from serving.services.audit import AuditEntry
-from serving.services.feedback import FeedbackReceipt, ImportReport, PairPage, PairRecord
-from serving.services.jobs import JobRecord, UploadedFile
-from serving.services.keys import IssuedKey, StoredKey
+from assistant.adapter_refs import AdapterStatus
+from ingest.directory_sources import SourceRecord, SyncReport
+from serving.services.audit_service import AuditEntry
+from serving.services.feedback_service import FeedbackReceipt, ImportReport, PairPage, PairRecord
+from serving.services.job_service import JobRecord, UploadedFile
+from serving.services.key_service import IssuedKey, StoredKey
 from training.registry import AdapterRecord
 
 if TYPE_CHECKING:  # the records below are only read here; importing their services would slow every CLI command
     from assistant.retrieval import Hit
     from serving.principal import Principal
-    from serving.services.chats import ChatPage, StoredChat
-    from serving.services.documents import ChunkRecord, DocumentRecord, InlineUpload, UploadTask
-    from serving.services.evaluation import EvaluationRun
-    from serving.services.rewards import RewardScores
+    from serving.services.answer_eval_service import EvaluationRun
+    from serving.services.chat_history_service import ChatPage, StoredChat
+    from serving.services.document_service import ChunkRecord, DocumentRecord, InlineUpload, UploadTask
+    from serving.services.reward_service import RewardScores
 
 
 def job_body(job: JobRecord) -> dict[str, Any]:

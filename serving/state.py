@@ -15,14 +15,14 @@ from assistant.settings import Settings
 from assistant.storage import Database
 from serving.admission import Admission
 from serving.catalog import ModelCatalog
-from serving.metrics import Metrics
-from serving.services.adapters import AdapterService
-from serving.services.chat import ChatService
-from serving.services.documents import DocumentsService
-from serving.services.evaluation import EvaluationService
-from serving.services.feedback import FeedbackService, PreferenceImporter, PreferenceStore
-from serving.services.jobs import JobService
-from serving.services.retrieval import RetrievalService
+from serving.prometheus_metrics import Metrics
+from serving.services.adapter_service import AdapterService
+from serving.services.answer_eval_service import EvaluationService
+from serving.services.chat_service import ChatService
+from serving.services.document_service import DocumentsService
+from serving.services.feedback_service import FeedbackService, PreferenceImporter, PreferenceStore
+from serving.services.job_service import JobService
+from serving.services.retrieval_service import RetrievalService
 
 
 @dataclass

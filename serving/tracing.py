@@ -26,7 +26,7 @@ from assistant.retrieval import Hit
 from assistant.settings import Settings
 
 if TYPE_CHECKING:
-    from serving.services.chat import PreparedChat
+    from serving.services.chat_service import PreparedChat
 
 log = logging.getLogger(__name__)
 _provider: TracerProvider | None = None

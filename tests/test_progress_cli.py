@@ -1,4 +1,4 @@
-"""`cli.progress.TerminalProgress`: rich bars on a terminal, throttled plain lines elsewhere (both on stderr)."""
+"""`cli.terminal_progress.TerminalProgress`: rich bars on a terminal, throttled plain lines elsewhere (on stderr)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import pytest
 from rich.console import Console
 
-from cli.progress import TerminalProgress
+from cli.terminal_progress import TerminalProgress
 
 
 def test_plain_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,7 +35,7 @@ def test_plain_lines_give_the_eta_at_the_pace_so_far(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [100.0]
-    monkeypatch.setattr("cli.progress.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("cli.terminal_progress.time.monotonic", lambda: now[0])
     with TerminalProgress(interval_s=5) as progress:
         for done, at in ((0, 100.0), (1, 102.0), (2, 104.0), (3, 106.0), (8, 116.0)):
             now[0] = at

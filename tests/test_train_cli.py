@@ -62,10 +62,10 @@ def test_options_are_the_config_fields(method: str, tmp_path: Path) -> None:
 
 
 def test_flags_reach_the_training_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import training.service
+    import training.runs
 
     requests: list[Any] = []
-    monkeypatch.setattr(training.service, "run_training", lambda settings, request, **_: requests.append(request))
+    monkeypatch.setattr(training.runs, "run_training", lambda settings, request, **_: requests.append(request))
     args = ["train", "sweep", "-d", "a.json", "--data-dir", str(tmp_path), "--lr", "1e-3", "--batch-size", "2",
             "--target-modules", "q_proj, v_proj", "--load-in-4bit", "--grid-lr", "1e-4,3e-4", "--grid-lora-r", "4,8",
             "--trial-method", "classify", "--set", "warmup_steps=2", "--set", "sweep_epochs=[2]",
@@ -84,7 +84,7 @@ def test_flags_reach_the_training_request(tmp_path: Path, monkeypatch: pytest.Mo
         "sweep_epochs": [2],
         "sweep_learning_rates": [1e-4, 3e-4],
         "sweep_lora_ranks": [4, 8],
-        "disable_tqdm": True,  # the CLI shows the steps itself (cli.progress)
+        "disable_tqdm": True,  # the CLI shows the steps itself (cli.terminal_progress)
     }
     bad = CliRunner().invoke(app, ["train", "sft", "-d", "a.json", "--beta", "0.2"])
     assert bad.exit_code == 2 and "No such option" in bad.output  # --beta is not an option of `train sft`

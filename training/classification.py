@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data.formats import read_records
+from training.data.dataset_formats import read_records
 from training.data.records import ChatExample, DataValidationError, EmptyDatasetError
 from training.data.render import prompt_messages, render_prompt
 from training.trainers import SFTRunner

@@ -60,7 +60,7 @@ class HeldOutExample:
 
 @dataclass
 class HeldOut:
-    """What a run kept out of training for the gate; handed to it in memory (`training.service.TrainedRun`)."""
+    """What a run kept out of training for the gate; handed to it in memory (`training.runs.TrainedRun`)."""
 
     pairs: list[HeldOutPair] = field(default_factory=list)
     qa: list[QAItem] = field(default_factory=list)

@@ -2,7 +2,7 @@
 
 Contract:
 - Prompts come from stored chats or feedback (the exact rendered prompts, retrieved sources included; see
-  `training.data.feedback`) or a file: `{rendered_prompt}` verbatim, `{prompt}` (a string or a conversation ending
+  `training.data.feedback_data`) or a file: `{rendered_prompt}` verbatim, `{prompt}` (a string or a conversation ending
   with a user turn) or any SFT record (its prompt part), rendered through the serving template.
 - Rewards (summed, TRL weights 1 each unless `reward_weights` is set): `reward_model` (a registered adapter of
   kind `reward`, scoring prompt + answer + EOS as it was trained) and the rule rewards in `rule_rewards`:
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data.formats import _conversation, _string, parse_sft_record, read_records
+from training.data.dataset_formats import _conversation, _string, parse_sft_record, read_records
 from training.data.records import DataValidationError, Message, check_conversation
 from training.data.render import encode, prompt_messages, render_prompt
 from training.trainers import PreferenceRunner

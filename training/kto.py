@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data.formats import _completion, _conversation, _string, parse_sft_record, read_records
+from training.data.dataset_formats import _completion, _conversation, _string, parse_sft_record, read_records
 from training.data.records import DataValidationError, EmptyDatasetError, Message, check_conversation
 from training.data.render import encode, prompt_messages, render_prompt
 from training.trainers import PreferenceRunner
@@ -70,7 +70,7 @@ def parse_kto_record(record: Any, origin: str) -> list[KTOExample]:
     if not isinstance(record, dict):
         raise DataValidationError(origin, "record", "must be a JSON object")
     if "chosen" in record and "rejected" in record:
-        from training.data.formats import parse_preference_record
+        from training.data.dataset_formats import parse_preference_record
 
         pair = parse_preference_record(record, origin)
         return [

@@ -3,7 +3,7 @@
 Contract: the same flags as `assistant train ...` (see `training.options.FLAGS`; help and defaults from the config
 fields), so a run can be started with `accelerate launch -m training.launch sft --data data.json` for
 DDP/FSDP/DeepSpeed. It builds the settings (YAML
-`--config`, environment, `--data-dir`), calls `training.service.run_training` and prints the registered adapter as
+`--config`, environment, `--data-dir`), calls `training.runs.run_training` and prints the registered adapter as
 JSON on the main process. Exit status 1 with a one-line message on an `AssistantError`.
 """
 
@@ -54,7 +54,7 @@ def _help(flag: Flag) -> str:
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
-    from training.service import TrainingRequest
+    from training.runs import TrainingRequest
 
     values = {flag.name: getattr(args, flag.name) for flag in FLAGS}
     options = options_from_flags(args.method, values, args.set, args.target_modules, args.load_in_4bit)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, **overrides)
         start_up(settings)
-        from training.service import run_training
+        from training.runs import run_training
 
         outcome = run_training(settings, request_from_args(args))
     except AssistantError as exc:

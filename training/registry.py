@@ -1,7 +1,7 @@
 """The adapter registry: the one owner of the adapter lifecycle (versioned PEFT directories plus their `adapters` rows).
 
 Contract (nothing else writes an `adapters` row or looks up which version is active; the serving side's
-`serving.services.adapters.AdapterService` is the engine plus this registry):
+`serving.services.adapter_service.AdapterService` is the engine plus this registry):
 - `register(name, source_dir, ...)` copies a finished PEFT adapter (adapter_config.json + adapter_model.safetensors,
   the files vLLM loads) into a temporary sibling directory, renames it to `<adapters_dir>/<name>/v<N>` (N = next
   version of that name) and only then inserts the row as a `candidate` with its lineage, metrics, parent and the
@@ -11,7 +11,8 @@ Contract (nothing else writes an `adapters` row or looks up which version is act
 - Reads return detached `AdapterRecord`s: `list()` (by name, version), `versions(name)`, `get(name, version)`,
   `active(name)` (the version the alias serves, None: none active), `alias(name)` (the active version, else the
   newest), `previous(name)` (the version active before the current one; None without a current or an earlier one),
-  `resolve(ref)` (by id, `NAME` = newest, or a versioned reference, `assistant.adapters`; NotFoundError when absent).
+  `resolve(ref)` (by id, `NAME` = newest, or a versioned reference, `assistant.adapter_refs`; NotFoundError when
+  absent).
 - Activation is two steps so the server can load the version into its engine in between: `activatable(name,
   version, force)` picks the version (default: the newest candidate; 404 when absent) and refuses a non-LM model
   (422) or one whose gate verdict failed unless `force` (409 `gate_failed`); `activate(name, version)` then makes it
@@ -34,7 +35,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from assistant.adapters import AdapterStatus, parse_adapter_ref, versioned_name
+from assistant.adapter_refs import AdapterStatus, parse_adapter_ref, versioned_name
 from assistant.durable import fsync_dir, fsync_tree
 from assistant.errors import ConflictError, InvalidRequestError, NotFoundError, UnprocessableError
 from assistant.parts import Parts
@@ -169,7 +170,7 @@ class AdapterRegistry:
         return max([current or 0, *on_disk]) + 1
 
     def resolve(self, ref: str) -> AdapterRecord:
-        """By id, or a reference `assistant.adapters.parse_adapter_ref` reads; NotFoundError when absent."""
+        """By id, or a reference `assistant.adapter_refs.parse_adapter_ref` reads; NotFoundError when absent."""
         parsed = parse_adapter_ref(ref)
         with self.db.session() as session:
             row = session.get(Adapter, ref)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.data.formats import load_preference_examples
+from training.data.dataset_formats import load_preference_examples
 from training.data.render import preference_length, render_preference
 from training.modeling import lora_target_modules
 from training.registry import AdapterRegistry

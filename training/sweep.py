@@ -49,7 +49,7 @@ class SweepRunner(MethodRunner):
 
     def trial_runner(self, index: int, point: dict[str, Any]) -> Any:
         sweep_fields = {f.name for f in dataclasses.fields(self.config)} - set(_trial_fields(self.config.sweep_method))
-        from training.service import load_recipe
+        from training.runs import load_recipe
 
         given = {**load_recipe(self.request.recipe), **self.request.options}
         options = {k: v for k, v in given.items() if k not in sweep_fields}

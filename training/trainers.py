@@ -27,7 +27,7 @@ from assistant.models import resolve_lm
 from assistant.parts import Parts
 from training.budget import TimeBudgetCallback, enable_best_checkpoint
 from training.cpu_speed import score_labelled_positions_only
-from training.data.formats import load_preference_examples, load_sft_examples
+from training.data.dataset_formats import load_preference_examples, load_sft_examples
 from training.data.rag import (
     ServingSources,
     is_qa_file,
@@ -47,8 +47,8 @@ from training.data.render import (
     tokenize_completion,
 )
 from training.data.selection import SelectionOptions, SelectionReport, select_examples, write_report
-from training.evaluation import PerplexityCallback, language_model_metrics, write_metrics
 from training.gate import HeldOut, HeldOutExample, HeldOutPair, QAItem, split_by_group
+from training.lm_metrics import PerplexityCallback, language_model_metrics, write_metrics
 from training.methods import METHODS, runner_class
 from training.modeling import (
     base_fingerprint,
@@ -106,7 +106,7 @@ class MethodRunner:
         self.validation_examples: list[Any] = []
         self.started = time.monotonic()
         self.budget: TimeBudgetCallback | None = None
-        self.progress = RunProgress()  # the job's, set by training.service.train: phases, clock, cancel check
+        self.progress = RunProgress()  # the job's, set by training.runs.train: phases, clock, cancel check
         self.data_until: float | None = None
         self.data_stats: dict[str, Any] = {}
 
@@ -494,7 +494,7 @@ def passes_over_data(config: Any, examples: int) -> float:
 
 def _is_preference_file(path: Path) -> bool:
     """A file of preference records (`chosen` + `rejected`), e.g. the pairs of stored feedback."""
-    from training.data.formats import read_records
+    from training.data.dataset_formats import read_records
 
     try:
         records = read_records(path)

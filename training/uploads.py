@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from assistant.errors import NotFoundError, UnprocessableError
-from assistant.jobs import UNFINISHED
+from assistant.job_states import UNFINISHED
 from assistant.settings import Settings
 from assistant.storage import Database, Job
 

@@ -8,7 +8,7 @@ Contract:
   the gate), so one job loads the embedder at most once.
 - `JobWorker.execute(job_id)` validates the stored request back into `training.request.JobRequest`, writes the job's
   data as one file (stored preference pairs since a point, stored thumbs or prompts, or the uploaded file), trains
-  (`training.service.train`; the runner holds data out for the gate and hands it over in memory) with a callback that
+  (`training.runs.train`; the runner holds data out for the gate and hands it over in memory) with a callback that
   reports progress and metrics to the job row and stops the run when the job is cancelled, evaluates the candidate
   with `training.gate.run_gate` against the registry's active version, and only then registers it with the gate's
   verdict (`training.registry.AdapterRegistry` writes every adapter row; the worker writes none). A
@@ -37,13 +37,13 @@ from typing import Any
 from sqlalchemy import select, update
 
 from assistant.errors import AssistantError, UnprocessableError
-from assistant.jobs import WORKER_WRITABLE, JobState, job_log_path
+from assistant.job_states import WORKER_WRITABLE, JobState, job_log_path
 from assistant.parts import Parts
 from assistant.settings import load_settings
 from assistant.startup import start_up
 from assistant.storage import Job, PreferencePair
 from assistant.storage.queries import preference_filters
-from training.data.feedback import STORED, source_collections, write_source
+from training.data.feedback_data import STORED, source_collections, write_source
 from training.gate import HeldOut, load_squad_qa, run_gate
 from training.methods import METHODS
 from training.progress import DATA_SHARE, GATE_SHARE, JobCancelled, RunProgress
@@ -128,7 +128,7 @@ class JobWorker:
             handler.close()
 
     def _run(self, job_id: str) -> dict[str, Any]:
-        from training.service import TrainingRequest, register, train
+        from training.runs import TrainingRequest, register, train
 
         job = self._request(job_id)
         progress = JobProgress(self, job_id, job.hyperparameters.get("max_minutes"))

@@ -28,7 +28,7 @@ import numpy as np
 
 from assistant.durable import fsync_dir
 from assistant.errors import ConfigError
-from assistant.index.base import SearchResult
+from assistant.index.vector_index import SearchResult
 
 log = logging.getLogger(__name__)
 faiss_any: Any = faiss  # the SWIG module's stubs lack some classes (SearchParametersHNSW)

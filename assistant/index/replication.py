@@ -39,7 +39,7 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from assistant.index.base import VectorIndex
+from assistant.index.vector_index import VectorIndex
 from assistant.storage.db import Database
 from assistant.storage.models import Chunk, ChunkEmbedding, Document, IndexChange
 

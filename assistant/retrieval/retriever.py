@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from assistant.embedding import Embedder
 from assistant.errors import InvalidRequestError
-from assistant.index.base import VectorIndex
+from assistant.index.vector_index import VectorIndex
 from assistant.retrieval.fusion import order, reciprocal_rank_fusion, weighted_fusion
 from assistant.retrieval.hits import Hit
 from assistant.retrieval.keyword import KeywordSearch, make_keyword_search

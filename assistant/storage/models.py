@@ -181,7 +181,7 @@ class Job(Base):
     state: Mapped[str] = mapped_column(
         String(20),
         default="queued",
-        doc="assistant.jobs.JobState",
+        doc="assistant.job_states.JobState",
     )
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
@@ -215,7 +215,7 @@ class Adapter(Base):
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    status: Mapped[str] = mapped_column(String(20), default="candidate", doc="assistant.adapters.AdapterStatus")
+    status: Mapped[str] = mapped_column(String(20), default="candidate", doc="assistant.adapter_refs.AdapterStatus")
     job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -273,8 +273,9 @@ class AuditEvent(Base):
 
 
 class Source(Base):
-    """A directory kept in sync with a collection (`ingest.sources`). `lease_owner`/`lease_until` are the claim a
-    sync holds (compare-and-set), so one sync runs at a time per source across processes sharing the database."""
+    """A directory kept in sync with a collection (`ingest.directory_sources`). `lease_owner`/`lease_until` are the
+    claim a sync holds (compare-and-set), so one sync runs at a time per source across processes sharing the
+    database."""
 
     __tablename__ = "sources"
 

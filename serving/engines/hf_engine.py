@@ -17,7 +17,7 @@ from typing import Any
 from assistant.engine import AdapterRef, EngineStats, GenerationChunk, SamplingOptions
 from assistant.settings import EngineSettings
 from assistant.startup import resolve_device, resolve_dtype
-from serving.engines.base import TokenizerMixin
+from serving.engines.tokenizer_mixin import TokenizerMixin
 
 log = logging.getLogger(__name__)
 

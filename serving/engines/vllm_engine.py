@@ -19,7 +19,7 @@ from typing import Any
 from assistant.engine import AdapterRef, EngineStats, GenerationChunk, SamplingOptions
 from assistant.settings import EngineSettings
 from assistant.startup import resolve_dtype
-from serving.engines.base import TokenizerMixin
+from serving.engines.tokenizer_mixin import TokenizerMixin
 
 log = logging.getLogger(__name__)
 

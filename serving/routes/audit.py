@@ -34,7 +34,7 @@ from serving.auth import authenticate
 from serving.deps import StateDep
 from serving.middleware import current_request_id, header
 from serving.rest_format import audit_body, list_body
-from serving.services.audit import AuditEntry, AuditFilters, AuditLog
+from serving.services.audit_service import AuditEntry, AuditFilters, AuditLog
 from serving.state import AppState
 
 log = logging.getLogger(__name__)

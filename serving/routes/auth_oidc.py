@@ -1,4 +1,4 @@
-"""Console sign-in through the company's OpenID provider (`serving.services.oidc`); every route here is public.
+"""Console sign-in through the company's OpenID provider (`serving.services.oidc_service`); every route here is public.
 
 Contract: `GET /auth/config` tells the console whether sign-in is configured (`{"oidc": bool, "login_url"}`).
 `GET /auth/login` redirects to the provider (state, nonce and PKCE verifier kept in a sealed cookie for ten minutes),
@@ -23,8 +23,8 @@ from serving.access import Access, allow
 from serving.deps import StateDep
 from serving.middleware import current_request_id
 from serving.principal import Principal
-from serving.services.audit import AuditEntry, AuditLog
-from serving.services.oidc import LOGIN_COOKIE, LOGIN_TTL_S, SESSION_COOKIE, OIDCSignIn
+from serving.services.audit_service import AuditEntry, AuditLog
+from serving.services.oidc_service import LOGIN_COOKIE, LOGIN_TTL_S, SESSION_COOKIE, OIDCSignIn
 from serving.state import AppState
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from serving.access import Access, allow
 from serving.auth import key_store
 from serving.deps import ChatHistoryDep, PrincipalDep, StateDep
 from serving.rest_format import chat_body, chat_page_body, me_body
-from serving.services.quotas import Quotas
+from serving.services.quota_service import Quotas
 
 router = APIRouter(tags=["chats"], dependencies=[allow(Access.MEMBER)])
 

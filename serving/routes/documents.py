@@ -21,7 +21,7 @@ from serving.rest_format import (
     upload_task_body,
 )
 from serving.schemas import check_text
-from serving.services.documents import UploadTask
+from serving.services.document_service import UploadTask
 
 router = APIRouter(tags=["documents"], dependencies=[allow(Access.MEMBER)])
 

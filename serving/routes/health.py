@@ -18,7 +18,7 @@ from assistant.errors import AuthenticationError
 from serving.access import Access, allow
 from serving.deps import StateDep, require_api_key
 from serving.replica_sync import ReplicaSync
-from serving.services.jobs import WorkerSupervisor
+from serving.services.job_service import WorkerSupervisor
 from serving.state import AppState
 
 router = APIRouter(tags=["health"], dependencies=[allow(Access.PUBLIC)])

@@ -2,7 +2,7 @@
 `POST /v1/keys/{id}/rotate`.
 
 Contract: creating or rotating answers the secret once (under `key`); the database keeps only its sha256 digest
-(`serving.services.keys`). Revoking is immediate on this server and reaches every replica within
+(`serving.services.key_service`). Revoking is immediate on this server and reaches every replica within
 `server.key_sync_s`. Keys from the settings file are the bootstrap and are not listed or changed here.
 """
 
@@ -21,7 +21,7 @@ from serving.auth import key_store
 from serving.deps import PrincipalDep, StateDep
 from serving.rest_format import api_key_body, issued_key_body, list_body
 from serving.schemas import PLAIN_TEXT
-from serving.services.keys import KeySpec, KeyStore
+from serving.services.key_service import KeySpec, KeyStore
 from serving.state import AppState
 
 router = APIRouter(tags=["keys"], dependencies=[allow(Access.ADMIN)])

@@ -53,7 +53,7 @@ def screenshot_dir() -> Path:
 @pytest.fixture(scope="session")  # one server for every browser module (each start costs a minute or two)
 def console_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     from serving.app import create_app
-    from serving.services.jobs import WorkerSupervisor
+    from serving.services.job_service import WorkerSupervisor
 
     keys = [
         {"key": ADMIN_KEY, "name": "ada", "role": "admin"},

@@ -156,7 +156,7 @@ class SlowEmbedder:
 
 def test_retrieval_is_not_blocked_while_an_upload_embeds(tmp_path: Path, embedder: Embedder) -> None:
     from assistant.index.locking import IndexLock
-    from serving.services.documents import DocumentsService
+    from serving.services.document_service import DocumentsService
 
     lock = IndexLock()
     slow = SlowEmbedder(embedder)

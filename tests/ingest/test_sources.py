@@ -24,8 +24,8 @@ from assistant.embedding import Embedder
 from assistant.errors import ConflictError, UnprocessableError
 from assistant.settings import SourcesSettings
 from assistant.storage.models import Chunk, Document, Source, SourceFile
+from ingest.directory_sources import SourceRegistry, SourceSyncer
 from ingest.service import IngestService
-from ingest.sources import SourceRegistry, SourceSyncer
 from tests.fixtures.retrieval_env import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]

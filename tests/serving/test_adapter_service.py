@@ -14,7 +14,7 @@ import pytest
 from assistant.errors import AssistantError, ConflictError, NotFoundError, UnprocessableError
 from assistant.parts import Parts
 from assistant.settings import Settings
-from serving.services.adapters import AdapterService
+from serving.services.adapter_service import AdapterService
 from training.registry import AdapterRegistry
 
 

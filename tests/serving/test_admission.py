@@ -8,7 +8,7 @@ import pytest
 
 from assistant.errors import RateLimitedError
 from serving.admission import Admission
-from serving.metrics import Metrics
+from serving.prometheus_metrics import Metrics
 from tests.fixtures.live_server import LiveServer
 
 

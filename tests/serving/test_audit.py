@@ -125,7 +125,7 @@ def test_the_table_is_append_only_in_the_database(db_url: str) -> None:
     from sqlalchemy.exc import DBAPIError
 
     from assistant.storage import Database
-    from serving.services.audit import AuditEntry, AuditFilters, AuditLog
+    from serving.services.audit_service import AuditEntry, AuditFilters, AuditLog
 
     db = Database(db_url)
     db.migrate()

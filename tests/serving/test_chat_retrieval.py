@@ -17,11 +17,11 @@ from assistant.index.locking import IndexLock
 from assistant.parts import Parts
 from assistant.prompts import prompt_sources
 from serving.catalog import ModelCatalog
-from serving.metrics import Metrics
 from serving.principal import Principal, Role
+from serving.prometheus_metrics import Metrics
 from serving.schemas import ChatCompletionRequest
-from serving.services.chat import ChatService
-from serving.services.retrieval import RetrievalService
+from serving.services.chat_service import ChatService
+from serving.services.retrieval_service import RetrievalService
 from tests.fixtures.retrieval_env import make_settings, shared_embedder
 from tests.serving.test_prompt_fitting import CountingTokenizer
 from training.registry import AdapterRegistry

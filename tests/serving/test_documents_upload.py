@@ -14,7 +14,7 @@ import pytest
 
 from ingest.results import FileResult
 from ingest.service import IngestService
-from serving.services.documents import DocumentsService, InlineUpload, UploadFailed, UploadTask
+from serving.services.document_service import DocumentsService, InlineUpload, UploadFailed, UploadTask
 from tests.fixtures.retrieval_env import make_settings, shared_embedder
 
 FILES = [

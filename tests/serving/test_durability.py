@@ -49,7 +49,7 @@ def test_adapter_files_are_fsynced_before_the_row_commits(
 
 
 def test_a_damaged_evaluation_file_is_skipped_not_fatal(tmp_path: Path) -> None:
-    from serving.services.evaluation import EvaluationService
+    from serving.services.answer_eval_service import EvaluationService
 
     settings = _settings(tmp_path)
     folder = settings.runs_dir / "evaluations"
@@ -86,7 +86,7 @@ def test_retention_prunes_evaluation_runs_one_by_one(tmp_path: Path) -> None:
 
 
 def test_the_worker_settings_file_is_private(tmp_path: Path) -> None:
-    from serving.services.jobs import WorkerSupervisor
+    from serving.services.job_service import WorkerSupervisor
 
     settings = Settings(data_dir=tmp_path / "data", database_url="sqlite:///" + str(tmp_path / "x.sqlite"))
     command: list[Any] = WorkerSupervisor(settings)._worker_command()

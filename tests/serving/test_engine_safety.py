@@ -229,7 +229,7 @@ MATRIX_KEYS = {"none": None, "member_in": HR_KEY, "member_out": ENG_KEY, "admin"
 def matrix_adapters(
     team_server: LiveServer, tiny_adapter_dir: Path, tiny_model_dir: Path, tmp_path_factory: Any
 ) -> None:
-    from assistant.adapters import AdapterStatus
+    from assistant.adapter_refs import AdapterStatus
     from assistant.storage import Adapter
     from tests.fixtures.tiny_model import build_lora_adapter
 

@@ -47,7 +47,7 @@ def test_grounded_answers_are_short_and_greedy_unless_asked_otherwise(live_serve
 
 def test_citations_follow_the_prompt_order(live_server: LiveServer) -> None:
     from serving.schemas import ChatCompletionRequest
-    from serving.services.chat import ChatService
+    from serving.services.chat_service import ChatService
 
     _upload(live_server)
     state = live_server.state

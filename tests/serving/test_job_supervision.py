@@ -16,7 +16,7 @@ from sqlalchemy import select
 from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import Database, Job
-from serving.services.jobs import JobMonitor, JobService, WorkerSupervisor
+from serving.services.job_service import JobMonitor, JobService, WorkerSupervisor
 from training.worker import JobWorker
 
 

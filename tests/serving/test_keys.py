@@ -25,7 +25,7 @@ from assistant.storage import Database
 from assistant.storage.models import ApiKeyRecord
 from serving.auth import authenticate
 from serving.middleware import check_exposure
-from serving.services.keys import KeySpec, KeyStore, stored_keys_exist
+from serving.services.key_service import KeySpec, KeyStore, stored_keys_exist
 from tests.fixtures.live_server import LiveServer
 from tests.fixtures.teams import bearer
 from tests.serving.conftest import tiny_settings

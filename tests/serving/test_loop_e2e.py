@@ -46,7 +46,7 @@ def _wait_job(server: LiveServer, job_id: str, timeout: float = 600) -> dict[str
 
 @pytest.fixture(scope="module")
 def worker(live_server: LiveServer) -> Iterator[None]:
-    from serving.services.jobs import WorkerSupervisor
+    from serving.services.job_service import WorkerSupervisor
 
     supervisor = WorkerSupervisor(live_server.state.settings)
     supervisor.start()

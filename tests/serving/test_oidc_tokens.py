@@ -1,4 +1,5 @@
-"""ID-token verification and session cookies of the OpenID Connect sign-in (serving/services/oidc.py), no browser.
+"""ID-token verification and session cookies of the OpenID Connect sign-in (serving/services/oidc_service.py), no
+browser.
 
 Tokens are signed here with joserfc (Authlib's JOSE successor) by a local RSA key published as a JWKS; a forged
 (another key under the same key id), expired, wrongly addressed or replayed token must be refused. The whole callback
@@ -29,7 +30,14 @@ from assistant.settings import Settings
 from serving.auth import authenticate
 from serving.principal import Role
 from serving.request_guards import CrossSiteGuard
-from serving.services.oidc import SESSION_COOKIE, OIDCSignIn, SessionSeal, map_groups, session_secret, verify_id_token
+from serving.services.oidc_service import (
+    SESSION_COOKIE,
+    OIDCSignIn,
+    SessionSeal,
+    map_groups,
+    session_secret,
+    verify_id_token,
+)
 from serving.state import AppState
 
 ISSUER = "https://idp.example.com"

@@ -20,9 +20,9 @@ from assistant.retrieval import Hit
 from assistant.settings import Settings
 from assistant.storage import Database
 from serving.catalog import ModelCatalog
-from serving.engines.base import TokenizerMixin
+from serving.engines.tokenizer_mixin import TokenizerMixin
 from serving.schemas import ChatCompletionRequest
-from serving.services.chat import ChatService, PreparedChat
+from serving.services.chat_service import ChatService, PreparedChat
 from training.registry import AdapterRegistry
 
 

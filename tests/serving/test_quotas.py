@@ -119,7 +119,7 @@ def signed_in_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
 
 def _session(server: LiveServer, sub: str, groups: list[str]) -> dict[str, str]:
     """The session cookie the callback would set for this user (sealed with the server's own secret)."""
-    from serving.services.oidc import SESSION_COOKIE, OIDCSignIn, map_groups
+    from serving.services.oidc_service import SESSION_COOKIE, OIDCSignIn, map_groups
 
     sign_in = OIDCSignIn.of(server.state.settings)
     grant = map_groups(server.state.settings.oidc, groups)

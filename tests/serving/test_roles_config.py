@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from assistant.errors import ConfigError
 from assistant.settings import Settings
 from serving.access import Access, allow
-from serving.errors import install_error_handlers
-from serving.metrics import Metrics, install_metrics
+from serving.error_handlers import install_error_handlers
 from serving.middleware import check_exposure, host_of, install_guards
+from serving.prometheus_metrics import Metrics, install_metrics
 
 LONG_KEY = "sk-0123456789abcdef"
 
@@ -58,7 +58,7 @@ def test_bad_key_entries(entry: dict[str, Any], message: str) -> None:
 
 
 def test_no_key_reaches_the_worker_settings_file(tmp_path: Path) -> None:
-    from serving.services.jobs import WorkerSupervisor
+    from serving.services.job_service import WorkerSupervisor
 
     settings = Settings(data_dir=tmp_path, server={"api_keys": [{"key": LONG_KEY, "name": "ops", "role": "admin"}]})
     supervisor = WorkerSupervisor(settings)

@@ -206,7 +206,7 @@ def test_scheduler_follows_events_and_intervals_after_the_first_sync(tmp_path: P
 
     from assistant.storage.models import Source
     from ingest.service import IngestService
-    from serving.services.sources import SourcesService
+    from serving.services.source_service import SourcesService
     from tests.fixtures.retrieval_env import shared_embedder
 
     settings = Settings(data_dir=tmp_path / "data", sources={"debounce_s": 0.3})

@@ -14,11 +14,11 @@ from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import ChatRecord, Database, Feedback, Job
 from serving.schemas import JobSpec
-from serving.services.jobs import JobService
+from serving.services.job_service import JobService
 from tests.fixtures.live_server import LiveServer
 from tests.training.conftest import FAST_OPTIONS, TOPICS
 from training.job_options import allowed_options
-from training.service import TrainingRequest, run_training
+from training.runs import TrainingRequest, run_training
 
 ANSWERS = [a for _, a in TOPICS]
 

@@ -158,7 +158,7 @@ def test_request_ids_reach_the_answer_the_logs_and_the_audit_log(traced: tuple[L
     handler = logging.StreamHandler(lines)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestIdFilter())
-    logger = logging.getLogger("serving.services.keys")
+    logger = logging.getLogger("serving.services.key_service")
     logger.addHandler(handler)
     level = logger.level
     logger.setLevel(logging.INFO)  # pytest leaves the root at WARNING
@@ -172,7 +172,7 @@ def test_request_ids_reach_the_answer_the_logs_and_the_audit_log(traced: tuple[L
     assert response.status_code == 201 and response.headers["X-Request-Id"] == "req-trace-0001"
     (record,) = [json.loads(line) for line in lines.getvalue().splitlines()]
     assert record["request_id"] == "req-trace-0001" and response.json()["id"] in record["message"]
-    assert record["level"] == "INFO" and record["logger"] == "serving.services.keys"
+    assert record["level"] == "INFO" and record["logger"] == "serving.services.key_service"
     with server.state.db.session() as session:
         row = session.scalars(select(AuditEvent).where(AuditEvent.action == "keys.create")).one()
         assert row.request_id == "req-trace-0001"

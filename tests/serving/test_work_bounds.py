@@ -91,7 +91,7 @@ def test_loaded_reward_models_are_bounded(tmp_path: Path, monkeypatch: pytest.Mo
     import training.reward
     from assistant.parts import Parts
     from assistant.settings import Settings
-    from serving.services.rewards import CACHED_SCORERS, RewardService
+    from serving.services.reward_service import CACHED_SCORERS, RewardService
 
     loads: list[str] = []
 

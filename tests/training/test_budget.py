@@ -11,7 +11,7 @@ import pytest
 
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS
-from training.service import TrainingRequest, run_training
+from training.runs import TrainingRequest, run_training
 
 
 def test_time_budget_stops_and_registers_the_best_checkpoint(

@@ -142,7 +142,7 @@ def _chunk(chunk_id: int, chunks: dict[int, str]) -> Any:
 def test_collection_source_is_validated_when_the_job_is_created(collection_dir: Path, tmp_path: Path) -> None:
     from assistant.errors import NotFoundError, UnprocessableError
     from assistant.storage import Job
-    from serving.services.jobs import JobService
+    from serving.services.job_service import JobService
     from training.request import JobData, JobRequest
 
     parts = Parts(doc_settings(collection_dir))

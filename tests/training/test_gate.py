@@ -95,7 +95,7 @@ def zero_lora(model_dir: Path, out_dir: Path) -> Path:
 def held_out_pairs(tokenizer_dir: Path) -> list[HeldOutPair]:
     from transformers import AutoTokenizer
 
-    from training.data.formats import parse_preference_record
+    from training.data.dataset_formats import parse_preference_record
     from training.data.render import render_preference
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -119,7 +119,7 @@ def test_real_gate_refuses_a_candidate_equal_to_the_base(
 def test_real_gate_accepts_a_candidate_trained_to_prefer_chosen(
     settings: Settings, tiny_model_dir: Path, dpo_file: Path, tmp_path: Path
 ) -> None:
-    from training.service import TrainingRequest, run_training
+    from training.runs import TrainingRequest, run_training
 
     heldout = HeldOut(pairs=held_out_pairs(tiny_model_dir))
     base_scores = run_gate(

@@ -11,7 +11,7 @@ import pytest
 
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, TOPICS
-from training.service import TrainingRequest, run_training
+from training.runs import TrainingRequest, run_training
 
 
 def test_rule_rewards() -> None:

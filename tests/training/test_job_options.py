@@ -218,7 +218,7 @@ def test_a_rank_the_engine_cannot_load_is_refused_when_the_job_is_created(
     tmp_path: Path, method: str, hyperparameters: dict[str, Any], key: str
 ) -> None:
     from assistant.parts import Parts
-    from serving.services.jobs import JobService
+    from serving.services.job_service import JobService
     from training.request import JobData, JobRequest
 
     settings = Settings(data_dir=tmp_path / "data", engine={"max_lora_rank": 16})  # type: ignore[arg-type]
@@ -241,10 +241,10 @@ def test_a_rank_the_engine_cannot_load_is_refused_when_the_job_is_created(
 
 def test_a_job_that_leaves_the_rank_out_trains_one_the_engine_serves(tmp_path: Path) -> None:
     from assistant.parts import Parts
-    from serving.services.jobs import JobService
+    from serving.services.job_service import JobService
     from training.option_bounds import LORA_R_DEFAULT
     from training.request import JobData, JobRequest
-    from training.service import TrainingRequest
+    from training.runs import TrainingRequest
 
     settings = Settings(data_dir=tmp_path / "data", engine={"max_lora_rank": 8})  # type: ignore[arg-type]
     data = JobData(source="file", file_id=_upload(settings))

@@ -15,7 +15,7 @@ import pytest
 from assistant.parts import Parts
 from assistant.settings import Settings
 from serving.rest_format import job_body
-from serving.services.jobs import JobService
+from serving.services.job_service import JobService
 from tests.training.conftest import FAST_OPTIONS, sft_records
 from training.progress import PHASES
 from training.request import JobData, JobRequest

@@ -9,7 +9,7 @@ from pathlib import Path
 from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import ChatRecord, Chunk, Document, Feedback, PreferencePair
-from training.data.feedback import source_collections
+from training.data.feedback_data import source_collections
 from training.request import JobData
 from training.worker import JobWorker
 

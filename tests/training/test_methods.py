@@ -11,7 +11,7 @@ def test_every_place_that_lists_methods_reads_the_table() -> None:
     from cli.train_cmds import register
     from serving.schemas import JobSpec
     from serving.web import _training_defaults
-    from training.data.feedback import JOB_SOURCES
+    from training.data.feedback_data import JOB_SOURCES
     from training.job_options import METHOD_OPTIONS
     from training.options import METHOD_FLAGS
 

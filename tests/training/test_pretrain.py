@@ -32,7 +32,7 @@ def test_pt_trains_on_every_token_and_reports_heldout_perplexity(settings: Setti
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.service import TrainingRequest, run_training
+    from training.runs import TrainingRequest, run_training
 
     data = tmp_path / "chunks.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))

@@ -100,7 +100,7 @@ def test_sources_are_the_servers_and_the_gold_is_kept_or_dropped(collection_dir:
 
 
 def test_job_holds_out_documents_for_the_gate(collection_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
-    from training.service import TrainingRequest, train
+    from training.runs import TrainingRequest, train
 
     settings = rag_settings(collection_dir, tiny_model_dir)
     request = TrainingRequest("psft", [qa_file(collection_dir)], name="rag", collection="handbook", holdout=True,
@@ -125,7 +125,7 @@ def test_feedback_correction_trains_on_the_exact_stored_prompt(tiny_model_dir: P
     from transformers import AutoTokenizer
 
     from training.config import build_run_config
-    from training.service import TrainingRequest
+    from training.runs import TrainingRequest
     from training.trainers import MethodRunner
 
     rendered = "<|im_start|>system\nSources: [1] exact text\n<|im_end|>\n<|im_start|>user\nWhen?<|im_end|>\n" \

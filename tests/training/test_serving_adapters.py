@@ -11,7 +11,7 @@ import pytest
 
 from assistant.settings import EngineSettings, Settings
 from tests.training.conftest import FAST_OPTIONS, preference_records, sft_records, write_json
-from training.service import TrainingRequest, run_training
+from training.runs import TrainingRequest, run_training
 
 PROMPT_MESSAGES = [{"role": "user", "content": "How long is the warranty?"}]
 

@@ -16,7 +16,7 @@ from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, TOPICS, preference_records, write_json
 from tests.training.test_trainers import FailOnStep, assert_nothing_registered
 from training.registry import AdapterRegistry
-from training.service import TrainingRequest, run_training
+from training.runs import TrainingRequest, run_training
 
 ANSWERS = [a for _, a in TOPICS]
 
@@ -287,6 +287,6 @@ def test_bad_input_fails_before_any_step(
 
 
 def test_preference_pairs_still_read_by_reward(tmp_path: Path) -> None:
-    from training.data.formats import load_preference_examples
+    from training.data.dataset_formats import load_preference_examples
 
     assert len(load_preference_examples([write_json(tmp_path / "p.json", preference_records())])) == len(TOPICS)

@@ -14,7 +14,7 @@ from assistant.parts import Parts
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, write_json
 from training.config import build_run_config
-from training.service import TrainingRequest, run_training
+from training.runs import TrainingRequest, run_training
 from training.trainers import MethodRunner
 
 

@@ -99,7 +99,7 @@ def test_claim_skips_a_job_locked_by_another_claim(postgres_url: str, tmp_path: 
 def test_claimed_jobs_heartbeats_and_orphans(db_url: str, tmp_path: Path) -> None:
     """Claim, heartbeat and the server's orphan check on each engine (the PostgreSQL test server runs in UTC+14, so a
     timestamp read back in the server's zone instead of UTC would make a fresh heartbeat look hours old)."""
-    from serving.services.jobs import JobMonitor
+    from serving.services.job_service import JobMonitor
 
     db = Database(db_url)
     db.migrate()

@@ -21,8 +21,8 @@ from assistant.errors import NotFoundError
 from assistant.index.locking import IndexLock
 from assistant.retrieval import Hit, Retriever
 from assistant.storage import Database, Document
-from serving.metrics import Metrics
 from serving.principal import Principal
+from serving.prometheus_metrics import Metrics
 
 
 class RetrievalService:

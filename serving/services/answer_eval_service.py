@@ -42,7 +42,7 @@ from assistant.settings import Settings
 from serving.admission import Admission, Lease
 from serving.principal import ANONYMOUS, Principal
 from serving.schemas import ChatCompletionRequest
-from serving.services.chat import ChatService
+from serving.services.chat_service import ChatService
 
 log = logging.getLogger(__name__)
 FINAL = ("succeeded", "failed", "cancelled")

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from training.data.formats import load_preference_examples, load_sft_examples, parse_preference_record, parse_sft_record
+from training.data.dataset_formats import (
+    load_preference_examples,
+    load_sft_examples,
+    parse_preference_record,
+    parse_sft_record,
+)
 from training.data.records import DataValidationError
 
 

@@ -1,7 +1,7 @@
 """Directory sources for the API, and the small scheduler that keeps them in sync while the server runs.
 
-Contract: `SourcesService(settings, db, ingest)` wraps `ingest.sources` (the sync logic lives there): `create` (with
-the dry-run diff of the first sync as `preview`), `records`, `get`, `sync(id, dry_run)` (waits for the sync's
+Contract: `SourcesService(settings, db, ingest)` wraps `ingest.directory_sources` (the sync logic lives there): `create`
+(with the dry-run diff of the first sync as `preview`), `records`, `get`, `sync(id, dry_run)` (waits for the sync's
 report), `start_sync(id)` (claims the source, 409 when a sync of it runs anywhere, and returns it as `syncing` while
 the sync runs on in the background; its outcome lands on the source: status, counts, errors, last error),
 `remove(id, delete_documents)`; syncs run in a worker thread through the server's own ingest service (`ingest()`
@@ -26,8 +26,8 @@ from typing import Any
 from assistant.errors import AssistantError, ConflictError, ServiceUnavailableError
 from assistant.settings import Settings
 from assistant.storage import Database
+from ingest.directory_sources import SourceRecord, SourceRegistry, SourceSyncer, SyncReport
 from ingest.service import IngestService
-from ingest.sources import SourceRecord, SourceRegistry, SourceSyncer, SyncReport
 
 log = logging.getLogger(__name__)
 

@@ -34,15 +34,15 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from assistant.adapters import AdapterStatus, parse_adapter_ref
+from assistant.adapter_refs import AdapterStatus, parse_adapter_ref
 from assistant.durable import write_atomic
 from assistant.errors import ConflictError, NotFoundError, UnprocessableError
-from assistant.jobs import FINAL, WORKER_WRITABLE, JobState, job_log_path
+from assistant.job_states import FINAL, WORKER_WRITABLE, JobState, job_log_path
 from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage import Adapter, Database, Document, Job, PreferencePair
 from assistant.storage.queries import preference_filters
-from training.data.feedback import STORED, check_stored_source
+from training.data.feedback_data import STORED, check_stored_source
 from training.job_options import check_job_options
 from training.methods import METHODS
 from training.request import JobData, JobRequest

@@ -16,7 +16,7 @@ from serving.auth import key_store
 from serving.deps import ChatDep, PrincipalDep, StateDep
 from serving.openai_format import completion_body, sse_events
 from serving.schemas import ChatCompletionRequest
-from serving.services.quotas import Quotas, spent_tokens
+from serving.services.quota_service import Quotas, spent_tokens
 
 router = APIRouter(tags=["chat"], dependencies=[allow(Access.MEMBER)])
 

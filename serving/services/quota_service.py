@@ -32,8 +32,8 @@ from assistant.errors import RateLimitedError
 from assistant.storage import Database
 from assistant.storage.models import QuotaUsage
 from serving.principal import Principal
-from serving.services.chat import Answer, PreparedChat
-from serving.services.keys import KeyStore
+from serving.services.chat_service import Answer, PreparedChat
+from serving.services.key_service import KeyStore
 
 TOKENS_DAY = "tokens_day"
 REQUESTS_MINUTE = "requests_minute"

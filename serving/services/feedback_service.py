@@ -13,10 +13,10 @@ Contract:
   sources in `PreferencePair.collections` (imported pairs: []).
   A pair made of two answers joins both answers' collections.
 - `PreferenceImporter.import_file(path, source)` reads pairs in any format the training module reads
-  (`training.data.formats.load_preference_examples`: prompt/chosen/rejected, conversations, sharegpt preference),
-  renders each prompt with the serving template (no retrieval) and stores the new ones; pairs already stored (same
-  rendered prompt, chosen and rejected) are counted as duplicates, not stored twice. A correction, comment or
-  imported pair holding a control character (`serving.schemas.check_text`) is a 400 naming the field; an import file
+  (`training.data.dataset_formats.load_preference_examples`: prompt/chosen/rejected, conversations, sharegpt
+  preference), renders each prompt with the serving template (no retrieval) and stores the new ones; pairs already
+  stored (same rendered prompt, chosen and rejected) are counted as duplicates, not stored twice. A correction, comment
+  or imported pair holding a control character (`serving.schemas.check_text`) is a 400 naming the field; an import file
   with one such pair stores nothing.
 - `export(since, provenance)` yields the records a training job reads (`rendered_prompt`, `chosen`, `rejected`).
 """
@@ -254,7 +254,7 @@ class PreferenceImporter:
 
     def import_file(self, path: Path, source: str) -> ImportReport:
         from assistant.prompts import build_rag_messages
-        from training.data.formats import load_preference_examples
+        from training.data.dataset_formats import load_preference_examples
 
         examples = load_preference_examples([path])
         for example in examples:  # the whole file is refused before any pair is stored

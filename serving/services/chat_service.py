@@ -48,15 +48,15 @@ from assistant.settings import Settings
 from assistant.storage import ChatRecord, Database
 from serving import tracing
 from serving.catalog import ModelCatalog
-from serving.metrics import Metrics
 from serving.principal import ANONYMOUS, Principal
+from serving.prometheus_metrics import Metrics
 from serving.schemas import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
 
 
 class Retrieval(Protocol):
-    """What the chat service needs from retrieval (`serving.services.retrieval.RetrievalService`)."""
+    """What the chat service needs from retrieval (`serving.services.retrieval_service.RetrievalService`)."""
 
     def scope(
         self, requested: list[str] | None, principal: Principal, known: set[str] | None = ...

@@ -13,7 +13,7 @@ import pytest
 from assistant.answer_metrics import best_exact_match, best_f1, strip_citations
 from assistant.prompts import NO_SOURCES_ANSWER
 from assistant.qa_sets import QAItem
-from serving.services.evaluation import score_reply, summarize
+from serving.services.answer_eval_service import score_reply, summarize
 from tests.fixtures.live_server import LiveServer
 from tests.fixtures.squad_eval import DOCS, QUESTIONS, squad_v2_bytes
 
@@ -52,7 +52,7 @@ def test_abstentions_score_zero_on_answerable_and_count_on_unanswerable() -> Non
 
 def test_a_run_a_restart_interrupted_is_marked_failed(tmp_path: Path) -> None:
     from assistant.settings import Settings
-    from serving.services.evaluation import EvaluationService
+    from serving.services.answer_eval_service import EvaluationService
 
     settings = Settings(data_dir=tmp_path)
     folder = settings.runs_dir / "evaluations" / "eval-x"
