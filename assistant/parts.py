@@ -3,11 +3,12 @@
 Contract: `Parts(settings)` builds each part on first use and keeps it: `db` (the `Database`, migrated to the newest
 revision on first use unless `migrate=False`), `embedder` (`make_embedder`; the space check is skipped with
 `check_embedder_space=False`, for a rebuild that re-embeds), `index` (the vector index under `index_dir`, of the
-embedder's dimension), `keyword` (`make_keyword_search`: FTS5 on SQLite, full-text search on PostgreSQL),
-`reranker` (None unless one is configured) and `retriever` (all of the above). An `embedder` passed in (a
-benchmark's timing wrapper, a test's shared model) is used instead of building one. Parts of the layers above the
-core are attached with `attach(name, build)`: `build(parts)` runs once and its value is kept under `name` (the
-ingest service: `ingest.service.IngestService.of(parts)`; the adapter registry:
+embedder's dimension), `keyword` (`make_keyword_search(db)`, this module's factory for the
+`assistant.retrieval.keyword.KeywordSearch` protocol: FTS5 BM25 on SQLite, full-text search on PostgreSQL, any other
+database refused naming these two), `reranker` (None unless one is configured) and `retriever` (all of the above). An
+`embedder` passed in (a benchmark's timing wrapper, a test's shared model) is used instead of building one. Parts of the
+layers above the core are attached with `attach(name, build)`: `build(parts)` runs once and its value is kept under
+`name` (the ingest service: `ingest.service.IngestService.of(parts)`; the adapter registry:
 `training.registry.AdapterRegistry.of(parts)`), so the server, every CLI command, the worker, the gate and the
 evaluations all get their parts from one object of this class and nothing else builds them. Building is
 thread-safe (one lock; the server builds from worker threads). `close()` closes attached parts that have a
@@ -20,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from assistant.errors import ServiceUnavailableError
 from assistant.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,6 +33,25 @@ if TYPE_CHECKING:
     from assistant.storage.db import Database
 
 T = TypeVar("T")
+
+KEYWORD_DIALECTS = ("sqlite", "postgresql")
+
+
+def make_keyword_search(db: Database) -> KeywordSearch:
+    """The keyword search for this database's engine (`assistant.retrieval.keyword`: the protocol it implements)."""
+    dialect = db.engine.dialect.name
+    if dialect == "sqlite":
+        from assistant.retrieval.bm25 import Bm25Search
+
+        return Bm25Search(db)
+    if dialect == "postgresql":
+        from assistant.retrieval.pg_fulltext import PostgresFullTextSearch
+
+        return PostgresFullTextSearch(db)
+    raise ServiceUnavailableError(
+        f"keyword search supports the {' and '.join(KEYWORD_DIALECTS)} databases, not {dialect!r}; "
+        "use mode='dense' or one of the supported databases"
+    )
 
 
 class Parts:
@@ -89,8 +110,6 @@ class Parts:
 
     @property
     def keyword(self) -> KeywordSearch:
-        from assistant.retrieval.keyword import make_keyword_search
-
         return self._once("keyword", lambda: make_keyword_search(self.db))
 
     @property

@@ -41,7 +41,7 @@ CHAIN = {
     "Database": "assistant/storage/db.py",
     "make_embedder": "assistant/embedding.py",
     "open_index": "assistant/index/faiss_index.py",
-    "make_keyword_search": "assistant/retrieval/keyword.py",
+    "make_keyword_search": "assistant/parts.py",
     "Retriever": "assistant/retrieval/retriever.py",
     "make_reranker": "assistant/retrieval/rerank.py",
     "IngestService": "ingest/service.py",

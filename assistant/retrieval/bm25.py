@@ -29,7 +29,9 @@ class Bm25Search(CommonTermPruning):
 
     def __init__(self, db: Database) -> None:
         if db.engine.dialect.name != "sqlite":
-            raise ServiceUnavailableError("FTS5 BM25 needs SQLite; use make_keyword_search() for this database")
+            raise ServiceUnavailableError(
+                "FTS5 BM25 needs SQLite; use assistant.parts.make_keyword_search() for this database"
+            )
         self.db = db
         self._count = (0.0, 0)
 

@@ -3,10 +3,11 @@
 Contract: a `KeywordSearch` has `search(query, k, collections) -> [(chunk id, score), ...]`, best first, higher score
 is better; scores are comparable within one result list only (the retriever's fusion normalises or ranks them).
 With a collection filter only chunks of 'ready' documents come back; without one, the caller (the `Retriever`
-hydration) drops chunks of documents that are not 'ready'. `make_keyword_search(db)` picks the implementation by
-the database's SQLAlchemy dialect: SQLite -> FTS5 BM25 (`bm25.Bm25Search`, migration 0002), PostgreSQL -> built-in
-full-text search ranked by `ts_rank_cd` (`pg_fulltext.PostgresFullTextSearch`, migration 0007); any other dialect
-is refused with an error naming the supported ones.
+hydration) drops chunks of documents that are not 'ready'. The implementation is picked by the wiring place
+(`assistant.parts.make_keyword_search`, from the database's SQLAlchemy dialect): SQLite -> FTS5 BM25
+(`bm25.Bm25Search`, migration 0002), PostgreSQL -> built-in full-text search ranked by `ts_rank_cd`
+(`pg_fulltext.PostgresFullTextSearch`, migration 0007). This module holds the protocol and what both share, so the
+implementations import it and it imports neither.
 
 Both implementations share the query reduction (`query_tokens`: distinct word tokens minus stop words, OR-ed, so
 no user input is ever interpreted as query syntax) and the speed rule (`CommonTermPruning`): a search engine scores
@@ -25,10 +26,7 @@ from typing import Protocol
 
 from sqlalchemy import text
 
-from assistant.errors import ServiceUnavailableError
 from assistant.storage.db import Database
-
-SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 _STOP = """a an and are as at be but by did do does for from had has have he her his how i if in into is it its of on or
@@ -106,20 +104,3 @@ def collection_filter(collections: Sequence[str]) -> tuple[str, dict[str, object
     """An `IN (...)` list of bound parameters for the collection names, and its parameters."""
     names = [f":c{i}" for i in range(len(collections))]
     return f"({', '.join(names)})", {f"c{i}": name for i, name in enumerate(collections)}
-
-
-def make_keyword_search(db: Database) -> KeywordSearch:
-    """The keyword search for this database's engine."""
-    dialect = db.engine.dialect.name
-    if dialect == "sqlite":
-        from assistant.retrieval.bm25 import Bm25Search
-
-        return Bm25Search(db)
-    if dialect == "postgresql":
-        from assistant.retrieval.pg_fulltext import PostgresFullTextSearch
-
-        return PostgresFullTextSearch(db)
-    raise ServiceUnavailableError(
-        f"keyword search supports the {' and '.join(SUPPORTED_DIALECTS)} databases, not {dialect!r}; "
-        "use mode='dense' or one of the supported databases"
-    )

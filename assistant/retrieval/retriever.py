@@ -1,8 +1,8 @@
 """The `Retriever`: dense + keyword candidates, fusion, optional rerank and per-document diversity.
 
 Contract: `search(query, k=None, collections=None, mode="hybrid")` embeds the query once, takes `retrieval.dense_k`
-dense and `retrieval.bm25_k` keyword candidates (`make_keyword_search`: FTS5 BM25 on SQLite, full-text search on
-PostgreSQL; restricted to `collections` when given), fuses them with `retrieval.fusion` ('weighted' or 'rrf'),
+dense and `retrieval.bm25_k` keyword candidates (`assistant.parts.make_keyword_search`: FTS5 BM25 on SQLite, full-text
+search on PostgreSQL; restricted to `collections` when given), fuses them with `retrieval.fusion` ('weighted' or 'rrf'),
 reranks the best `retrieval.rerank_k` with the cross-encoder when one is configured, keeps at most
 `retrieval.max_per_document` hits per document, and returns the best `k` (`retrieval.top_k` by default). Dense hits
 below `retrieval.min_score` are dropped. Only the rows of the hits returned (or of the rerank/diversity pool) are
@@ -25,7 +25,7 @@ from assistant.errors import InvalidRequestError
 from assistant.index.vector_index import VectorIndex
 from assistant.retrieval.fusion import order, reciprocal_rank_fusion, weighted_fusion
 from assistant.retrieval.hits import Hit
-from assistant.retrieval.keyword import KeywordSearch, make_keyword_search
+from assistant.retrieval.keyword import KeywordSearch
 from assistant.retrieval.rerank import CrossEncoderReranker
 from assistant.settings import Settings
 from assistant.storage.db import Database
@@ -54,7 +54,11 @@ class Retriever:
         self.index = index
         self.embedder = embedder
         self.reranker = reranker
-        self.keyword = keyword or make_keyword_search(db)  # FTS5 BM25 on SQLite, full-text search on PostgreSQL
+        if keyword is None:  # callers outside the wiring place (tests, benchmarks): the same factory Parts uses
+            from assistant.parts import make_keyword_search
+
+            keyword = make_keyword_search(db)
+        self.keyword = keyword  # FTS5 BM25 on SQLite, full-text search on PostgreSQL
         # Keyword search (database) and the query embedding (torch) both release the GIL: hybrid runs them side by side.
         self._sparse_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
 

@@ -141,6 +141,7 @@ def test_keyword_search_drops_very_common_terms_only_when_rarer_ones_remain(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The speed rule on the real engine: a term in most chunks is skipped when two rarer terms remain, kept else."""
+    from assistant.parts import make_keyword_search
     from assistant.retrieval import keyword
 
     monkeypatch.setattr(keyword, "SMALL_COLLECTION", 0)
@@ -152,7 +153,7 @@ def test_keyword_search_drops_very_common_terms_only_when_rarer_ones_remain(
         for i in range(40):
             words = "company policy " + ("router reset" if i == 3 else f"topic{i}") + (" warranty" if i == 5 else "")
             session.add(Chunk(document_id="doc-1", collection="c", ordinal=i, text=words, content_hash=str(i)))
-    search = keyword.make_keyword_search(db)
+    search = make_keyword_search(db)
     assert isinstance(search, keyword.CommonTermPruning)
     assert search.selective_tokens(["company", "router", "warranty"]) == ["router", "warranty"]
     assert search.selective_tokens(["company", "router"]) == ["company", "router"]  # too few rarer terms
@@ -163,7 +164,7 @@ def test_keyword_search_drops_very_common_terms_only_when_rarer_ones_remain(
 def test_keyword_search_follows_chunk_updates_and_deletes(db_url: str) -> None:
     """The keyword index is kept by the database itself (FTS5 triggers, a generated tsvector column): an updated
     chunk is found by its new words only, a deleted one not at all; tokens are OR-ed and stemmed."""
-    from assistant.retrieval.keyword import make_keyword_search
+    from assistant.parts import make_keyword_search
 
     db = Database(db_url)
     db.migrate()
@@ -193,7 +194,7 @@ def test_keyword_search_refuses_unsupported_databases() -> None:
     from types import SimpleNamespace
 
     from assistant.errors import ServiceUnavailableError
-    from assistant.retrieval.keyword import make_keyword_search
+    from assistant.parts import make_keyword_search
 
     # Only the dialect name is consulted; no driver for another engine is installed here.
     oracle = SimpleNamespace(engine=SimpleNamespace(dialect=SimpleNamespace(name="oracle")))
@@ -204,7 +205,7 @@ def test_keyword_search_refuses_unsupported_databases() -> None:
 def test_keyword_search_weighs_rare_terms_above_repeated_common_ones(db_url: str) -> None:
     """Term rarity counts on both engines (BM25's idf on FTS5; idf-weighted ts_rank_cd on PostgreSQL): one mention of
     a rare word beats three of a word most chunks have."""
-    from assistant.retrieval.keyword import make_keyword_search
+    from assistant.parts import make_keyword_search
 
     db = Database(db_url)
     db.migrate()
