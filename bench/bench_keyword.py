@@ -31,6 +31,7 @@ import numpy as np
 from sqlalchemy import insert, select
 
 from assistant.embedding import Embedder, make_embedder
+from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
 from assistant.retrieval.metrics import RankingScores
 from assistant.settings import Settings, load_settings
@@ -133,8 +134,8 @@ def main() -> None:
         sqlite = Database(f"sqlite:///{Path(tmp) / 'fts5.db'}")
         sqlite.migrate()
         print(f"copied {copy_rows(service.db, sqlite)} chunks into SQLite")
-        fts5 = Retriever(settings, sqlite, service.index, embedder)
-        postgres = Retriever(settings, service.db, service.index, embedder)
+        fts5 = Retriever(settings, sqlite, service.index, embedder, keyword=make_keyword_search(sqlite))
+        postgres = Retriever(settings, service.db, service.index, embedder, keyword=make_keyword_search(service.db))
         pg_search: Any = postgres.keyword
         print(f"\n{len(corpus.questions)} questions, {len(corpus.passages)} paragraphs (SQuAD v1.1 dev half)")
         print(f"{'engine, ranking / mode':<44} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR@10':>6} {'ms/query':>8}")

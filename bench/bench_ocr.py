@@ -75,6 +75,7 @@ def score(retriever: object, questions: list[tuple[str, int]], collection: str) 
 
 
 def main() -> int:
+    from assistant.parts import make_keyword_search
     from assistant.retrieval import Retriever
     from ingest.service import IngestService
     from tests.fixtures.documents import make_pdf, make_scanned_pdf
@@ -102,7 +103,9 @@ def main() -> int:
         service = IngestService.open(settings, shared_embedder())
         text_seconds, text_report = ingest(service, "handbook.pdf", text_pdf, "text")
         scan_seconds, scan_report = ingest(service, "handbook-scan.pdf", scanned_pdf, "scanned")
-        retriever = Retriever(service.settings, service.db, service.index, service.embedder)
+        retriever = Retriever(
+            service.settings, service.db, service.index, service.embedder, keyword=make_keyword_search(service.db)
+        )
         text_hit, text_mrr = score(retriever, questions, "text")
         scan_hit, scan_mrr = score(retriever, questions, "scanned")
         service.close()

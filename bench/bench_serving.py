@@ -167,6 +167,7 @@ def baseline_app(data_dir: Path) -> Any:
     from assistant.embedding import make_embedder
     from assistant.index import open_index
     from assistant.models import resolve_lm
+    from assistant.parts import make_keyword_search
     from assistant.prompts import build_rag_messages, prompt_sources
     from assistant.retrieval import Retriever
     from assistant.settings import Settings
@@ -178,7 +179,9 @@ def baseline_app(data_dir: Path) -> Any:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     db = Database(settings.resolved_database_url)
     embedder = make_embedder(settings)
-    retriever = Retriever(settings, db, open_index(settings.index_dir, embedder.dim, 10**9), embedder)
+    retriever = Retriever(
+        settings, db, open_index(settings.index_dir, embedder.dim, 10**9), embedder, keyword=make_keyword_search(db)
+    )
     app = FastAPI()
 
     @app.get("/health")

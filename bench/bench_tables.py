@@ -86,9 +86,12 @@ def questions(tables: list[tuple[Path, list[list[str]]]], per_table: int, seed: 
 
 def recall(service: Any, asked: list[Question], collection: str) -> float:
     """Share of questions with a top-5 chunk holding the row's first cell and the answer cell."""
+    from assistant.parts import make_keyword_search
     from assistant.retrieval import Retriever
 
-    retriever = Retriever(service.settings, service.db, service.index, service.embedder)
+    retriever = Retriever(
+        service.settings, service.db, service.index, service.embedder, keyword=make_keyword_search(service.db)
+    )
     found = 0
     for question in asked:
         hits = retriever.search(question.text, k=5, collections=[collection])

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from assistant.errors import InvalidRequestError
 from assistant.index import FaissIndex, open_index
+from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
 from assistant.retrieval.bm25 import fts_query
 from assistant.retrieval.fusion import min_max, order, reciprocal_rank_fusion, weighted_fusion
@@ -91,7 +92,7 @@ def _build(tmp_path: Path, db_url: str | None = None, **retrieval: object) -> tu
 
 def test_modes_collection_filter_and_citation_fields(tmp_path: Path, db_url: str) -> None:
     settings, db, index = _build(tmp_path, db_url)
-    retriever = Retriever(settings, db, index, shared_embedder())
+    retriever = Retriever(settings, db, index, shared_embedder(), keyword=make_keyword_search(db))
     for mode in ("hybrid", "dense", "bm25"):
         top = retriever.search("how long are backups kept", k=3, mode=mode)[0]
         assert top.text == "Daily backups are kept for thirty days in the vault.", mode
@@ -106,7 +107,9 @@ def test_modes_collection_filter_and_citation_fields(tmp_path: Path, db_url: str
 
 def test_weighted_fusion_and_max_per_document(tmp_path: Path, db_url: str) -> None:
     settings, db, index = _build(tmp_path, db_url, fusion="weighted", max_per_document=1)
-    hits = Retriever(settings, db, index, shared_embedder()).search("backups kept every night", k=4)
+    hits = Retriever(settings, db, index, shared_embedder(), keyword=make_keyword_search(db)).search(
+        "backups kept every night", k=4
+    )
     assert len({hit.document_id for hit in hits}) == len(hits)
     assert hits[0].source == "backup.txt"
 
@@ -116,7 +119,7 @@ def test_processing_documents_are_invisible(tmp_path: Path, db_url: str) -> None
     with db.session() as session:
         for document in session.query(Document).filter(Document.source == "backup.txt"):
             document.status = "processing"
-    retriever = Retriever(settings, db, index, shared_embedder())
+    retriever = Retriever(settings, db, index, shared_embedder(), keyword=make_keyword_search(db))
     assert "backup.txt" not in {hit.source for hit in retriever.search("backups kept", k=10)}
     assert not retriever.keyword.search("backups kept", k=10, collections=["it", "hr"])
 
@@ -129,7 +132,9 @@ def test_rerank_with_a_tiny_cross_encoder(tmp_path: Path) -> None:
     settings = settings.model_copy(update={"models": settings.models.model_copy(update={"reranker": str(model_dir)})})
     reranker = make_reranker(settings)
     assert reranker is not None
-    hits = Retriever(settings, db, index, shared_embedder(), reranker).search("backups kept", k=4)
+    hits = Retriever(settings, db, index, shared_embedder(), reranker, keyword=make_keyword_search(db)).search(
+        "backups kept", k=4
+    )
     scores = [hit.rerank_score for hit in hits]
     assert all(score is not None for score in scores)
     assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
@@ -141,7 +146,6 @@ def test_keyword_search_drops_very_common_terms_only_when_rarer_ones_remain(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The speed rule on the real engine: a term in most chunks is skipped when two rarer terms remain, kept else."""
-    from assistant.parts import make_keyword_search
     from assistant.retrieval import keyword
 
     monkeypatch.setattr(keyword, "SMALL_COLLECTION", 0)
@@ -164,7 +168,6 @@ def test_keyword_search_drops_very_common_terms_only_when_rarer_ones_remain(
 def test_keyword_search_follows_chunk_updates_and_deletes(db_url: str) -> None:
     """The keyword index is kept by the database itself (FTS5 triggers, a generated tsvector column): an updated
     chunk is found by its new words only, a deleted one not at all; tokens are OR-ed and stemmed."""
-    from assistant.parts import make_keyword_search
 
     db = Database(db_url)
     db.migrate()
@@ -194,7 +197,6 @@ def test_keyword_search_refuses_unsupported_databases() -> None:
     from types import SimpleNamespace
 
     from assistant.errors import ServiceUnavailableError
-    from assistant.parts import make_keyword_search
 
     # Only the dialect name is consulted; no driver for another engine is installed here.
     oracle = SimpleNamespace(engine=SimpleNamespace(dialect=SimpleNamespace(name="oracle")))
@@ -205,7 +207,6 @@ def test_keyword_search_refuses_unsupported_databases() -> None:
 def test_keyword_search_weighs_rare_terms_above_repeated_common_ones(db_url: str) -> None:
     """Term rarity counts on both engines (BM25's idf on FTS5; idf-weighted ts_rank_cd on PostgreSQL): one mention of
     a rare word beats three of a word most chunks have."""
-    from assistant.parts import make_keyword_search
 
     db = Database(db_url)
     db.migrate()

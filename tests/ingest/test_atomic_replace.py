@@ -19,6 +19,7 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 from assistant.embedding import Embedder
+from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
 from assistant.storage import Chunk, Document
 from ingest.service import IngestService
@@ -50,7 +51,9 @@ def assert_one_version(service: IngestService, expected: list[str]) -> None:
     assert texts == expected
     report = service.check_index()
     assert report.ok and report.chunks == len(expected), report.summary()
-    retriever = Retriever(service.settings, service.db, service.index, service.embedder)
+    retriever = Retriever(
+        service.settings, service.db, service.index, service.embedder, keyword=make_keyword_search(service.db)
+    )
     for word in ("alphaversion", "bravoversion"):
         hits = retriever.search(f"{word} menu", k=len(expected), mode="hybrid")
         assert {hit.text for hit in hits} <= set(expected)
@@ -164,7 +167,7 @@ def test_retrieval_is_not_blocked_while_an_upload_embeds(tmp_path: Path, embedde
     DocumentsService(service, service.db, lock, sync_limit_bytes=2**20)
     assert service.write_lock is lock  # the serving layer's index lock is the ingest write lock
     assert service.ingest_file("kept.md", V1.encode()).ok
-    retriever = Retriever(service.settings, service.db, service.index, slow)
+    retriever = Retriever(service.settings, service.db, service.index, slow, keyword=make_keyword_search(service.db))
     slow.slow = True
     upload = threading.Thread(target=service.ingest_file, args=("new.md", V2.encode(), "default"))
     upload.start()

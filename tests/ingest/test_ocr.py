@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from assistant.errors import UnprocessableError
+from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
 from assistant.storage.models import Document
 from ingest import ocr
@@ -117,7 +118,9 @@ def test_a_scanned_pdf_is_searchable_after_ingest(make_service: Callable[..., In
     service = make_service()  # parsing (and so OCR) in the parse child process, under ingest.parse_timeout_s
     result = service.ingest_file("policy.pdf", scan(POLICY), "it")
     assert result.status == "ingested", result.error
-    hits = Retriever(service.settings, service.db, service.index, service.embedder).search("VPN gateway port", k=1)
+    hits = Retriever(
+        service.settings, service.db, service.index, service.embedder, keyword=make_keyword_search(service.db)
+    ).search("VPN gateway port", k=1)
     assert hits[0].page == 2 and "vpn.example.com" in hits[0].text.lower()
     with service.db.session() as session:
         report = session.scalars(select(Document.parse_report)).one()

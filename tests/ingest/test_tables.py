@@ -11,6 +11,7 @@ from pypdf import PdfReader
 from sqlalchemy import select
 
 from assistant.dedup import SelectionReport
+from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
 from assistant.storage.models import Chunk
 from ingest.chunking import Chunker
@@ -102,7 +103,9 @@ def test_a_cell_question_retrieves_the_chunk_holding_its_row(make_service: Calla
     rows = _staff(80)
     result = service.ingest_file("staff.xlsx", make_xlsx({"Staff": rows}), "hr")
     assert result.status == "ingested" and result.chunks > 5
-    retriever = Retriever(service.settings, service.db, service.index, service.embedder)
+    retriever = Retriever(
+        service.settings, service.db, service.index, service.embedder, keyword=make_keyword_search(service.db)
+    )
     for row in rows[1::9]:
         hits = retriever.search(f"What is the phone extension of {row[0]}?", k=5, collections=["hr"])
         holding = [hit for hit in hits if f"| {row[0]} |" in hit.text]
