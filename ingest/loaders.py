@@ -5,8 +5,9 @@ blocks; it raises `UnsupportedMediaError` (415) for an unknown type and `Unproce
 cannot be read (empty, corrupt, password-protected, binary garbage, no text). Any parser failure is converted to a
 422 naming the file, so one bad file never escapes as an unexpected exception.
 Formats: PDF (`ingest.pdf`: text layer, ruled tables, OCR of scanned pages; one block per page), DOCX (python-docx:
-heading sections, paragraphs, tables), HTML (BeautifulSoup: main content only, scripts/nav/header/footer/aside
-removed, heading sections, data tables), Markdown (heading sections, fenced code kept, tables), TXT (UTF-8, else
+heading sections, paragraphs, tables), HTML (BeautifulSoup: <main>/<article> when marked, scripts/nav/header/
+footer/aside removed, heading sections, data tables; `html_main_content` on/auto: trafilatura's main content
+first), Markdown (heading sections, fenced code kept, tables), TXT (UTF-8, else
 charset-normalizer detection), CSV and JSON/JSONL (one block per record; `record_text_fields` / `record_title_field`
 choose the text and the label), PPTX, XLSX and EML (`ingest.formats`). Tables become Markdown table blocks
 (`ingest.tables`); every loader returns a `ParseReport` with its document (pages, methods, tables, warnings).
@@ -53,6 +54,12 @@ HTML_BOILERPLATE_ROLES = ("navigation", "banner", "contentinfo")
 MAX_TABLE_CELL_CHARS = 1000  # an HTML table cell longer than this is page layout, not data
 MAX_COLSPAN = 50
 HTML_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+HTML_HEADING_MARK = "@@heading-level-"  # a heading's stand-in paragraph through trafilatura: `main_content_text`
+HTML_TABLE_MARK = "@@data-table-"  # a data table's stand-in paragraph, likewise
+HTML_CONTENT_MARKS = ({"name": "main"}, {"name": "article"}, {"attrs": {"role": "main"}})
+# In trafilatura's output a <pre> inside a paragraph, cell or inline element is inline code (DocBook's <code
+# class="literal">, say), not a code block: read as words of its sentence rather than a block of its own.
+HTML_CODE_BLOCK_PARENTS = ("html", "body", "div", "section", "article", "main", "blockquote")
 HTML_BLOCKS = ("p", "div", "li", "tr", "pre", "table", "section", "article", "blockquote", "dd", "dt", "br", "ul", "ol")
 
 
@@ -73,6 +80,7 @@ class LoaderOptions:
     ocr_languages: str = "eng"
     ocr_dpi: int = 200
     pdf_tables: bool = True
+    html_main_content: str = "off"
     time_budget_s: float | None = None  # the parse budget (set by `ingest.parsing`): OCR stops starting pages near it
 
     @classmethod
@@ -92,6 +100,7 @@ class LoaderOptions:
             ocr_languages=ingest.ocr_languages,
             ocr_dpi=ingest.ocr_dpi,
             pdf_tables=ingest.pdf_tables,
+            html_main_content=ingest.html_main_content,
         )
 
 
@@ -277,14 +286,80 @@ def load_markdown(data: bytes, name: str, options: LoaderOptions) -> ParsedDocum
 
 
 def load_html(data: bytes, name: str, options: LoaderOptions) -> ParsedDocument:
-    from bs4 import BeautifulSoup
+    """The page's text as heading sections and table blocks. With `html_main_content` 'on' (or 'auto' on a page
+    that does not mark its content with <main>/<article>/role=main) trafilatura picks the main content first; when
+    it finds none, the whole page is read as with 'off', and the report says so."""
+    import warnings
 
-    soup = BeautifulSoup(data, "lxml")
+    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
+
+    with warnings.catch_warnings():  # XHTML (the PostgreSQL manual) read as HTML is intended: lxml's HTML parser
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(data, "lxml")
     title_tag = soup.find("title")
     title = title_tag.get_text(" ", strip=True) if title_tag else ""
-    root = soup.find("main") or soup.find("article") or soup.body or soup
-    blocks = markdown_blocks(html_text(root))
-    return ParsedDocument(title or stem(name), "text/html", blocks)
+    report = ParseReport()
+    marked = options.html_main_content == "auto" and any(soup.find(**mark) for mark in HTML_CONTENT_MARKS)
+    text = main_content_text(soup) if options.html_main_content != "off" and not marked else None
+    if text is None:
+        if options.html_main_content != "off" and not marked:
+            report.warn("no main content found apart from boilerplate: the whole page was read")
+        text = html_text(soup.find("main") or soup.find("article") or soup.body or soup)
+    return ParsedDocument(title or stem(name), "text/html", markdown_blocks(text), report)
+
+
+def main_content_text(soup: Any) -> str | None:
+    """The page's main content as `html_text` reads it (headings, tables), as trafilatura separates it from
+    navigation, menus, sidebars and footers; None when it finds none. (`soup`'s headings are rewritten.)
+
+    Headings and data tables travel through trafilatura as marked paragraphs (holding their words, so that it
+    judges them as content or boilerplate like any paragraph): it drops many headings whose text it keeps (every
+    section title of the PostgreSQL manual, nested in DocBook's `titlepage` <div>s), and flattens tables inside
+    lists into lines of cells; the marks come back as headings and as `html_table_rows`' Markdown tables.
+    """
+    import re
+
+    import trafilatura
+    from bs4 import BeautifulSoup
+
+    for heading in soup.find_all(HTML_HEADINGS):
+        level, title = heading.name[1], heading.get_text(" ", strip=True)
+        heading.name, heading.attrs = "p", {}
+        heading.string = f"{HTML_HEADING_MARK}{level} {title}"
+    tables: list[str] = []
+    for table in soup.find_all("table"):
+        rows = html_table_rows(table) if table.parent is not None else None  # None: a layout table, or gone
+        if rows is not None:
+            words = " ".join(" ".join(row) for row in rows).split()
+            table.name, table.attrs = "p", {}
+            table.string = f"{HTML_TABLE_MARK}{len(tables)} {' '.join(words)}"
+            tables.append(markdown_table(rows))
+    extracted = trafilatura.extract(
+        str(soup),
+        output_format="html",
+        include_tables=True,
+        include_formatting=True,
+        include_links=False,
+        include_images=False,
+        include_comments=False,
+        favor_recall=True,  # a manual page's short sections and tables are content, not boilerplate
+        deduplicate=False,
+    )
+    if not extracted:
+        return None
+    content = BeautifulSoup(extracted, "html.parser")  # keeps a <pre> inside a <p> where it is (lxml moves it out)
+    for node in content.find_all(("p", "pre")):
+        text = node.get_text(" ", strip=True)
+        if node.name == "p" and text.startswith(HTML_HEADING_MARK):
+            level, _space, title = text.removeprefix(HTML_HEADING_MARK).partition(" ")
+            node.name, node.string = f"h{level}", title
+        elif node.name == "pre" and node.parent is not None and node.parent.name not in HTML_CODE_BLOCK_PARENTS:
+            node.unwrap()
+    text = html_text(content.body or content)
+    marks = re.compile(re.escape(HTML_TABLE_MARK) + r"(\d+) [^\n]*")
+    text = marks.sub(lambda m: f"\n\n{tables[int(m[1])]}\n\n" if int(m[1]) < len(tables) else "", text)
+    text = re.sub(re.escape(HTML_HEADING_MARK) + r"\d ", "", text)  # one trafilatura moved into a list or cell
+    return text if text.strip() else None
 
 
 def html_text(root: Any) -> str:
