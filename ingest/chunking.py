@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from assistant.dedup import content_hash
 from assistant.embedding import Embedder
-from ingest.documents import ChunkDraft, CleanDocument, Section
+from ingest.document_types import ChunkDraft, CleanDocument, Section
 from ingest.tables import TABLE_HEADER_LINES
 
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ": ", ", ", " ", ""]

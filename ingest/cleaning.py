@@ -16,7 +16,7 @@ import unicodedata
 
 from assistant.dedup import ALLOWED_CONTROLS, UNPRINTABLE_CATEGORIES, SelectionReport, is_garbage, plainly_printable
 from assistant.errors import UnprocessableError
-from ingest.documents import CleanDocument, ParsedDocument, Section
+from ingest.document_types import CleanDocument, ParsedDocument, Section
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _WHITESPACE = re.compile(r"\s+")

@@ -9,7 +9,7 @@ heading sections, paragraphs, tables), HTML (BeautifulSoup: <main>/<article> whe
 footer/aside removed, heading sections, data tables; `html_main_content` on/auto: trafilatura's main content
 first), Markdown (heading sections, fenced code kept, tables), TXT (UTF-8, else
 charset-normalizer detection), CSV and JSON/JSONL (one block per record; `record_text_fields` / `record_title_field`
-choose the text and the label), PPTX, XLSX and EML (`ingest.formats`). Tables become Markdown table blocks
+choose the text and the label), PPTX, XLSX and EML (`ingest.office_formats`). Tables become Markdown table blocks
 (`ingest.tables`); every loader returns a `ParseReport` with its document (pages, methods, tables, warnings).
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 from assistant.dedup import is_garbage
 from assistant.errors import AssistantError, PayloadTooLargeError, UnprocessableError, UnsupportedMediaError
 from assistant.settings import IngestSettings
-from ingest.documents import Block, ParsedDocument
+from ingest.document_types import Block, ParsedDocument
 from ingest.report import ParseReport
 from ingest.tables import markdown_table, split_markdown_tables, table_block
 
@@ -499,10 +499,10 @@ LOADERS: dict[str, Loader] = {
 
 
 def _formats() -> Any:
-    """`ingest.formats` (imported on use: it imports this module's helpers)."""
-    import ingest.formats
+    """`ingest.office_formats` (imported on use: it imports this module's helpers)."""
+    import ingest.office_formats
 
-    return ingest.formats
+    return ingest.office_formats
 
 
 def loader_for(name: str) -> Loader:

@@ -25,7 +25,7 @@ from assistant import errors
 from assistant.dedup import SelectionReport
 from assistant.errors import AssistantError, UnprocessableError
 from ingest.cleaning import clean_document
-from ingest.documents import CleanDocument
+from ingest.document_types import CleanDocument
 from ingest.loaders import LoaderOptions, load_document
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from assistant.dedup import is_garbage
 from assistant.errors import PayloadTooLargeError, UnprocessableError
 from ingest import ocr
-from ingest.documents import Block, ParsedDocument
+from ingest.document_types import Block, ParsedDocument
 from ingest.report import PageReport, ParseReport
 from ingest.tables import table_block
 

@@ -31,7 +31,7 @@ from assistant.settings import Settings
 from assistant.storage.db import Database
 from assistant.storage.models import Chunk, Document, new_id
 from ingest.chunking import Chunker
-from ingest.documents import ChunkDraft, PreparedFile
+from ingest.document_types import ChunkDraft, PreparedFile
 from ingest.loaders import LoaderOptions
 from ingest.parsing import parse_file
 from ingest.results import FileResult, IngestReport

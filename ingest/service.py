@@ -51,7 +51,7 @@ from assistant.index import VectorIndex
 from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.storage.db import Database
-from ingest.documents import PreparedFile
+from ingest.document_types import PreparedFile
 from ingest.loaders import LoaderOptions
 from ingest.pipeline import pipelined
 from ingest.preparing import BatchState, FilePreparer, expand_paths

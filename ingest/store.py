@@ -53,7 +53,7 @@ from assistant.index import VectorIndex, replication
 from assistant.settings import Settings
 from assistant.storage.db import Database
 from assistant.storage.models import Chunk, Document, new_id
-from ingest.documents import ChunkDraft, PreparedFile
+from ingest.document_types import ChunkDraft, PreparedFile
 from ingest.results import ConsistencyReport, FileResult
 
 log = logging.getLogger(__name__)

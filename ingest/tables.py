@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ingest.documents import Block
+from ingest.document_types import Block
 
 TABLE_HEADER_LINES = 2  # the header row and the `| --- |` separator
 _SEPARATOR_CELL = re.compile(r"^\s*:?-{1,}:?\s*$")

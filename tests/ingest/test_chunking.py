@@ -6,7 +6,7 @@ from assistant.dedup import NearDuplicateIndex, SelectionReport
 from assistant.embedding import Embedder
 from ingest.chunking import Chunker
 from ingest.cleaning import clean_document
-from ingest.documents import Block, ParsedDocument
+from ingest.document_types import Block, ParsedDocument
 
 SENTENCE = "The quarterly report describes revenue, costs and the outlook for the next year in detail. "
 

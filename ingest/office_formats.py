@@ -27,7 +27,7 @@ from pathlib import PurePath
 from typing import Any
 
 from assistant.errors import AssistantError, UnprocessableError
-from ingest.documents import Block, ParsedDocument
+from ingest.document_types import Block, ParsedDocument
 from ingest.loaders import LoaderOptions, check_archive, check_text_size, decode_text, html_text, stem
 from ingest.report import PageReport, ParseReport
 from ingest.tables import table_block
