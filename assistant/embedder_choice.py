@@ -1,17 +1,20 @@
-"""Which embedder runtime is faster on this machine, measured once and remembered (models.embedder_backend=auto).
+"""Which embedder runtime is fastest on this machine, measured once and remembered (models.embedder_backend=auto).
 
-Contract: `measured_backend(settings, builders)` returns the name of the faster runtime ('onnx' or 'torch' on a CPU
-machine) and, when it just measured, the embedder it built for it (None when the choice came from a record). Both
-make the same vectors (float32; see `assistant.embedding`), so the choice changes speed only, never the index's
-space. The first call on a machine times each runtime on the same chunk-sized texts (`SAMPLE_TEXTS`, after a warm-up
-batch; three interleaved passes, the best of each) and records the result (only on a quiet machine, a 1-minute load
-average below its cores: a busy machine's choice serves that process and is measured again next time), keyed by what
-decides the speed: the model, the CPU model name and its vector instruction sets (AVX-512, AVX512-BF16, AMX, AVX2),
-the cores this process may use, and the variables that limit the instruction sets the runtimes use
-(`ONEDNN_MAX_CPU_ISA`, `ORT_...`, `ATEN_CPU_CAPABILITY`), so forcing the AVX2 code path is measured as its own
-machine. Records live in `<models_dir>/embedder-backends.json` (the data directory's) and in a per-user cache
+Contract: `measured_backend(settings, builders)` returns the name of the fastest runtime among `builders` ('torch',
+'onnx', and 'torch-bf16' where the CPU has bfloat16 instructions) and, when it just measured, the embedder it built
+for it (None when the choice came from a record). The first builder is the float32 reference: a runtime whose vectors
+on the sample texts fall below cosine `MIN_COSINE` of the reference's is never chosen, so the choice changes speed,
+not the index's space (onnx equals torch to float precision; bfloat16 autocast stays above 0.999). The first call on
+a machine times each runtime on the same chunk-sized texts (`SAMPLE_TEXTS`, after a warm-up batch; three interleaved
+passes, the best of each) and records the result (only on a quiet machine, a 1-minute load average below its cores: a
+busy machine's choice serves that process and is measured again next time), keyed by what decides the speed: the
+model, the CPU model name, the vector instruction sets this process sees (AVX-512, AVX512-BF16, AMX, AVX2, read
+through CPUID by torch, so a process whose CPUID is capped is another machine), the cores this process may use, and
+the variables that limit the instruction sets the runtimes use (`ONEDNN_MAX_CPU_ISA`, `ATEN_CPU_CAPABILITY`, ...).
+Records live in `<models_dir>/embedder-backends.json` (the data directory's) and in a per-user cache
 (`$XDG_CACHE_HOME/assistant-platform/`, else `~/.cache/...`) so a new data directory on the same machine does not
-measure again. Each record keeps the texts/s of both runtimes; `models.embedder_backend` set to a runtime overrides.
+measure again. Each record keeps the texts/s and cosine of every runtime; `models.embedder_backend` set to a runtime
+overrides.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from assistant.settings import Settings
 log = logging.getLogger(__name__)
 
 SAMPLE_TEXTS = 48
-METHOD = "interleaved-best-of-3"  # part of the key: records of an earlier way of measuring are not reused
+METHOD = "interleaved-best-of-3+fidelity"  # part of the key: records of an earlier way of measuring are not reused
+MIN_COSINE = 0.99  # the least cosine to the float32 reference a runtime's vectors may have to be chosen
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 ISA_VARIABLES = (
     "ONEDNN_MAX_CPU_ISA",
@@ -41,6 +45,20 @@ ISA_VARIABLES = (
     "MKL_ENABLE_INSTRUCTIONS",
 )
 Built = Any  # an object with `embed(texts)` (an `assistant.embedding.Embedder`)
+
+
+def _seen_flags() -> set[str] | None:
+    """The instruction sets this process sees through CPUID (torch's cpuinfo), None when torch cannot tell."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.8
+    if get_capabilities is None:
+        return None
+    aliases = {"avx512f": "avx512_f"}
+    capabilities = get_capabilities()
+    return {flag for flag in FLAGS if capabilities.get(aliases.get(flag, flag))}
 
 
 def _cpu() -> dict[str, Any]:
@@ -53,6 +71,9 @@ def _cpu() -> dict[str, Any]:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:  # not Linux: the CPU is known by its cores alone
         pass
+    seen = _seen_flags()
+    if seen is not None:  # what the runtimes will use: /proc/cpuinfo lists the hardware's, even when CPUID is capped
+        flags = seen
     affinity = getattr(os, "sched_getaffinity", None)
     cores = len(affinity(0)) if affinity else os.cpu_count() or 1
     return {"cpu": name, "flags": sorted(f for f in FLAGS if f in flags), "cores": cores}
@@ -92,6 +113,15 @@ def _texts_per_s(embedder: Built, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
+def _fidelity(built: dict[str, Built], texts: list[str]) -> dict[str, float]:
+    """Each runtime's least cosine to the first (the float32 reference) over `texts`."""
+    import numpy as np
+
+    vectors = {name: embedder.embed(texts) for name, embedder in built.items()}
+    reference = next(iter(vectors.values()))
+    return {name: round(float(np.min(np.sum(v * reference, axis=1))), 5) for name, v in vectors.items()}
+
+
 def _quiet() -> bool:
     """Whether the machine is quiet enough for a measurement worth keeping (1-minute load below the cores)."""
     try:
@@ -109,12 +139,15 @@ def measured_backend(settings: Settings, builders: dict[str, Callable[[], Built]
             return str(record["backend"]), None
     texts = sample_texts()
     built = {name: build() for name, build in builders.items()}
+    cosines = _fidelity(built, texts)
     # Interleaved, best of three: a burst of other work slows one pass, not one runtime's every pass.
     passes = [{name: _texts_per_s(embedder, texts) for name, embedder in built.items()} for _ in range(3)]
     speeds = {name: round(max(p[name] for p in passes), 1) for name in built}
-    backend = max(speeds, key=lambda name: speeds[name])
-    record = {"backend": backend, "texts_per_s": speeds, **_cpu(), "measured_at": int(time.time())}
-    log.info("embedder runtime measured on this machine: %s (texts/s %s)", backend, speeds)
+    faithful = [name for name in built if cosines[name] >= MIN_COSINE]
+    backend = max(faithful, key=lambda name: speeds[name])
+    record = {"backend": backend, "texts_per_s": speeds, "min_cosine": cosines, **_cpu()}
+    record["measured_at"] = int(time.time())
+    log.info("embedder runtime measured here: %s (texts/s %s, cosine to float32 %s)", backend, speeds, cosines)
     if not _quiet():  # a busy machine's figures would be kept for good: use them now, measure again next time
         log.info("the machine is busy (load average %.1f): the choice is not recorded", os.getloadavg()[0])
         return backend, built[backend]

@@ -52,13 +52,14 @@ class ModelSettings(Section):
     reranker: str | None = Field(
         None, description="Optional cross-encoder reranker (local directory or cached hub id); none ships offline."
     )
-    embedder_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+    embedder_backend: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
         "auto",
-        description="How the embedder runs: 'torch' (sentence-transformers), 'onnx' (the same weights exported once "
-        "to ONNX under <data_dir>/models and run by onnxruntime; identical vectors, faster on CPU), 'onnx-int8' "
-        "(dynamically quantized export: faster still, slightly different vectors, so its index is kept apart). "
-        "'auto' = torch (fp16) on a GPU; on a CPU the faster of onnx and torch, timed once on this machine and "
-        "recorded (assistant.embedder_choice; both make the same vectors).",
+        description="How the embedder runs: 'torch' (sentence-transformers), 'torch-bf16' (the same under bfloat16 "
+        "autocast: faster where the CPU has AVX512-BF16 or AMX, vectors within cosine 0.99 of float32), 'onnx' (the "
+        "same weights exported once to ONNX under <data_dir>/models and run by onnxruntime; identical vectors), "
+        "'onnx-int8' (dynamically quantized export: slightly different vectors, so its index is kept apart). "
+        "'auto' = torch (fp16) on a GPU; on a CPU the fastest of torch, onnx and (with bfloat16 instructions) "
+        "torch-bf16, timed once on this machine and recorded (assistant.embedder_choice; all float32-space vectors).",
     )
 
 

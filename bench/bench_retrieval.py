@@ -14,6 +14,11 @@ one file per paragraph written to a temp dir first) it measures, in one run:
 - the PostgreSQL 15 HTML manual (`--pg-manual DIR`, Debian's `postgresql-doc-15`; skipped with a message when the
   folder is absent) uploaded through the REST API of a real `assistant serve` process: files/s and chunk count;
 - peak RSS (resource.getrusage).
+- `--force-avx2`: the whole run (both pipelines, every runtime) on this CPU's AVX2 code path, for a CPU with AVX-512:
+  the bench re-runs itself with `bench/cpuid_avx2.c` preloaded (built with `cc`; Linux CPUID faulting makes every
+  library read a CPUID without AVX-512/AVX512-BF16/VNNI/AMX; onnxruntime has no switch of its own) and with
+  ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, ATEN_CPU_CAPABILITY=avx2; the instruction sets the process
+  sees are printed first, and the embedder runtime is measured again for that machine (`models.embedder_backend=auto`).
 The machine may be shared: each ingest also reports the CPU seconds it used (this process's threads plus its
 children, e.g. the parse child) and the load average around it, so chunks per CPU-second can be compared too.
 It prints tables and the acceptance checks; exit status 1 when a check fails.
@@ -26,6 +31,8 @@ import contextlib
 import os
 import random
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from assistant.embedding import Embedder, make_embedder, resolved_backend
+from assistant.embedding import Embedder, cpu_has_bf16, make_embedder, resolved_backend
 from assistant.retrieval import Retriever
 from assistant.retrieval.metrics import RankingScores, score_rankings
 from assistant.settings import Settings, load_settings
@@ -47,6 +54,36 @@ from ingest.evaluation import SquadCorpus, evaluate, load_squad, write_corpus
 from ingest.service import IngestService
 
 DEFAULT_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1-dev-part1.json"
+AVX2_LIMITS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def rerun_on_avx2(argv: list[str]) -> int:
+    """This bench again, in a child process that sees an AVX2-only CPU (module contract, `--force-avx2`)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("--force-avx2 builds bench/cpuid_avx2.c: install a C compiler (apt-get install gcc)")
+    with tempfile.TemporaryDirectory(prefix="cpuid-avx2-") as tmp:
+        library = Path(tmp) / "cpuid_avx2.so"
+        source = Path(__file__).with_name("cpuid_avx2.c")
+        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+        preload = " ".join(filter(None, [str(library), os.environ.get("LD_PRELOAD")]))
+        env = {**os.environ, **AVX2_LIMITS, "LD_PRELOAD": preload, "BENCH_AVX2_CHILD": "1"}
+        args = [a for a in argv if a != "--force-avx2"]
+        return subprocess.run([sys.executable, __file__, *args], env=env).returncode
+
+
+def seen_isa() -> str:
+    """The vector instruction sets this process sees (through CPUID), as numpy and torch report them."""
+    import torch
+    from numpy._core._multiarray_umath import __cpu_features__ as numpy_features
+
+    capabilities = torch.cpu.get_capabilities()
+    torch_flags = [f for f in ("avx2", "avx512_f", "avx512_vnni", "avx512_bf16", "amx_bf16") if capabilities.get(f)]
+    limits = {name: os.environ[name] for name in AVX2_LIMITS if name in os.environ}
+    return (
+        f"torch sees {'+'.join(torch_flags)} (ATen kernels {torch.backends.cpu.get_cpu_capability()}), numpy AVX512F "
+        f"{numpy_features.get('AVX512F')}; limits {limits or 'none'}; LD_PRELOAD {os.environ.get('LD_PRELOAD', '-')}"
+    )
 
 
 class TimedEmbedder:
@@ -497,13 +534,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--recall-backends",
         nargs="*",
-        default=["torch", "onnx", "onnx-int8"],
-        help="embedder backends whose recall@5 is measured on the stored chunks (none = skip)",
+        default=None,
+        help="embedder backends whose recall@5 is measured on the stored chunks (none = skip; default torch, onnx, "
+        "onnx-int8 and, where the CPU has bfloat16 instructions, torch-bf16)",
+    )
+    parser.add_argument(
+        "--force-avx2",
+        action="store_true",
+        help="run everything on the AVX2 code path (a CPU with AVX-512 made to look AVX2-only; see the docstring)",
     )
     parser.add_argument(
         "--backend",
         default=None,
-        choices=["torch", "onnx", "onnx-int8"],
+        choices=["torch", "torch-bf16", "onnx", "onnx-int8"],
         help="our pipeline's embedder backend (default: models.embedder_backend as configured)",
     )
     parser.add_argument("--pg-manual", type=Path, default=PG_MANUAL, help="PostgreSQL HTML manual folder")
@@ -549,6 +592,11 @@ def run_squad(args: argparse.Namespace, corpus: SquadCorpus, base: Path) -> list
 
 def main() -> int:
     args = parse_args()
+    if args.force_avx2 and not os.environ.get("BENCH_AVX2_CHILD"):
+        return rerun_on_avx2(sys.argv[1:])
+    if args.recall_backends is None:
+        args.recall_backends = ["torch", "onnx", "onnx-int8", *(["torch-bf16"] if cpu_has_bf16() else [])]
+    print(f"instruction sets: {seen_isa()}")
     if args.threads:
         import torch
 

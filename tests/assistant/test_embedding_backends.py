@@ -13,6 +13,7 @@ from assistant.embedding import (
     EmbedderMismatchError,
     OnnxEmbedder,
     SentenceTransformerEmbedder,
+    cpu_has_bf16,
     make_embedder,
 )
 from assistant.settings import Settings
@@ -134,21 +135,25 @@ def test_auto_measures_the_runtimes_once_per_machine(tmp_path: Path, monkeypatch
     monkeypatch.setattr(choice, "_texts_per_s", counting)
     monkeypatch.setattr(choice, "_quiet", lambda: False)  # a busy machine: used now, not recorded
     busy = make_embedder(Settings(data_dir=tmp_path / "busy"))
-    assert sorted(timed) == ["OnnxEmbedder"] * 3 + ["SentenceTransformerEmbedder"] * 3  # three interleaved passes
+    runtimes = 3 if cpu_has_bf16() else 2  # torch-bf16 is a candidate where the CPU has bfloat16 instructions
+    torch_like = ["SentenceTransformerEmbedder"] * 3 * (runtimes - 1)
+    assert sorted(timed) == ["OnnxEmbedder"] * 3 + torch_like  # three interleaved passes
     assert not (tmp_path / "cache" / "assistant-platform" / "embedder-backends.json").exists()
     monkeypatch.setattr(choice, "_quiet", lambda: True)
     timed.clear()
     first = make_embedder(Settings(data_dir=tmp_path / "a"))
-    assert len(timed) == 6 and busy is not first
+    assert len(timed) == 3 * runtimes and busy is not first
     records = json.loads((tmp_path / "cache" / "assistant-platform" / "embedder-backends.json").read_text())
     (record,) = records.values()
-    assert set(record["texts_per_s"]) == {"onnx", "torch"} and all(v > 0 for v in record["texts_per_s"].values())
-    winner = max(record["texts_per_s"], key=record["texts_per_s"].get)
-    assert record["backend"] == winner
-    assert type(first).__name__ == {"onnx": "OnnxEmbedder", "torch": "SentenceTransformerEmbedder"}[winner]
+    expected = {"onnx", "torch", *(["torch-bf16"] if runtimes == 3 else [])}
+    assert set(record["texts_per_s"]) == expected and all(v > 0 for v in record["texts_per_s"].values())
+    winner = max(record["texts_per_s"], key=record["texts_per_s"].get)  # all within cosine 0.99 of float32 here
+    assert record["backend"] == winner and min(record["min_cosine"].values()) >= 0.99
+    assert type(first).__name__ == {"onnx": "OnnxEmbedder"}.get(winner, "SentenceTransformerEmbedder")
+    assert getattr(first, "bf16", False) == (winner == "torch-bf16")
     second = make_embedder(Settings(data_dir=tmp_path / "b"))  # a new data directory on the same machine
-    assert len(timed) == 6 and type(second) is type(first)  # read from the record, nothing timed
+    assert len(timed) == 3 * runtimes and type(second) is type(first)  # read from the record, nothing timed
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     make_embedder(Settings(data_dir=tmp_path / "c"))
-    assert len(timed) == 12  # the AVX2 code path is another machine
+    assert len(timed) == 6 * runtimes  # the AVX2 code path is another machine
     assert len(json.loads((tmp_path / "cache" / "assistant-platform" / "embedder-backends.json").read_text())) == 2
