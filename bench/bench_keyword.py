@@ -33,11 +33,11 @@ from sqlalchemy import insert, select
 from assistant.embedding import Embedder, make_embedder
 from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
-from assistant.retrieval.metrics import RankingScores
+from assistant.retrieval.ranking_metrics import RankingScores
 from assistant.settings import Settings, load_settings
 from assistant.storage.db import Database
-from assistant.storage.models import Chunk, Document
-from ingest.evaluation import SquadCorpus, evaluate, load_squad, write_corpus
+from assistant.storage.orm import Chunk, Document
+from ingest.retrieval_eval import SquadCorpus, evaluate, load_squad, write_corpus
 from ingest.service import IngestService
 
 DEFAULT_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1-dev-part1.json"

@@ -50,7 +50,7 @@ def ingest(service: object, name: str, data: bytes, collection: str) -> tuple[fl
     """(seconds, parse report) of ingesting one file."""
     from sqlalchemy import select
 
-    from assistant.storage.models import Document
+    from assistant.storage.orm import Document
 
     started = time.perf_counter()
     result = service.ingest_file(name, data, collection)  # type: ignore[attr-defined]

@@ -48,9 +48,9 @@ import numpy as np
 
 from assistant.embedding import Embedder, cpu_has_bf16, make_embedder, resolved_backend
 from assistant.retrieval import Retriever
-from assistant.retrieval.metrics import RankingScores, score_rankings
+from assistant.retrieval.ranking_metrics import RankingScores, score_rankings
 from assistant.settings import Settings, load_settings
-from ingest.evaluation import SquadCorpus, evaluate, load_squad, write_corpus
+from ingest.retrieval_eval import SquadCorpus, evaluate, load_squad, write_corpus
 from ingest.service import IngestService
 
 DEFAULT_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1-dev-part1.json"
@@ -261,7 +261,7 @@ def backend_recall(
     from sqlalchemy import select
 
     from assistant.index import open_index
-    from assistant.storage.models import Chunk
+    from assistant.storage.orm import Chunk
 
     with service.db.session() as session:
         rows = session.execute(select(Chunk.id, Chunk.text).order_by(Chunk.id)).all()
@@ -357,7 +357,7 @@ def build_synthetic(settings: Settings, embedder: Embedder, corpus: SquadCorpus,
     """`count` synthetic chunks (rows + random unit vectors) in 1 000-chunk documents, written directly."""
     from sqlalchemy import insert
 
-    from assistant.storage.models import Chunk, Document
+    from assistant.storage.orm import Chunk, Document
 
     service = IngestService.open(settings, embedder)
     vocabulary = " ".join(p.text for p in corpus.passages).split()

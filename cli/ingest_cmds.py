@@ -136,7 +136,7 @@ def eval_retrieval(
     """Recall@1/5/10, MRR@10 and nDCG@10 of dense, BM25 and hybrid retrieval on a SQuAD file (temporary index)."""
     settings = build_settings(config, data_dir)
     with user_errors(), TerminalProgress() as progress:
-        from ingest.evaluation import run_squad_evaluation
+        from ingest.retrieval_eval import run_squad_evaluation
 
         if not squad.is_file():
             from assistant.errors import NotFoundError

@@ -51,7 +51,7 @@ from assistant.dedup import content_hash
 from assistant.errors import ConflictError, InvalidRequestError, NotFoundError, UnprocessableError
 from assistant.settings import Settings
 from assistant.storage.db import Database
-from assistant.storage.models import Document, Source, SourceFile
+from assistant.storage.orm import Document, Source, SourceFile
 from ingest.results import FileResult
 from ingest.service import IngestService
 

@@ -29,7 +29,7 @@ from assistant.embedding import Embedder
 from assistant.errors import AssistantError, PayloadTooLargeError, UnprocessableError
 from assistant.settings import Settings
 from assistant.storage.db import Database
-from assistant.storage.models import Chunk, Document, new_id
+from assistant.storage.orm import Chunk, Document, new_id
 from ingest.chunking import Chunker
 from ingest.document_types import ChunkDraft, PreparedFile
 from ingest.loaders import LoaderOptions

@@ -52,7 +52,7 @@ from assistant.errors import AssistantError, NotFoundError, UnprocessableError
 from assistant.index import VectorIndex, replication
 from assistant.settings import Settings
 from assistant.storage.db import Database
-from assistant.storage.models import Chunk, Document, new_id
+from assistant.storage.orm import Chunk, Document, new_id
 from ingest.document_types import ChunkDraft, PreparedFile
 from ingest.results import ConsistencyReport, FileResult
 

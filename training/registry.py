@@ -40,7 +40,7 @@ from assistant.durable import fsync_dir, fsync_tree
 from assistant.errors import ConflictError, InvalidRequestError, NotFoundError, UnprocessableError
 from assistant.parts import Parts
 from assistant.storage.db import Database
-from assistant.storage.models import Adapter
+from assistant.storage.orm import Adapter
 
 log = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")

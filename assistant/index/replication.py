@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from assistant.index.vector_index import VectorIndex
 from assistant.storage.db import Database
-from assistant.storage.models import Chunk, ChunkEmbedding, Document, IndexChange
+from assistant.storage.orm import Chunk, ChunkEmbedding, Document, IndexChange
 
 log = logging.getLogger(__name__)
 

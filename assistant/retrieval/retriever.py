@@ -29,7 +29,7 @@ from assistant.retrieval.keyword import KeywordSearch
 from assistant.retrieval.rerank import CrossEncoderReranker
 from assistant.settings import Settings
 from assistant.storage.db import Database
-from assistant.storage.models import Chunk, Document
+from assistant.storage.orm import Chunk, Document
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Durable state: SQLAlchemy models, database engine/session helpers and Alembic migrations."""
 
 from assistant.storage.db import Database
-from assistant.storage.models import (
+from assistant.storage.orm import (
     Adapter,
     Base,
     ChatRecord,

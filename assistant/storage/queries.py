@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from assistant.storage.models import PreferencePair
+from assistant.storage.orm import PreferencePair
 
 
 def utc_naive(unix_time: int) -> datetime:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from assistant.storage import Database
-from assistant.storage.models import AuditEvent
+from assistant.storage.orm import AuditEvent
 
 
 def outcome_of(status: int) -> str:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from assistant.errors import ConflictError, InvalidRequestError, NotFoundError
 from assistant.storage import Database
-from assistant.storage.models import ApiKeyRecord
+from assistant.storage.orm import ApiKeyRecord
 
 log = logging.getLogger(__name__)
 

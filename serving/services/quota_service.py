@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from assistant.errors import RateLimitedError
 from assistant.storage import Database
-from assistant.storage.models import QuotaUsage
+from assistant.storage.orm import QuotaUsage
 from serving.principal import Principal
 from serving.services.chat_service import Answer, PreparedChat
 from serving.services.key_service import KeyStore

@@ -78,7 +78,7 @@ def test_index_rebuild_migrates_to_a_new_embedder(tmp_path: Path, monkeypatch: p
     settings = Settings(data_dir=tmp_path / "data", models={"embedder_backend": "onnx-int8"})
     service = IngestService.open(settings)
     ids = service.index.ids()
-    from assistant.storage.models import Chunk
+    from assistant.storage.orm import Chunk
 
     with service.db.session() as session:
         texts = [session.get(Chunk, int(i)).text for i in ids]  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ import pytest
 
 from assistant.embedding import SentenceTransformerEmbedder, cpu_has_bf16, make_embedder
 from assistant.settings import Settings
-from ingest.evaluation import load_squad
+from ingest.retrieval_eval import load_squad
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,11 +16,11 @@ from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
 from assistant.retrieval.bm25 import fts_query
 from assistant.retrieval.fusion import min_max, order, reciprocal_rank_fusion, weighted_fusion
-from assistant.retrieval.metrics import score_rankings
+from assistant.retrieval.ranking_metrics import score_rankings
 from assistant.retrieval.rerank import make_reranker
 from assistant.settings import Settings
 from assistant.storage.db import Database
-from assistant.storage.models import Chunk, Document
+from assistant.storage.orm import Chunk, Document
 from tests.fixtures.retrieval_env import make_settings, shared_embedder
 
 CORPUS = {

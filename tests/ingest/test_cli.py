@@ -52,7 +52,7 @@ def test_ingest_without_a_terminal_prints_progress_on_stderr_and_results_on_stdo
     assert result.exit_code == 1, result.output
 
     from assistant.storage import Database
-    from assistant.storage.models import Chunk, Document
+    from assistant.storage.orm import Chunk, Document
 
     db = Database(f"sqlite:///{tmp_path / 'data' / 'assistant.db'}")
     with db.session() as session:

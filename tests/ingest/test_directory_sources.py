@@ -23,7 +23,7 @@ from sqlalchemy import select
 from assistant.embedding import Embedder
 from assistant.errors import ConflictError, UnprocessableError
 from assistant.settings import SourcesSettings
-from assistant.storage.models import Chunk, Document, Source, SourceFile
+from assistant.storage.orm import Chunk, Document, Source, SourceFile
 from ingest.directory_sources import SourceRegistry, SourceSyncer
 from ingest.service import IngestService
 from tests.fixtures.retrieval_env import make_settings

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import select
 
-from assistant.storage.models import Chunk
+from assistant.storage.orm import Chunk
 from ingest.loaders import LoaderOptions, load_document
 from ingest.service import IngestService
 

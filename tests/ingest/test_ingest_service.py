@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from assistant.storage.models import Chunk, Document
+from assistant.storage.orm import Chunk, Document
 from ingest.service import IngestService
 from tests.fixtures.documents import HTML_PAGE, make_docx, make_encrypted_pdf, make_pdf
 from tests.fixtures.retrieval_env import make_settings, shared_embedder

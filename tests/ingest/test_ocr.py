@@ -16,7 +16,7 @@ from sqlalchemy import select
 from assistant.errors import UnprocessableError
 from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
-from assistant.storage.models import Document
+from assistant.storage.orm import Document
 from ingest import ocr
 from ingest.loaders import LoaderOptions, load_document
 from ingest.pdf import needs_ocr

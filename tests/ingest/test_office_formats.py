@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from assistant.errors import PayloadTooLargeError, UnprocessableError
-from assistant.storage.models import Chunk, Document
+from assistant.storage.orm import Chunk, Document
 from ingest.loaders import LoaderOptions, load_document
 from ingest.service import IngestService
 from tests.fixtures.documents import make_docx, make_eml, make_pptx, make_xlsx

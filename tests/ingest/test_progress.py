@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import func, select
 
 from assistant.embedding import Embedder
-from assistant.storage.models import Chunk, Document
+from assistant.storage.orm import Chunk, Document
 from ingest import service as service_module
 from ingest import store
-from ingest.evaluation import run_squad_evaluation
+from ingest.retrieval_eval import run_squad_evaluation
 from ingest.service import IngestProgress, IngestService
 from tests.fixtures.retrieval_env import make_settings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from assistant.embedding import Embedder
-from ingest.evaluation import load_squad, run_squad_evaluation
+from ingest.retrieval_eval import load_squad, run_squad_evaluation
 from tests.fixtures.retrieval_env import make_settings
 
 PARAGRAPHS = {

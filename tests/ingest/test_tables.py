@@ -13,7 +13,7 @@ from sqlalchemy import select
 from assistant.dedup import SelectionReport
 from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
-from assistant.storage.models import Chunk
+from assistant.storage.orm import Chunk
 from ingest.chunking import Chunker
 from ingest.cleaning import clean_document
 from ingest.loaders import LoaderOptions, load_document

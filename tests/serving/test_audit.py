@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from assistant.storage.models import AuditEvent
+from assistant.storage.orm import AuditEvent
 from serving.routes.audit import ACTIONS, NOT_AUDITED, WRITE_METHODS
 from tests.fixtures.teams import ADMIN_KEY, bearer
 from tests.serving.test_roles import PRINCIPALS, ROWS, World, _request, world  # noqa: F401 (the module fixture)

@@ -22,7 +22,7 @@ import pytest
 from assistant.errors import AuthenticationError, ConfigError
 from assistant.settings import Settings
 from assistant.storage import Database
-from assistant.storage.models import ApiKeyRecord
+from assistant.storage.orm import ApiKeyRecord
 from serving.auth import authenticate
 from serving.middleware import check_exposure
 from serving.services.key_service import KeySpec, KeyStore, stored_keys_exist

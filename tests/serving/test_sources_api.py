@@ -204,7 +204,7 @@ def test_member_key_is_refused_and_changes_nothing(team_server: LiveServer, fold
 def test_scheduler_follows_events_and_intervals_after_the_first_sync(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from assistant.storage.models import Source
+    from assistant.storage.orm import Source
     from ingest.service import IngestService
     from serving.services.source_service import SourcesService
     from tests.fixtures.retrieval_env import shared_embedder

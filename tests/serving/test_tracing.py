@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from sqlalchemy import select
 
 from assistant.storage import ChatRecord
-from assistant.storage.models import AuditEvent
+from assistant.storage.orm import AuditEvent
 from serving.middleware import JsonFormatter, RequestIdFilter
 from tests.fixtures.live_server import LiveServer, free_port
 from tests.serving.conftest import tiny_settings

@@ -78,7 +78,7 @@ def test_registry_versions_and_atomic_failure(tmp_path: Path, monkeypatch: pytes
     assert (first.version, second.version) == (1, 2) and registry.resolve("kb:v1").id == first.id
     assert registry.resolve("kb").parent_id == first.id
 
-    from assistant.storage.models import Adapter
+    from assistant.storage.orm import Adapter
 
     def broken_init(self: Adapter, **kwargs: object) -> None:
         raise RuntimeError("database down")

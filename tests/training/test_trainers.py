@@ -162,7 +162,7 @@ def assert_nothing_registered(settings: Settings) -> None:
     from sqlalchemy import func, select
 
     from assistant.parts import Parts
-    from assistant.storage.models import Adapter
+    from assistant.storage.orm import Adapter
 
     with Parts(settings).db.session() as session:
         assert session.scalar(select(func.count()).select_from(Adapter)) == 0

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from assistant.storage.models import Base
+from assistant.storage.orm import Base
 
 config = context.config
 target_metadata = Base.metadata

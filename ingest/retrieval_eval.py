@@ -22,7 +22,7 @@ from assistant import qa_sets
 from assistant.embedding import Embedder
 from assistant.parts import Parts
 from assistant.retrieval import Retriever
-from assistant.retrieval.metrics import RankingScores, score_rankings
+from assistant.retrieval.ranking_metrics import RankingScores, score_rankings
 from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
