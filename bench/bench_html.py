@@ -88,9 +88,12 @@ def pick(manual: Path, pages: int, questions: int, seed: int) -> tuple[list[Path
 
 def scores(service: Any, asked: list[Question], collection: str, k: int = 10) -> dict[str, float]:
     """Recall@1/5/10 (a gold page among the top k chunks' pages) and MRR@10 (by the first gold chunk)."""
+    from assistant.parts import make_keyword_search
     from assistant.retrieval import Retriever
 
-    retriever = Retriever(service.settings, service.db, service.index, service.embedder)
+    retriever = Retriever(
+        service.settings, service.db, service.index, service.embedder, keyword=make_keyword_search(service.db)
+    )
     ranks = []
     for question in asked:
         hits = retriever.search(question.text, k=k, collections=[collection])

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from assistant.embedding import Embedder, cpu_has_bf16, make_embedder, resolved_backend
+from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
 from assistant.retrieval.ranking_metrics import RankingScores, score_rankings
 from assistant.settings import Settings, load_settings
@@ -282,7 +283,11 @@ def backend_recall(
             seconds = time.perf_counter() - started
             index = open_index(base / f"index-{backend}", embedder.dim, settings.ingest.approximate_after)
             index.add(vectors, ids)
-        scores = evaluate(Retriever(work, service.db, index, embedder), corpus, modes=("dense", "hybrid"))
+        scores = evaluate(
+            Retriever(work, service.db, index, embedder, keyword=make_keyword_search(service.db)),
+            corpus,
+            modes=("dense", "hybrid"),
+        )
         results[backend] = {
             "dense": scores["dense"].recall_at_5,
             "hybrid": scores["hybrid"].recall_at_5,
@@ -406,7 +411,7 @@ def scale_latency(base: Path, embedder: Embedder, corpus: SquadCorpus, count: in
     started = time.perf_counter()
     service = build_synthetic(settings, embedder, corpus, count)
     build_s = time.perf_counter() - started
-    retriever = Retriever(settings, service.db, service.index, embedder)
+    retriever = Retriever(settings, service.db, service.index, embedder, keyword=make_keyword_search(service.db))
     sample = SquadCorpus(corpus.passages, corpus.questions[:queries])
     result: dict[str, Any] = {"chunks": count, "build_s": build_s, "kind": service.index.kind}
     for mode in ("hybrid", "dense", "bm25"):
@@ -573,7 +578,7 @@ def run_squad(args: argparse.Namespace, corpus: SquadCorpus, base: Path) -> list
     baseline = Baseline(naive_model(settings))
     base_ingest = baseline.ingest(base / "corpus")
     print_ingest(ours_ingest, base_ingest)  # early: the rest takes a while
-    retriever = Retriever(settings, service.db, service.index, embedder)
+    retriever = Retriever(settings, service.db, service.index, embedder, keyword=make_keyword_search(service.db))
     ours = evaluate(retriever, corpus)
     ours_latency = latency_ours(retriever, corpus)
     base_scores, base_latency = baseline.evaluate(corpus)

@@ -47,18 +47,15 @@ class Retriever:
         index: VectorIndex,
         embedder: Embedder,
         reranker: CrossEncoderReranker | None = None,
-        keyword: KeywordSearch | None = None,
+        *,
+        keyword: KeywordSearch,
     ) -> None:
         self.options = settings.retrieval
         self.db = db
         self.index = index
         self.embedder = embedder
         self.reranker = reranker
-        if keyword is None:  # callers outside the wiring place (tests, benchmarks): the same factory Parts uses
-            from assistant.parts import make_keyword_search
-
-            keyword = make_keyword_search(db)
-        self.keyword = keyword  # FTS5 BM25 on SQLite, full-text search on PostgreSQL
+        self.keyword = keyword  # FTS5 BM25 on SQLite, full-text search on PostgreSQL (assistant.parts picks it)
         # Keyword search (database) and the query embedding (torch) both release the GIL: hybrid runs them side by side.
         self._sparse_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm25")
 
