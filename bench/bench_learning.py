@@ -389,6 +389,9 @@ def generate_only(args: argparse.Namespace) -> None:
         compared[label] = generation
         print(f"\n== generator: {label}")
         print_generation(generation.to_dict())
+        if label == "model":
+            print(f"  the model wrote one question for {generator.written} of {generator.asked} answer spans; "
+                  f"replies refused, e.g.: {generator.refused[:3]}")  # fmt: skip
         per = generation.seconds / max(generation.generated, 1)
         print(f"  {per:.2f} s per generated question, {generation.seconds / max(generation.kept, 1):.2f} s per kept")
     real = questions(split["train"], args.real_questions, args.seed)

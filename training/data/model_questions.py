@@ -34,6 +34,8 @@ class ModelQuestions:
         self.model_dir = str(model_dir)
         self._model: Any = None
         self._tokenizer: Any = None
+        self.asked = self.written = 0  # answer spans the model was asked about, replies that were one question
+        self.refused: list[str] = []  # a few replies that were not (samples for the report)
 
     def _load(self) -> None:
         import torch
@@ -55,7 +57,13 @@ class ModelQuestions:
             out = self._model.generate(**ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
                                        pad_token_id=self._tokenizer.eos_token_id)  # fmt: skip
         reply = self._tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-        return question_of(reply, answer)
+        question = question_of(reply, answer)
+        self.asked += 1
+        self.written += question is not None
+        if question is None and len(self.refused) < 5:
+            self.refused.append(reply)
+        log.debug("model question about %r: %r -> %s", answer, reply, question)
+        return question
 
     def __call__(self, text: str, limit: int) -> list[Candidate]:
         found = [c for c in map(sentence_question, sentences(text)) if c is not None]
