@@ -8,7 +8,7 @@ only (never a hub download).
 
 Backends (`models.embedder_backend`): 'torch' runs sentence-transformers; 'torch-bf16' the same under bfloat16
 autocast on CPU (float32 accumulation; vectors within cosine 0.99 of float32, about 0.99998 for MiniLM, so it shares
-the float32 space); 'onnx' runs the same weights exported once to ONNX (`assistant.models.export_onnx_embedder`,
+the float32 space); 'onnx' runs the same weights exported once to ONNX (`assistant.model_files.export_onnx_embedder`,
 cached under `<data_dir>/models`) with onnxruntime, applying the model's own pooling and normalisation, so its vectors
 equal torch's to float precision; 'onnx-int8' is the dynamically quantized export (cosine about 0.95 to float32 for
 MiniLM: its own space, never chosen by 'auto'); 'auto' is torch on a GPU and, on a CPU, the fastest of torch, onnx
@@ -35,7 +35,7 @@ import numpy as np
 
 from assistant.durable import write_atomic
 from assistant.errors import ConfigError
-from assistant.models import export_onnx_embedder, resolve_embedder
+from assistant.model_files import export_onnx_embedder, resolve_embedder
 from assistant.settings import Settings
 from assistant.startup import default_device
 

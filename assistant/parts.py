@@ -8,7 +8,7 @@ embedder's dimension), `keyword` (`make_keyword_search(db)`, this module's facto
 database refused naming these two), `reranker` (None unless one is configured) and `retriever` (all of the above). An
 `embedder` passed in (a benchmark's timing wrapper, a test's shared model) is used instead of building one. Parts of the
 layers above the core are attached with `attach(name, build)`: `build(parts)` runs once and its value is kept under
-`name` (the ingest service: `ingest.service.IngestService.of(parts)`; the adapter registry:
+`name` (the ingest service: `ingest.ingest_service.IngestService.of(parts)`; the adapter registry:
 `training.registry.AdapterRegistry.of(parts)`), so the server, every CLI command, the worker, the gate and the
 evaluations all get their parts from one object of this class and nothing else builds them. Building is
 thread-safe (one lock; the server builds from worker threads). `close()` closes attached parts that have a

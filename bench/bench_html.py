@@ -120,7 +120,7 @@ def run(
     from bench_retrieval import Measured
     from bench_tables import recall as table_recall
 
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
     from tests.fixtures.retrieval_env import make_settings, shared_embedder
 
     with tempfile.TemporaryDirectory() as folder:

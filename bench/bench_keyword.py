@@ -37,8 +37,8 @@ from assistant.retrieval.ranking_metrics import RankingScores
 from assistant.settings import Settings, load_settings
 from assistant.storage.db import Database
 from assistant.storage.orm import Chunk, Document
+from ingest.ingest_service import IngestService
 from ingest.retrieval_eval import SquadCorpus, evaluate, load_squad, write_corpus
-from ingest.service import IngestService
 
 DEFAULT_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1-dev-part1.json"
 

@@ -326,7 +326,7 @@ def alpaca_loss(data_dir: Path, adapter: Path | None, records: int) -> dict[str,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from assistant.settings import Settings
     from training.data.dataset_formats import load_sft_examples
     from training.data.render import tokenize_chat
@@ -358,10 +358,10 @@ def generate_only(args: argparse.Namespace) -> None:
     """The documents-only data step in process: ingest the training articles, generate and check questions, and give
     the training articles' real questions the same check (the baseline)."""
     from assistant.answer_metrics import contains_answer
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from assistant.parts import Parts
     from assistant.settings import Settings
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
     from training.data.collection import questions_from_collection
     from training.data.model_questions import ModelQuestions
     from training.data.questions import RuleQuestions
@@ -454,7 +454,7 @@ def heldout_perplexity(data_dir: Path, adapter: Path | None, articles: list[dict
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from assistant.settings import Settings
 
     model_dir = resolve_lm(Settings(data_dir=data_dir))

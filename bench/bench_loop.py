@@ -72,7 +72,7 @@ def heldout_accuracy(data_dir: Path, adapter: Path, records: list[dict[str, Any]
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from assistant.settings import Settings
     from training.data.dataset_formats import parse_preference_record
     from training.data.render import render_preference

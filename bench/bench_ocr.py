@@ -77,7 +77,7 @@ def score(retriever: object, questions: list[tuple[str, int]], collection: str) 
 def main() -> int:
     from assistant.parts import make_keyword_search
     from assistant.retrieval import Retriever
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
     from tests.fixtures.documents import make_pdf, make_scanned_pdf
     from tests.fixtures.retrieval_env import make_settings, shared_embedder
 

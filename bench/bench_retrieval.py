@@ -51,8 +51,8 @@ from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
 from assistant.retrieval.ranking_metrics import RankingScores, score_rankings
 from assistant.settings import Settings, load_settings
+from ingest.ingest_service import IngestService
 from ingest.retrieval_eval import SquadCorpus, evaluate, load_squad, write_corpus
-from ingest.service import IngestService
 
 DEFAULT_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1-dev-part1.json"
 AVX2_LIMITS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
@@ -195,7 +195,7 @@ def naive_model(settings: Any) -> Any:
     from sentence_transformers import SentenceTransformer
 
     from assistant.embedding import model_directory
-    from assistant.models import resolve_embedder
+    from assistant.model_files import resolve_embedder
 
     return SentenceTransformer(str(model_directory(resolve_embedder(settings))), device="cpu")
 

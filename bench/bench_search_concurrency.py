@@ -74,7 +74,7 @@ def run(articles: int, queries: int) -> None:
     from assistant.index.locking import IndexLock
     from assistant.parts import Parts
     from assistant.settings import Settings
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
 
     data = _articles(articles + 4)
     settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="bench-search-")))

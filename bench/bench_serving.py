@@ -166,7 +166,7 @@ def baseline_app(data_dir: Path) -> Any:
 
     from assistant.embedding import make_embedder
     from assistant.index import open_index
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from assistant.parts import make_keyword_search
     from assistant.prompts import build_rag_messages, prompt_sources
     from assistant.retrieval import Retriever
@@ -226,7 +226,7 @@ def register_zero_adapter(data_dir: Path) -> str:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from assistant.settings import Settings
     from assistant.storage import Database
     from training.registry import AdapterRegistry

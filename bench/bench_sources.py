@@ -34,7 +34,7 @@ def write_note(folder: Path, number: int, version: int) -> None:
 
 def main() -> int:
     from ingest.directory_sources import SourceRegistry, SourceSyncer
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
     from tests.fixtures.retrieval_env import make_settings, shared_embedder
 
     parser = argparse.ArgumentParser()

@@ -44,7 +44,7 @@ CHAIN = {
     "make_keyword_search": "assistant/parts.py",
     "Retriever": "assistant/retrieval/retriever.py",
     "make_reranker": "assistant/retrieval/rerank.py",
-    "IngestService": "ingest/service.py",
+    "IngestService": "ingest/ingest_service.py",
     "AdapterRegistry": "training/registry.py",
 }
 

@@ -154,7 +154,7 @@ def run(
 ) -> tuple[float, float, float]:
     """(HTML, PDF, spreadsheet recall): tables kept (XLSX) or flattened (CSV records)."""
     import ingest.loaders
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
     from tests.fixtures.retrieval_env import make_settings, shared_embedder
 
     original = ingest.loaders.html_table_rows

@@ -128,7 +128,7 @@ def part_kto(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from training.gate import pair_scores
     from training.modeling import load_tokenizer
     from training.runs import TrainingRequest, run_training
@@ -153,7 +153,7 @@ def part_kto(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 
 
 def part_reward(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from training.modeling import load_tokenizer
     from training.reward import RewardScorer, load_reward_base, pair_accuracy
     from training.runs import TrainingRequest, run_training
@@ -224,7 +224,7 @@ def part_select(args: argparse.Namespace, settings: Any) -> dict[str, Any]:
 
     from assistant.embedding import make_embedder
     from assistant.index.faiss_index import open_index
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from training.config import build_run_config
     from training.data.dataset_formats import load_sft_examples
     from training.data.relevance import refine_selection

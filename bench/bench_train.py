@@ -148,7 +148,7 @@ def phase_plain(args: argparse.Namespace) -> dict[str, Any]:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from training.data.rag import load_squad_examples
     from training.data.render import chat_messages
 
@@ -234,7 +234,7 @@ def main() -> None:
         run_phase(args)
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
 
     print(f"model: {resolve_lm(settings_for(args))}")
     results = {}

@@ -51,7 +51,7 @@ def eval_answers(
 
 async def _evaluate(settings, items, model, collection, name, progress) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     from assistant.index.locking import IndexLock
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from assistant.parts import Parts
     from serving.app import build_retrieval
     from serving.catalog import ModelCatalog

@@ -33,7 +33,7 @@ def export(
         if (merged is None) == (adapter_only is None):
             raise InvalidRequestError("give exactly one of --merged DIR or --adapter-only DIR", param="output")
         settings = build_settings(config, data_dir)
-        from assistant.models import resolve_lm
+        from assistant.model_files import resolve_lm
         from assistant.parts import Parts
         from training.export import export_adapter_only, export_merged, resolve_export_source
         from training.registry import AdapterRegistry

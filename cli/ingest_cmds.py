@@ -19,8 +19,8 @@ from cli.common import ConfigOption, DataDirOption, build_settings, echo, user_e
 from cli.terminal_progress import TerminalProgress
 
 if TYPE_CHECKING:
+    from ingest.ingest_service import IngestProgress
     from ingest.results import FileResult
-    from ingest.service import IngestProgress
 
 CollectionOption = Annotated[str, typer.Option("--collection", help="Collection the documents belong to.")]
 SHARED_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad-v1.1-dev-part1.json"
@@ -36,7 +36,7 @@ def ingest(
     settings = build_settings(config, data_dir)
     with user_errors(), TerminalProgress() as progress:
         from assistant.parts import Parts
-        from ingest.service import IngestService
+        from ingest.ingest_service import IngestService
 
         service = IngestService.of(Parts(settings))
         report = service.ingest_paths(paths, collection, lambda event: show_ingest(progress, event))
@@ -99,7 +99,7 @@ def index_rebuild(config: ConfigOption = None, data_dir: DataDirOption = None) -
     with user_errors(), TerminalProgress() as progress:
         from assistant.embedding import EmbedderMismatchError, record_embedder_space
         from assistant.parts import Parts
-        from ingest.service import IngestService
+        from ingest.ingest_service import IngestService
 
         parts, reembed = Parts(settings), False
         try:
@@ -118,7 +118,7 @@ def index_check(config: ConfigOption = None, data_dir: DataDirOption = None) -> 
     settings = build_settings(config, data_dir)
     with user_errors():
         from assistant.parts import Parts
-        from ingest.service import IngestService
+        from ingest.ingest_service import IngestService
 
         service = IngestService.of(Parts(settings), read_only=True)  # works beside a running writer
         report = service.check_index()

@@ -66,7 +66,7 @@ async def _chat_once(settings, message, model, system, options) -> None:  # type
     import sys
 
     from assistant.index.locking import IndexLock
-    from assistant.models import resolve_lm
+    from assistant.model_files import resolve_lm
     from assistant.parts import Parts
     from serving.app import build_retrieval
     from serving.catalog import ModelCatalog
@@ -107,7 +107,7 @@ async def _chat_once(settings, message, model, system, options) -> None:  # type
 @models_app.command("list")
 def models_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Show the configured models and whether each is ready (converts nothing)."""
-    from assistant.models import model_report
+    from assistant.model_files import model_report
 
     with user_errors():
         for info in model_report(build_settings(config, data_dir)):
@@ -118,7 +118,7 @@ def models_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> 
 @models_app.command("prepare")
 def models_prepare(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Convert/locate every configured model now (the default LM is converted once from its GGUF file)."""
-    from assistant.models import model_report
+    from assistant.model_files import model_report
 
     with user_errors():
         rows = model_report(build_settings(config, data_dir), prepare=True)
@@ -142,7 +142,7 @@ def models_check(
 
 async def _check_models(settings, prompt: str) -> None:  # type: ignore[no-untyped-def]
     from assistant.engine import SamplingOptions
-    from assistant.models import resolve_embedder, resolve_lm, served_model_name
+    from assistant.model_files import resolve_embedder, resolve_lm, served_model_name
     from serving.engines import make_engine
 
     engine = make_engine(settings.engine, resolve_lm(settings), served_model_name(settings))

@@ -93,7 +93,7 @@ def sync(
     with user_errors():
         from assistant.parts import Parts
         from ingest.directory_sources import SourceRegistry, SourceSyncer
-        from ingest.service import IngestService
+        from ingest.ingest_service import IngestService
 
         parts = Parts(settings)
         registry = SourceRegistry(settings, parts.db)
@@ -124,7 +124,7 @@ def remove(
     with user_errors():
         from assistant.parts import Parts
         from ingest.directory_sources import SourceRegistry, SourceSyncer
-        from ingest.service import IngestService
+        from ingest.ingest_service import IngestService
 
         parts = Parts(settings)
         ingest = IngestService.of(parts) if delete_documents else None

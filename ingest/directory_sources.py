@@ -52,8 +52,8 @@ from assistant.errors import ConflictError, InvalidRequestError, NotFoundError, 
 from assistant.settings import Settings
 from assistant.storage.db import Database
 from assistant.storage.orm import Document, Source, SourceFile
+from ingest.ingest_service import IngestService
 from ingest.results import FileResult
-from ingest.service import IngestService
 
 log = logging.getLogger(__name__)
 

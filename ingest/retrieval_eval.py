@@ -105,7 +105,7 @@ def run_squad_evaluation(
     on_progress: OnProgress | None = None,
 ) -> dict[str, RankingScores]:
     """Ingest the SQuAD paragraphs into a temporary data directory and evaluate every mode."""
-    from ingest.service import IngestProgress, IngestService
+    from ingest.ingest_service import IngestProgress, IngestService
 
     def ingested(event: IngestProgress) -> None:
         if on_progress is not None and event.result is not None:  # files, not the embedding's slices

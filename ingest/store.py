@@ -4,8 +4,8 @@ Contract: `DocumentStore(settings, db, index, embedder, write_lock=..., on_faile
 `PreparedFile`s with their embeddings (`store_batch`, one `FileResult` per file) in the order below, deletes documents
 (`delete_document`), compares index and rows (`check_index`), repairs after an interrupted run (`recover`) and
 rebuilds the index from the rows (`rebuild_index`: flat or HNSW by size, tombstones dropped, missing vectors
-re-embedded). It is not thread-safe by itself: `ingest.service.IngestService` serialises the calls. `on_failed` is
-called with each file whose write was undone (the preparer forgets its near-duplicate entries).
+re-embedded). It is not thread-safe by itself: `ingest.ingest_service.IngestService` serialises the calls. `on_failed`
+is called with each file whose write was undone (the preparer forgets its near-duplicate entries).
 
 Crash-safety rule (the order of writes; `recover()` applies the repair on every open). A replace writes the new
 version beside the old one and swaps them in one transaction, so whatever fails or is killed, exactly one complete

@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from assistant.engine import GenerationEngine
 from assistant.errors import AssistantError
 from assistant.index.locking import IndexLock
-from assistant.models import resolve_lm
+from assistant.model_files import resolve_lm
 from assistant.parts import Parts
 from assistant.settings import Settings
 from assistant.startup import import_model_libraries, start_up
@@ -84,7 +84,7 @@ def build_documents(parts: Parts, lock: IndexLock) -> DocumentsService:
     """The documents service over the parts' ingest service (recovers an interrupted ingest under `lock`)."""
     from assistant.embedding import embedder_space
     from assistant.index.replication import IndexFollower, space_key
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
 
     # Vectors other replicas stored in the shared database are read, not re-embedded by the recovery below.
     space = space_key(embedder_space(parts.settings, parts.embedder.dim))

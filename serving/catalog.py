@@ -34,7 +34,7 @@ from pathlib import Path
 from assistant.adapter_refs import AdapterStatus, parse_adapter_ref
 from assistant.engine import AdapterRef
 from assistant.errors import InvalidRequestError, NotFoundError, PermissionDeniedError, UnprocessableError
-from assistant.models import served_model_name
+from assistant.model_files import served_model_name
 from assistant.parts import Parts
 from serving.principal import Principal
 from training.registry import AdapterRecord, AdapterRegistry

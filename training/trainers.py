@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assistant.models import resolve_lm
+from assistant.model_files import resolve_lm
 from assistant.parts import Parts
 from training.budget import TimeBudgetCallback, enable_best_checkpoint
 from training.cpu_speed import score_labelled_positions_only

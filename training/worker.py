@@ -215,7 +215,7 @@ class JobWorker:
         seed = int(job.hyperparameters.get("seed", 42))
         generator = None
         if job.data.generator == "model":
-            from assistant.models import resolve_lm
+            from assistant.model_files import resolve_lm
             from training.data.model_questions import ModelQuestions
 
             generator = ModelQuestions(resolve_lm(self.parts.settings))
@@ -250,7 +250,7 @@ class JobWorker:
     def _gate(self, name: str, candidate: Path, heldout: HeldOut, progress: RunProgress) -> dict[str, Any]:
         """The candidate (not registered yet) against the active version of its name, on what the run held out,
         fitted to the gate's share of the budget."""
-        from assistant.models import resolve_lm
+        from assistant.model_files import resolve_lm
 
         active = AdapterRegistry.of(self.parts).active(name)
         options = self.settings.training

@@ -36,8 +36,8 @@ from sqlalchemy import func, select
 
 from assistant.errors import AssistantError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError
 from assistant.storage import Chunk, Database, Document
+from ingest.ingest_service import IngestService
 from ingest.results import FileResult
-from ingest.service import IngestService
 from serving.principal import Principal
 
 log = logging.getLogger(__name__)

@@ -75,7 +75,7 @@ class RewardService:
     def _scorer(self, record: Any) -> Any:
         with self._lock:
             if record.id not in self._scorers:
-                from assistant.models import resolve_lm
+                from assistant.model_files import resolve_lm
                 from training.reward import RewardScorer
 
                 try:

@@ -27,7 +27,7 @@ from assistant.errors import AssistantError, ConflictError, ServiceUnavailableEr
 from assistant.settings import Settings
 from assistant.storage import Database
 from ingest.directory_sources import SourceRecord, SourceRegistry, SourceSyncer, SyncReport
-from ingest.service import IngestService
+from ingest.ingest_service import IngestService
 
 log = logging.getLogger(__name__)
 

@@ -73,7 +73,7 @@ def test_index_rebuild_migrates_to_a_new_embedder(tmp_path: Path, monkeypatch: p
     found = runner.invoke(app, ["search", "how long are backups kept", *data])
     assert found.exit_code == 0 and "backup.md" in found.output, found.output
     # The index now holds the int8 embedder's vectors.
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
 
     settings = Settings(data_dir=tmp_path / "data", models={"embedder_backend": "onnx-int8"})
     service = IngestService.open(settings)

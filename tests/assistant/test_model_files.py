@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import ModelNotAvailableError
-from assistant.models import convert_gguf, model_report, resolve_embedder, resolve_lm, smollm2_gguf
+from assistant.model_files import convert_gguf, model_report, resolve_embedder, resolve_lm, smollm2_gguf
 from assistant.settings import Settings
 
 

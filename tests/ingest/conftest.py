@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from assistant.embedding import Embedder
-from ingest.service import IngestService
+from ingest.ingest_service import IngestService
 from tests.fixtures.retrieval_env import make_settings, shared_embedder
 
 

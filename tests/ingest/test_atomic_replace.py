@@ -22,7 +22,7 @@ from assistant.embedding import Embedder
 from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
 from assistant.storage import Chunk, Document
-from ingest.service import IngestService
+from ingest.ingest_service import IngestService
 from tests.fixtures.crash_ingest import HashingEmbedder
 from tests.fixtures.retrieval_env import make_settings
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.service import IngestService
+from ingest.ingest_service import IngestService
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPICS = [

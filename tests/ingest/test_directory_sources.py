@@ -25,7 +25,7 @@ from assistant.errors import ConflictError, UnprocessableError
 from assistant.settings import SourcesSettings
 from assistant.storage.orm import Chunk, Document, Source, SourceFile
 from ingest.directory_sources import SourceRegistry, SourceSyncer
-from ingest.service import IngestService
+from ingest.ingest_service import IngestService
 from tests.fixtures.retrieval_env import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,9 +19,9 @@ from assistant.embedding import Embedder
 from assistant.errors import PayloadTooLargeError
 from assistant.storage import Chunk, Document
 from ingest.chunking import Chunker
+from ingest.ingest_service import IngestService
 from ingest.loaders import LoaderOptions, atx_heading, load_document
 from ingest.parsing import parse_in_process
-from ingest.service import IngestService
 from tests.fixtures.documents import make_docx, make_pdf
 
 N = 100_000

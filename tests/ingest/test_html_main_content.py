@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from assistant.storage.orm import Chunk
+from ingest.ingest_service import IngestService
 from ingest.loaders import LoaderOptions, load_document
-from ingest.service import IngestService
 
 BOILERPLATE = (
     "ACME Intranet Portal",  # site banner

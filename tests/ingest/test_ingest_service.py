@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from assistant.storage.orm import Chunk, Document
-from ingest.service import IngestService
+from ingest.ingest_service import IngestService
 from tests.fixtures.documents import HTML_PAGE, make_docx, make_encrypted_pdf, make_pdf
 from tests.fixtures.retrieval_env import make_settings, shared_embedder
 

@@ -18,9 +18,9 @@ from assistant.parts import make_keyword_search
 from assistant.retrieval import Retriever
 from assistant.storage.orm import Document
 from ingest import ocr
+from ingest.ingest_service import IngestService
 from ingest.loaders import LoaderOptions, load_document
 from ingest.pdf import needs_ocr
-from ingest.service import IngestService
 from tests.fixtures.documents import make_pdf, make_scanned_pdf
 
 POLICY = [

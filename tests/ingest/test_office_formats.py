@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from assistant.errors import PayloadTooLargeError, UnprocessableError
 from assistant.storage.orm import Chunk, Document
+from ingest.ingest_service import IngestService
 from ingest.loaders import LoaderOptions, load_document
-from ingest.service import IngestService
 from tests.fixtures.documents import make_docx, make_eml, make_pptx, make_xlsx
 
 OPTIONS = LoaderOptions()

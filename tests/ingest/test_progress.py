@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 
 from assistant.embedding import Embedder
 from assistant.storage.orm import Chunk, Document
-from ingest import service as service_module
+from ingest import ingest_service as service_module
 from ingest import store
+from ingest.ingest_service import IngestProgress, IngestService
 from ingest.retrieval_eval import run_squad_evaluation
-from ingest.service import IngestProgress, IngestService
 from tests.fixtures.retrieval_env import make_settings
 
 TOPICS = ["backups", "travel", "holidays", "laptops", "printers", "parking", "canteen", "badges"]

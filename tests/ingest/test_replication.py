@@ -19,7 +19,7 @@ from assistant.index import open_index, replication
 from assistant.index.replication import IndexFollower
 from assistant.settings import Settings
 from assistant.storage import Chunk, ChunkEmbedding, Database, Document, IndexChange
-from ingest.service import IngestService
+from ingest.ingest_service import IngestService
 
 TEXTS = {
     "a.txt": "Aardvarks dig burrows at night and eat termites with their long sticky tongues. " * 6,

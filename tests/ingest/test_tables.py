@@ -16,9 +16,9 @@ from assistant.retrieval import Retriever
 from assistant.storage.orm import Chunk
 from ingest.chunking import Chunker
 from ingest.cleaning import clean_document
+from ingest.ingest_service import IngestService
 from ingest.loaders import LoaderOptions, load_document
 from ingest.pdf import may_have_ruled_table
-from ingest.service import IngestService
 from ingest.tables import markdown_table, parse_table_row, split_markdown_tables
 from tests.fixtures.documents import make_pdf, make_table_pdf, make_xlsx
 from tests.fixtures.retrieval_env import shared_embedder

@@ -46,7 +46,7 @@ class CountingRetrieval(RetrievalService):
 
 @pytest.fixture(scope="module")
 def chat(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ChatService:
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
 
     settings = make_settings(tmp_path_factory.mktemp("chat-retrieval") / "data", retrieval={"relevance_threshold": 0})
     ingest = IngestService.open(settings, shared_embedder())

@@ -12,8 +12,8 @@ from typing import Any, BinaryIO
 
 import pytest
 
+from ingest.ingest_service import IngestService
 from ingest.results import FileResult
-from ingest.service import IngestService
 from serving.services.document_service import DocumentsService, InlineUpload, UploadFailed, UploadTask
 from tests.fixtures.retrieval_env import make_settings, shared_embedder
 

@@ -205,7 +205,7 @@ def test_scheduler_follows_events_and_intervals_after_the_first_sync(tmp_path: P
     from datetime import UTC, datetime, timedelta
 
     from assistant.storage.orm import Source
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
     from serving.services.source_service import SourcesService
     from tests.fixtures.retrieval_env import shared_embedder
 

@@ -100,7 +100,7 @@ def test_loaded_reward_models_are_bounded(tmp_path: Path, monkeypatch: pytest.Mo
             loads.append(str(path))
 
     monkeypatch.setattr(training.reward, "RewardScorer", CountingScorer)
-    monkeypatch.setattr("assistant.models.resolve_lm", lambda settings: tmp_path)
+    monkeypatch.setattr("assistant.model_files.resolve_lm", lambda settings: tmp_path)
     service = RewardService(Parts(Settings(data_dir=tmp_path)))
     records = [type("Record", (), {"id": f"ad-{i}", "path": f"/adapters/r{i}"})() for i in range(CACHED_SCORERS + 2)]
     for record in records + records[-CACHED_SCORERS:]:

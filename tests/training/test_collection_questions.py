@@ -36,7 +36,7 @@ DOCUMENTS = {
 
 @pytest.fixture(scope="module")
 def collection_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
     from tests.fixtures.retrieval_env import shared_embedder
 
     root = tmp_path_factory.mktemp("docs-only")

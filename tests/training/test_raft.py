@@ -40,7 +40,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def collection_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    from ingest.service import IngestService
+    from ingest.ingest_service import IngestService
     from tests.fixtures.retrieval_env import shared_embedder
 
     root = tmp_path_factory.mktemp("raft")
