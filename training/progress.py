@@ -99,11 +99,14 @@ class RunProgress:
             self.check()
 
     def eta_s(self) -> float | None:
-        """The phase's time left at its pace so far (None until something is done or without a total)."""
+        """The phase's time left at its pace so far, at most the budget's (None until something is done or without a
+        total)."""
         if not self.total or not self.done:
             return None
         elapsed = time.monotonic() - self._phase_started
-        return round(elapsed / self.done * max(self.total - self.done, 0), 1)
+        pace = elapsed / self.done * max(self.total - self.done, 0)
+        left = self.left_s()  # no phase runs past the budget: an epoch of 500 steps in a 15-minute job ends with it
+        return round(pace if left is None else min(pace, max(left, 0.0)), 1)
 
     def snapshot(self) -> dict[str, Any]:
         left = self.left_s()
