@@ -19,7 +19,9 @@ def test_the_eta_is_the_pace_capped_by_the_budget(monkeypatch: pytest.MonkeyPatc
     assert run.snapshot()["budget_left_s"] == 500.0
     run.advance(500)  # the count, not an increment
     assert run.eta_s() == 0.0
+    clock[0] = 100.0
     unbounded = RunProgress(started=100.0)
     unbounded.phase("training", 500)
+    clock[0] = 200.0
     unbounded.advance(10)
     assert unbounded.eta_s() == 4900.0  # without a budget: the pace alone
