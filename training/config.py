@@ -22,7 +22,7 @@ from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, SFTConfig
 
 from assistant.errors import UnprocessableError
 from training.cpu_speed import cpu_bf16_supported
-from training.methods import config_class
+from training.methods import SWEEP_METHODS, config_class
 from training.methods import method as method_row
 from training.option_bounds import LORA_R_DEFAULT
 
@@ -392,9 +392,6 @@ class ClassifyRunConfig(SFTRunConfig):
         super().__post_init__()
         if self.classify_eval_limit is not None and self.classify_eval_limit < 1:
             raise TrainingConfigError("classify_eval_limit", f"must be >= 1 (got {self.classify_eval_limit})")
-
-
-SWEEP_METHODS = ("sft", "classify")
 
 
 @dataclass

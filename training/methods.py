@@ -66,6 +66,7 @@ class Method:
 # LoRA on a 135M model learns in a budget's few hundred steps only with the larger peak (bench_learning, SQuAD RAFT:
 # 1e-3 reached held-out F1 0.59, 2e-4 0.30); the preference methods keep the project default.
 _BUDGET_LR = 1e-3
+SWEEP_METHODS = ("sft", "classify")  # the methods a sweep's trials can run
 
 
 def _row(*rows: Method) -> dict[str, Method]:
@@ -104,7 +105,8 @@ METHODS: dict[str, Method] = _row(
     Method("sweep", "training.sweep:SweepRunner", "training.config:SweepRunConfig", ("file",),
            "Grid search over --grid-lr/--grid-batch-size/--grid-epochs/--grid-lora-r by validation loss; best "
            "registered.",
-           (*_COMMON, "trial_method", "grid_lr", "grid_batch_size", "grid_epochs", "grid_lora_r"), SWEEP_OWN),
+           (*_COMMON, "trial_method", "grid_lr", "grid_batch_size", "grid_epochs", "grid_lora_r"),
+           {"sweep_method": Bound(str, choices=SWEEP_METHODS), **SWEEP_OWN}),
 )  # fmt: skip
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 

@@ -125,8 +125,7 @@ GRPO_OWN = {
     "temperature": Bound(float, 0.01, 2),
     "grpo_eval_prompts": Bound(int, 0, 256),
 }
-SWEEP_OWN = {
-    "sweep_method": Bound(str, choices=("sft", "classify")),
+SWEEP_OWN = {  # `sweep_method`'s choices are the methods a sweep can run: the sweep row adds them (training.methods)
     "sweep_max_trials": Bound(int, 1, 16),
     "classify_eval_limit": Bound(int, 1, 100_000),
     # the grid: each list bounded like the single option it sweeps; the product is bounded in `_check_grid`
