@@ -39,7 +39,13 @@ def test_cli_prints_the_rest_json_of_a_job(live_server: LiveServer) -> None:
     spec, created = _queue(live_server)
     job_id = created["id"]
     assert created["params"] == JobSpec.model_validate(spec).model_dump(mode="json")  # every field, defaults too
-    assert created["params"]["data"] == {**spec["data"], "provenance": None, "since": None, "collection": None}
+    assert created["params"]["data"] == {
+        **spec["data"],
+        "provenance": None,
+        "since": None,
+        "collection": None,
+        "generator": "rules",
+    }
     url = f"{live_server.base_url}/v1/training/jobs/{job_id}"
     assert json.loads(_cli(live_server, "jobs", "show", job_id)) == httpx.get(url, timeout=30).json()
     cancelled = json.loads(_cli(live_server, "jobs", "cancel", job_id))  # never left queued for another test's worker
