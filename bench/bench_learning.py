@@ -320,23 +320,30 @@ def abstention(base: str, model: str, items: list[dict[str, Any]], args: argpars
 # ---------------------------------------------------------------- retention (PSFT vs SFT)
 
 
-def alpaca_loss(data_dir: Path, adapter: Path | None, records: int) -> dict[str, float]:
-    """Validation loss and entropy on shared alpaca records (out of domain), base or with an adapter."""
+def served_model(data_dir: Path, adapter: Path | None) -> tuple[Any, Any]:
+    """The server's base model (float32, eval mode) with `adapter` on it when given, and its tokenizer."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from assistant.model_files import resolve_lm
     from assistant.settings import Settings
-    from training.data.dataset_formats import load_sft_examples
-    from training.data.render import tokenize_chat
 
     model_dir = resolve_lm(Settings(data_dir=data_dir))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter))
-    model.eval()
+    return AutoTokenizer.from_pretrained(model_dir), model.eval()
+
+
+def alpaca_loss(data_dir: Path, adapter: Path | None, records: int) -> dict[str, float]:
+    """Validation loss and entropy on shared alpaca records (out of domain), base or with an adapter."""
+    import torch
+
+    from training.data.dataset_formats import load_sft_examples
+    from training.data.render import tokenize_chat
+
+    tokenizer, model = served_model(data_dir, adapter)
     nll = entropy = tokens = 0.0
     for example in load_sft_examples([DATA / "sft-alpaca-999.json"])[:records]:
         encoded = tokenize_chat(tokenizer, example)
@@ -451,18 +458,8 @@ def heldout_perplexity(data_dir: Path, adapter: Path | None, articles: list[dict
     import math
 
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from assistant.model_files import resolve_lm
-    from assistant.settings import Settings
-
-    model_dir = resolve_lm(Settings(data_dir=data_dir))
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    if adapter is not None:
-        model = PeftModel.from_pretrained(model, str(adapter))
-    model.eval()
+    tokenizer, model = served_model(data_dir, adapter)
     paragraphs = [p["context"] for a in articles for p in a["paragraphs"]]
     random.Random(0).shuffle(paragraphs)
     nll = tokens = 0.0
