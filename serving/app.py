@@ -149,7 +149,7 @@ async def _watch_engine(state: AppState) -> None:
     while True:
         await asyncio.sleep(settings.watchdog_s)
         engine = state.engine
-        reason = engine.dead_reason() if state.ready and engine is not None else None
+        reason = state.engine_dead_reason()
         if reason is None or engine is None:
             continue
         state.ready = False

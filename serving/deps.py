@@ -54,6 +54,8 @@ PrincipalDep = Annotated[Principal, Depends(require_api_key)]
 
 
 def get_chat_service(state: StateDep) -> ChatService:
+    if (dead := state.engine_dead_reason()) is not None:
+        raise ServiceUnavailableError(f"the generation engine stopped: {dead}; it is being restarted, retry shortly")
     if not state.ready or state.chat is None:
         detail = f": {state.load_error}" if state.load_error else "; retry shortly"
         raise ServiceUnavailableError(f"the model is not loaded yet{detail}")
@@ -73,7 +75,7 @@ def get_retrieval(state: StateDep) -> RetrievalService:
 
 
 def get_evaluations(state: StateDep) -> EvaluationService:
-    if state.evaluations is None:
+    if state.evaluations is None or state.engine_dead_reason() is not None:
         raise ServiceUnavailableError("the model is not loaded yet; retry shortly")
     return state.evaluations
 

@@ -48,3 +48,8 @@ class AppState:
     load_error: str | None = None
     started_at: float = 0.0
     extras: dict[str, object] = field(default_factory=dict)
+
+    def engine_dead_reason(self) -> str | None:
+        """Why the serving engine stopped, or None: read on every request, so a death is a 503 from the moment the
+        engine reports it, not from the watchdog's next look."""
+        return self.engine.dead_reason() if self.ready and self.engine is not None else None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.engine import AdapterRef, EngineStats, GenerationChunk, SamplingOptions
+from assistant.errors import ServiceUnavailableError
 from assistant.settings import EngineSettings
 from assistant.startup import resolve_dtype
 from serving.engines.tokenizer_mixin import TokenizerMixin
@@ -123,6 +124,7 @@ class VLLMEngine(TokenizerMixin):
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         token_ids = self.encode(prompt)
         params = SamplingParams(
@@ -149,6 +151,11 @@ class VLLMEngine(TokenizerMixin):
                     finish_reason=completion.finish_reason if output.finished else None,
                     token_ids=list(completion.token_ids),
                 )
+        except EngineDeadError as exc:  # the engine core died under this request: the watchdog restarts it
+            finished = True  # nothing to abort in a dead engine
+            raise ServiceUnavailableError(
+                "the generation engine stopped while answering; it is being restarted, retry shortly"
+            ) from exc
         finally:
             if not finished:  # the consumer went away (client disconnect): free the slot now
                 await self.abort(request_id)

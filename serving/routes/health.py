@@ -31,7 +31,7 @@ async def live() -> dict[str, str]:
 
 @router.get("/health")
 async def health(request: Request, state: StateDep) -> JSONResponse:
-    dead = state.engine.dead_reason() if state.ready and state.engine is not None else None
+    dead = state.engine_dead_reason()
     ready = state.ready and dead is None
     status = "ready" if ready else ("failed" if state.load_error or dead else "loading")
     body: dict[str, Any] = {"status": status, "ready": ready}

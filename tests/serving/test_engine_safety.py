@@ -199,9 +199,13 @@ def test_a_dead_engine_is_503_then_restarted(dying_server: LiveServer) -> None:
     assert pids
     for pid in pids:
         os.kill(pid, signal.SIGKILL)  # what a crash inside an engine step looks like from the server
+    # at once, before /health or the watchdog has seen the death: the request meets the dead engine -> 503, not 500
+    at_once = _chat(dying_server, "", "tiny")
+    assert at_once.status_code == 503 or (at_once.status_code == 200 and dying_server.state.engine is not first)
     _wait_for(lambda: httpx.get(f"{base}/health", timeout=5).status_code == 503, timeout=30)
-    refused = _chat(dying_server, "", "tiny")
+    refused = _chat(dying_server, "", "tiny")  # health says 503: so does chat, whether or not the watchdog looked yet
     assert refused.status_code == 503 or (refused.status_code == 200 and dying_server.state.engine is not first)
+    assert refused.status_code == 200 or "stopped" in refused.json()["error"]["message"]
     _wait_for(lambda: httpx.get(f"{base}/health", timeout=5).status_code == 200, timeout=300)
     assert dying_server.state.engine is not first
     details = httpx.get(f"{base}/health", timeout=5).json()
