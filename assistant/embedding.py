@@ -328,4 +328,7 @@ def _build(backend: str, settings: Settings, path: Path) -> Embedder:
     int8 = backend == "onnx-int8"
     name = f"{Path(settings.models.embedder).name}-onnx{'-int8' if int8 else ''}"
     export_dir = export_onnx_embedder(path, settings.models_dir / name, quantize=int8)
-    return OnnxEmbedder(export_dir, batch_size=settings.ingest.embed_batch_size)
+    # int8 runs one text at a time: its activations are quantized with one scale per run, so in a batch a text's
+    # vector would depend on its neighbours (and on their padding). Alone, each text gets its own scale and no padding:
+    # measured with AVX2 only, 39 texts per CPU-second against 32 in batches of 8, mean cosine to float32 0.994.
+    return OnnxEmbedder(export_dir, batch_size=1 if int8 else settings.ingest.embed_batch_size)

@@ -520,7 +520,7 @@ def checks(
             result.append(
                 (
                     f"{mode} R@5, our backend {default} {ours_r5:.3f} within 0.01 of torch {torch_r5:.3f}",
-                    abs(ours_r5 - torch_r5) <= 0.01,
+                    abs(ours_r5 - torch_r5) <= 0.01 + 1e-9,  # a share of questions: 3 of 300 is 0.01 exactly
                 )
             )
     if scale:

@@ -59,8 +59,12 @@ def test_int8_is_close_but_its_own_space(torch_embedder: SentenceTransformerEmbe
     from assistant.embedder_choice import MEAN_COSINE, MIN_COSINE, sample_texts
 
     texts = sample_texts()
-    cosines = np.sum(int8.embed(texts) * torch_embedder.embed(texts), axis=1)
+    vectors = int8.embed(texts)
+    cosines = np.sum(vectors * torch_embedder.embed(texts), axis=1)
     assert cosines.min() >= MIN_COSINE and cosines.mean() >= MEAN_COSINE
+    # one quantization scale per text: a text's vector does not depend on the texts embedded with it
+    assert np.array_equal(vectors[3], int8.embed([texts[3]])[0])
+    assert np.array_equal(int8.embed(["x", texts[3], "word " * 300])[1], vectors[3])
 
 
 def test_index_rebuild_migrates_to_a_new_embedder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
