@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not config.getoption("--run-gpu"):
             item.add_marker(skip_gpu)
+
+
+# ---------------------------------------------------------------- the end of a run
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A run of the `pytest` command ends as soon as its report is written. Processes the tests left behind (an
+    engine core, a worker, a browser driver) are named on stderr and stopped, and the interpreter exits at once
+    (`os._exit`): nothing at exit (a thread join, a native library's teardown, a child holding the output pipe) can
+    keep CI waiting after the summary line. The exit status is pytest's own."""
+    if Path(sys.argv[0]).name not in ("pytest", "py.test", "__main__.py") or _EXIT_STATUS not in config.stash:
+        return  # pytest.main() inside another program: leave its process alone
+    from tests.fixtures.leftovers import leftover_processes, stop_processes
+
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.stop_global_capturing()
+    stop_processes(leftover_processes(), sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash[_EXIT_STATUS])
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from assistant.answer_metrics import best_exact_match, best_f1
+from assistant.answer_metrics import best_exact_match, best_f1, strip_citations
 from assistant.chat_template import encode, render_prompt
 from assistant.parts import Parts
 from training.progress import RunProgress
@@ -176,7 +176,7 @@ def qa_scores(
 ) -> dict[str, float]:
     em = f1 = 0.0
     for item in items:
-        prediction = answer(item.question)
+        prediction = strip_citations(answer(item.question))  # scored as the benchmarks score: markers aside
         em += best_exact_match(prediction, item.answers)
         f1 += best_f1(prediction, item.answers)
         tick()

@@ -12,12 +12,22 @@ import pytest
 from assistant.parts import Parts
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, preference_records
-from training.gate import HeldOut, HeldOutPair, QAItem, decide, run_gate, split_by_group
+from training.gate import HeldOut, HeldOutPair, QAItem, decide, qa_scores, run_gate, split_by_group
 
 
 def split_pairs_by_prompt(pairs: list[dict[str, str]], share: float, min_pairs: int, seed: int | str) -> Any:
     """What the runner does with a job's pairs (`MethodRunner.hold_out_pairs`): whole prompts on one side."""
     return split_by_group(pairs, lambda p: p["rendered_prompt"], share, seed, min_pairs)
+
+
+def test_qa_scores_answers_without_their_citation_markers() -> None:
+    """A trained adapter answers "span [n]": the gate scores the span, as the benchmarks do (the marker is not a word
+    of the answer), so exact match is not zero for every citing model."""
+    items = [QAItem("Who won?", ("Denver Broncos",)), QAItem("Where?", ("Levi's Stadium", "Santa Clara"))]
+    replies = {"Who won?": "Denver Broncos [1]", "Where?": "in Santa Clara [2][3]"}
+    scores = qa_scores(lambda q: replies[q], items)
+    assert scores["exact_match"] == 0.5  # the first exactly, the second has an extra "in"
+    assert scores["f1"] == pytest.approx((1.0 + 2 * (2 / 3) * 1.0 / (2 / 3 + 1.0)) / 2)
 
 
 def test_pairs_are_split_by_prompt() -> None:
