@@ -97,6 +97,14 @@ class RunFields:
             "sources; the others get only the other sources and learn the abstention answer."
         ),
     )
+    train_source_window: int | None = field(
+        default=None,
+        metadata=_help(
+            "RAG examples over a collection: cut each training source to this many sentences either side of the "
+            "sentence holding the answer (or, in a source without it, of the sentence sharing most words with the "
+            "question): shorter prompts, more examples per minute; None = the sources as served."
+        ),
+    )
     max_minutes: float | None = field(
         default=None,
         metadata=_help(
@@ -128,6 +136,7 @@ class RunFields:
             ("near_duplicate_threshold", 0 < self.near_duplicate_threshold <= 1, "must be in (0, 1]"),
             ("rag_distractors", self.rag_distractors >= 0, "must be >= 0"),
             ("gold_probability", 0 <= self.gold_probability <= 1, "must be in [0, 1]"),
+            ("train_source_window", self.train_source_window is None or self.train_source_window >= 0, "must be >= 0"),
             ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "must be > 0"),
         ]
         for flag, ok, problem in checks:
@@ -259,15 +268,17 @@ def field_default(method: str, name: str) -> Any:
 
 
 def budget_defaults(method: str, given: dict[str, Any]) -> dict[str, Any]:
-    """The defaults of a run bounded by `max_minutes` (`BUDGET_DEFAULTS`) for the fields `given` leaves unset."""
+    """The defaults of a run bounded by `max_minutes` (`BUDGET_DEFAULTS`, the method row's `budget_lr` and
+    `budget_options`) for the fields `given` leaves unset."""
     if not given.get("max_minutes"):
         return {}
     chosen = {k: v for k, v in BUDGET_DEFAULTS.items() if k not in given}
     if "eval_steps" in given or "eval_strategy" in given:
         chosen.pop("eval_strategy", None)  # evaluations asked for: they run (and the best checkpoint is kept)
-    rate = method_row(method).budget_lr
-    if rate is not None and "learning_rate" not in given:
-        chosen["learning_rate"] = rate
+    row = method_row(method)
+    if row.budget_lr is not None and "learning_rate" not in given:
+        chosen["learning_rate"] = row.budget_lr
+    chosen.update({k: v for k, v in row.budget_options.items() if k not in given})
     return chosen
 
 

@@ -92,7 +92,7 @@ COMMON_OPTIONS: dict[str, Bound] = {
     "squad_limit": Bound(int, 1, 1_000_000),
     "max_minutes": Bound(float, 0.1, 10_000),  # wall-clock budget; the best checkpoint so far is registered
 }
-RAFT = {"gold_probability": Bound(float, 0, 1)}
+RAFT = {"gold_probability": Bound(float, 0, 1), "train_source_window": Bound(int, 0, 20)}
 SELECTION = {  # relevance / diversity selection (training/data/relevance.py), any method
     "relevance_threshold": Bound(float, -1, 1),
     "relevance_top_fraction": Bound(float, 0.001, 1),

@@ -412,7 +412,13 @@ class SFTRunner(MethodRunner):
         self.heldout.collections = [self.collection] if self.collection else None
         serving = ServingSources(self.settings, self.heldout.collections, self.parts)
         examples, stats = raft_examples(
-            train, serving, self.config.gold_probability, self.config.seed, self.progress, self.data_until
+            train,
+            serving,
+            self.config.gold_probability,
+            self.config.seed,
+            self.progress,
+            self.data_until,
+            self.config.train_source_window,
         )
         self.data_stats = {
             "collection": self.collection,

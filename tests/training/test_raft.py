@@ -99,6 +99,39 @@ def test_sources_are_the_servers_and_the_gold_is_kept_or_dropped(collection_dir:
     assert 0 < stats.with_gold < len(half) and stats.with_gold + stats.abstain == len(half)
 
 
+def test_answer_window_keeps_the_answer_sentence_and_its_neighbours() -> None:
+    from training.data.rag import answer_window
+
+    sentences = ["Alpha is first.", "The Broncos won in 2016.", "They went home.", "Nothing else.", "It was sunny."]
+    text = " ".join(sentences)
+    assert answer_window(text, "Who won?", ["Broncos"], 1) == " ".join(sentences[0:3])
+    assert answer_window(text, "Who won?", ["the broncos"], 0) == sentences[1]  # SQuAD-normalised match
+    assert answer_window(text, "Was it sunny?", ["rain"], 0) == sentences[4]  # no answer: the question's sentence
+    assert answer_window(text, "Where?", ["home. Nothing"], 1) == text  # a cut would lose an answer it holds
+
+
+def test_a_training_window_cuts_every_source_and_keeps_the_answer(collection_dir: Path, tiny_model_dir: Path) -> None:
+    from assistant.prompts import split_sentences
+    from training.data.rag import ServingSources, raft_examples
+
+    settings = rag_settings(collection_dir, tiny_model_dir)
+    serving = ServingSources(settings, ["handbook"], Parts(settings))
+    items = questions(collection_dir)[1::2]
+    whole, _ = raft_examples(items, serving, gold_probability=1.0, seed=0)
+    cut, stats = raft_examples(items, serving, gold_probability=1.0, seed=0, window=0)
+    assert stats.with_gold == len(items)  # no answer lost to the cut: nothing became an abstention
+    shorter = 0
+    for full, short, item in zip(whole, cut, items, strict=True):
+        assert [s.title for s in short.sources] == [s.title for s in full.sources]
+        for a, b in zip(full.sources, short.sources, strict=True):
+            assert len(split_sentences(b.text)) == 1 and b.text in " ".join(split_sentences(a.text))
+            shorter += len(b.text) < len(a.text)
+        assert short.messages[-1] == full.messages[-1]  # same answer, same citation number
+        cited = short.sources[int(short.messages[-1]["content"].rsplit("[", 1)[1].rstrip("]")) - 1]
+        assert contains_answer(cited.text, item.answer)
+    assert shorter > 0
+
+
 def test_job_holds_out_documents_for_the_gate(collection_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     from training.runs import TrainingRequest, train
 

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from assistant.answer_metrics import contains_answer
 from assistant.errors import UnprocessableError
 from assistant.parts import Parts
-from assistant.prompts import NO_SOURCES_ANSWER, Source, prompt_sources
+from assistant.prompts import NO_SOURCES_ANSWER, Source, prompt_sources, query_window, split_sentences
 from assistant.qa_sets import load_squad
 from assistant.settings import Settings
 from training.data.records import ChatExample, DataValidationError
@@ -242,6 +242,26 @@ def raft_sources(item: SquadQuestion, serving: ServingSources, keep_gold: bool) 
     return serving.sources(item.question, without) if without else None
 
 
+def answer_window(text: str, question: str, answers: Sequence[str], around: int) -> str:
+    """`text` cut to `around` sentences either side of the first sentence holding an answer, or of the one sharing
+    most words with the question when none does (`assistant.prompts.query_window`); whole when a cut would lose an
+    answer the text holds (one split across sentences)."""
+    sentences = split_sentences(text)
+    holding = next((i for i, sentence in enumerate(sentences) if any(contains_answer(sentence, a) for a in answers)),
+                   None)  # fmt: skip
+    if holding is None:
+        held = any(contains_answer(text, a) for a in answers)
+        return text.strip() if held else query_window(text, question, around)
+    start, end = max(0, holding - around), min(len(sentences), holding + around + 1)
+    return " ".join(sentences[start:end])
+
+
+def trimmed(sources: Sequence[Source], question: str, answers: Sequence[str], around: int) -> list[Source]:
+    """The training sources cut by `answer_window` (titles and numbering unchanged)."""
+    return [Source(answer_window(s.text, question, answers, around), s.title, s.section, s.page, s.chunk_id)
+            for s in sources]  # fmt: skip
+
+
 @dataclass
 class RaftStats:
     with_gold: int = 0
@@ -256,10 +276,11 @@ def raft_examples(
     seed: int,
     progress: RunProgress | None = None,
     until: float | None = None,
+    window: int | None = None,
 ) -> tuple[list[ChatExample], RaftStats]:
-    """One example per served question: sources as served (gold kept with `gold_probability`), answer or abstention.
-    Questions stop at the `time.monotonic()` value `until` (the data phase's share of a budget); each one is reported
-    to `progress` (which may stop the run)."""
+    """One example per served question: sources as served (gold kept with `gold_probability`), answer or abstention;
+    with `window`, each source cut by `answer_window`. Questions stop at the `time.monotonic()` value `until` (the
+    data phase's share of a budget); each one is reported to `progress` (which may stop the run)."""
     rng = random.Random(seed)
     stats = RaftStats()
     out = []
@@ -273,6 +294,8 @@ def raft_examples(
         if sources is None:
             stats.not_served += 1
             continue
+        if window is not None:
+            sources = trimmed(sources, item.question, item.all_answers, window)
         target = grounded_answer(item.answer, sources, item.all_answers)
         if target == NO_SOURCES_ANSWER:
             stats.abstain += 1
