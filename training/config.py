@@ -267,9 +267,9 @@ def field_default(method: str, name: str) -> Any:
     return None
 
 
-def budget_defaults(method: str, given: dict[str, Any]) -> dict[str, Any]:
-    """The defaults of a run bounded by `max_minutes` (`BUDGET_DEFAULTS`, the method row's `budget_lr` and
-    `budget_options`) for the fields `given` leaves unset."""
+def budget_defaults(method: str, given: dict[str, Any], generated_questions: bool = False) -> dict[str, Any]:
+    """The defaults of a run bounded by `max_minutes` (`BUDGET_DEFAULTS`, the method row's `budget_lr` and, unless
+    its questions were generated from a collection, `budget_options`) for the fields `given` leaves unset."""
     if not given.get("max_minutes"):
         return {}
     chosen = {k: v for k, v in BUDGET_DEFAULTS.items() if k not in given}
@@ -278,20 +278,25 @@ def budget_defaults(method: str, given: dict[str, Any]) -> dict[str, Any]:
     row = method_row(method)
     if row.budget_lr is not None and "learning_rate" not in given:
         chosen["learning_rate"] = row.budget_lr
-    chosen.update({k: v for k, v in row.budget_options.items() if k not in given})
+    if not generated_questions:
+        chosen.update({k: v for k, v in row.budget_options.items() if k not in given})
     return chosen
 
 
 def build_run_config(
-    method: str, output_dir: Path, overrides: dict[str, Any] | None = None, cpu_bf16: bool | None = None
+    method: str,
+    output_dir: Path,
+    overrides: dict[str, Any] | None = None,
+    cpu_bf16: bool | None = None,
+    generated_questions: bool = False,
 ) -> Any:
     """The method's config with project defaults (and `budget_defaults` under `max_minutes`), then `overrides`
     (unknown keys are refused by name). `cpu_bf16` forces bfloat16 autocast on a CPU run on or off (None: on where
-    the CPU has bfloat16 instructions)."""
+    the CPU has bfloat16 instructions); `generated_questions`: the run's questions come from a collection's chunks."""
     config_type = config_class(method)  # an unknown method: 422 naming the known ones
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     defaults = {k: v for k, v in PROJECT_DEFAULTS.items() if k in config_fields(method)}  # GRPO has no max_length
-    values = {**defaults, **budget_defaults(method, given), **given}
+    values = {**defaults, **budget_defaults(method, given, generated_questions), **given}
     unknown = sorted(set(values) - config_fields(method))
     if unknown:
         raise TrainingConfigError(unknown[0], f"is not an option of `train {method}`")

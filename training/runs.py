@@ -67,6 +67,7 @@ class TrainingRequest:
     collection: str | None = None  # questions train on the server's sources over this collection (RAFT)
     holdout: bool = False  # keep a share of the data out of training for the gate (job runs; see training.gate)
     data_collections: list[str] | None = None  # collections the data files' records came from; None: unknown
+    generated_questions: bool = False  # the questions were generated from a collection's chunks (no labels)
 
     @property
     def adapter_name(self) -> str:
@@ -100,6 +101,7 @@ class TrainingRequest:
             collection=job.data.collection,
             holdout=True,
             data_collections=data_collections,
+            generated_questions=job.data.source == "collection" and METHODS[job.method].collection_data == "questions",
         )
 
 
@@ -242,7 +244,8 @@ def train(
     check_request(request)
     run_dir = run_dir_for(parts.settings, request)
     overrides = {**load_recipe(request.recipe), **request.options}
-    config = build_run_config(request.method, run_dir, overrides, cpu_bf16=_cpu_bf16(parts.settings))
+    bf16 = _cpu_bf16(parts.settings)
+    config = build_run_config(request.method, run_dir, overrides, bf16, request.generated_questions)
     base_adapter = resolve_base_adapter(request.base_adapter, AdapterRegistry.of(parts))
     runner = MethodRunner.create(parts, request, config, base_adapter, callbacks or [])
     runner.progress = progress or RunProgress()

@@ -87,6 +87,9 @@ def test_a_budgeted_run_defaults_to_a_larger_rate_and_no_evaluation_while_traini
     assert (own.per_device_train_batch_size, own.train_source_window) == (8, 1)
     psft = build_run_config("psft", tmp_path, {"max_minutes": 15})
     assert (psft.per_device_train_batch_size, psft.train_source_window) == (4, None)  # not measured: unchanged
+    generated = build_run_config("sft", tmp_path, {"max_minutes": 15}, generated_questions=True)
+    assert (generated.per_device_train_batch_size, generated.train_source_window) == (4, None)
+    assert generated.learning_rate == 1e-3  # the budget's rate still applies
 
 
 class _RateLog:

@@ -257,3 +257,10 @@ def test_a_job_that_leaves_the_rank_out_trains_one_the_engine_serves(tmp_path: P
     assert wide.options["lora_r"] == LORA_R_DEFAULT
     reward = TrainingRequest.for_job(JobRequest(method="reward", data=data), tmp_path / "d.jsonl", "j", None, 8)
     assert "lora_r" not in reward.options  # a reward model is never served
+    # questions generated from a collection's chunks keep the project's batch and whole sources on a budget
+    assert not run.generated_questions
+    generated = TrainingRequest.for_job(JobRequest(method="sft", data=JobData(source="collection", collection="c")),
+                                        tmp_path / "d.jsonl", "j", None, 8)  # fmt: skip
+    text = TrainingRequest.for_job(JobRequest(method="pt", data=JobData(source="collection", collection="c")),
+                                   tmp_path / "d.jsonl", "j", None, 8)  # fmt: skip
+    assert generated.generated_questions and not text.generated_questions  # pt reads the chunks' text itself
