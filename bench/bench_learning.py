@@ -45,7 +45,6 @@ import argparse
 import json
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -60,7 +59,6 @@ from server_process import run_job, wait_ready  # bench/ is on sys.path when a b
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
-CITATION = re.compile(r"\[\d+\]")
 
 
 def parse_args() -> argparse.Namespace:
@@ -276,15 +274,22 @@ def ask_peer(base: str, model: str, question: str, args: argparse.Namespace) -> 
 def answer_scores(
     base: str, model: str, items: list[dict[str, Any]], args: argparse.Namespace, asker: Any = ask
 ) -> dict[str, Any]:
-    from assistant.answer_metrics import best_contains, best_exact_match, best_f1, cites_answer
+    from assistant.answer_metrics import (
+        best_contains,
+        best_exact_match,
+        best_f1,
+        cited_indices,
+        cites_answer,
+        strip_citations,
+    )
 
     rows, samples = [], []
     for item in items:
         reply, seconds = asker(base, model, item["question"], args)
         text = reply["choices"][0]["message"]["content"]
-        plain = CITATION.sub("", text).strip()
+        plain = strip_citations(text)
         sources = {s["index"]: s["text"] for s in reply.get("sources", [])}
-        cited = [sources[int(n)] for n in re.findall(r"\[(\d+)\]", text) if int(n) in sources]
+        cited = [sources[n] for n in cited_indices(text) if n in sources]
         rows.append({
             "em": best_exact_match(plain, item["answers"]),
             "f1": best_f1(plain, item["answers"]),
