@@ -145,6 +145,12 @@ def split_sentences(text: str) -> list[str]:
     return [part for part in _SENTENCE_END.split(text.strip()) if part]
 
 
+def sentence_window(sentences: Sequence[str], center: int, around: int) -> str:
+    """Sentence `center` with `around` sentences either side (fewer at the ends), joined by spaces."""
+    start, end = max(0, center - around), min(len(sentences), center + around + 1)
+    return " ".join(sentences[start:end])
+
+
 def query_window(text: str, question: str, around: int) -> str:
     """The sentence sharing most terms with the question, with `around` sentences either side (the text if short)."""
     sentences = split_sentences(text)
@@ -153,8 +159,7 @@ def query_window(text: str, question: str, around: int) -> str:
     terms = content_terms(question)
     overlap = [len(terms & content_terms(sentence)) for sentence in sentences]
     best = max(range(len(sentences)), key=lambda i: (overlap[i], -i))  # ties: the earlier sentence
-    start, end = max(0, best - around), min(len(sentences), best + around + 1)
-    return " ".join(sentences[start:end])
+    return sentence_window(sentences, best, around)
 
 
 def prompt_sources(question: str, hits: Sequence[Hit], settings: Settings, top_k: int | None = None) -> list[Source]:

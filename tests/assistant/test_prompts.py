@@ -11,6 +11,7 @@ from assistant.prompts import (
     build_rag_messages,
     prompt_sources,
     query_window,
+    sentence_window,
     split_sentences,
 )
 from assistant.retrieval import Hit
@@ -49,6 +50,14 @@ def test_window_is_the_best_matching_sentence_with_its_neighbours() -> None:
     )
     assert query_window(PARAGRAPH, "hold the reset button", 0) == "To reset it, hold the reset button for ten seconds."
     assert query_window("One. Two.", "anything", 1) == "One. Two."  # short text: whole
+
+
+def test_sentence_window_is_cut_at_the_ends() -> None:
+    sentences = ["A.", "B.", "C.", "D."]
+    assert sentence_window(sentences, 1, 1) == "A. B. C."
+    assert sentence_window(sentences, 0, 1) == "A. B."  # nothing before the first sentence
+    assert sentence_window(sentences, 3, 2) == "B. C. D."
+    assert sentence_window(sentences, 2, 0) == "C."
 
 
 def test_prompt_sources_take_top_k_in_the_configured_order(tmp_path: Path) -> None:

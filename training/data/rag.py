@@ -33,7 +33,14 @@ from typing import Any, Protocol
 from assistant.answer_metrics import contains_answer
 from assistant.errors import UnprocessableError
 from assistant.parts import Parts
-from assistant.prompts import NO_SOURCES_ANSWER, Source, prompt_sources, query_window, split_sentences
+from assistant.prompts import (
+    NO_SOURCES_ANSWER,
+    Source,
+    prompt_sources,
+    query_window,
+    sentence_window,
+    split_sentences,
+)
 from assistant.qa_sets import load_squad
 from assistant.settings import Settings
 from training.data.records import ChatExample, DataValidationError
@@ -252,8 +259,7 @@ def answer_window(text: str, question: str, answers: Sequence[str], around: int)
     if holding is None:
         held = any(contains_answer(text, a) for a in answers)
         return text.strip() if held else query_window(text, question, around)
-    start, end = max(0, holding - around), min(len(sentences), holding + around + 1)
-    return " ".join(sentences[start:end])
+    return sentence_window(sentences, holding, around)
 
 
 def trimmed(sources: Sequence[Source], question: str, answers: Sequence[str], around: int) -> list[Source]:
