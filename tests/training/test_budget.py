@@ -80,11 +80,11 @@ def test_a_budgeted_run_defaults_to_a_larger_rate_and_no_evaluation_while_traini
     assert build_run_config("dpo", tmp_path, {"max_minutes": 15}).learning_rate == 2e-4  # preference methods keep it
     assert build_run_config("sft", tmp_path, {}, cpu_bf16=False).bf16 is False  # training.cpu_bf16 = off
     assert build_run_config("sft", tmp_path, {"bf16": False}, cpu_bf16=True).bf16 is False  # the job's own wins
-    # more, shorter examples on a budget: batches of 2 and training sources cut around the answer (sft only)
-    assert (budgeted.per_device_train_batch_size, budgeted.train_source_window) == (2, 1)
+    # more, shorter examples on a budget: batches of 2 and training sources cut to the answer's sentence (sft only)
+    assert (budgeted.per_device_train_batch_size, budgeted.train_source_window) == (2, 0)
     assert (unbounded.per_device_train_batch_size, unbounded.train_source_window) == (4, None)
     own = build_run_config("sft", tmp_path, {"max_minutes": 15, "per_device_train_batch_size": 8})
-    assert (own.per_device_train_batch_size, own.train_source_window) == (8, 1)
+    assert (own.per_device_train_batch_size, own.train_source_window) == (8, 0)
     psft = build_run_config("psft", tmp_path, {"max_minutes": 15})
     assert (psft.per_device_train_batch_size, psft.train_source_window) == (4, None)  # not measured: unchanged
     generated = build_run_config("sft", tmp_path, {"max_minutes": 15}, generated_questions=True)
