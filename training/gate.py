@@ -295,33 +295,42 @@ def spread(items: Sequence[T], key: Callable[[T], Hashable]) -> list[T]:
 
 
 def fit_to_budget(models: GateModels, answer: Any, heldout: HeldOut, seconds: float | None) -> HeldOut:
-    """The held-out sets cut to what fits `seconds`: the time of one item, measured on the candidate, sets how many
-    items of each family (sampled across documents) the passes over it can score; None: every item."""
+    """The held-out sets cut to what fits `seconds`: the time of one item under each model that scores it sets how
+    many items of each family (sampled across documents) fit; None: every item. Questions are timed on the candidate
+    and on the baseline apart: the base answers a question at length where a trained adapter answers in a few words,
+    so the candidate's time twice would undercount the baseline's pass (a 15-minute job's gate ran 123 s of its 90)."""
     qa, pairs, examples = spread(heldout.qa, lambda q: q.document), list(heldout.pairs), list(heldout.examples)
     if seconds is None:
         return HeldOut(pairs, qa, examples, heldout.collections)
     families = [f for f in (qa, pairs, [] if (qa or pairs) else examples) if f]
     per_family = seconds / max(len(families), 1)
-    with models.use("candidate"):
-        if qa:
-            qa = qa[: _fitting(per_family, 2, lambda: qa_scores(answer, qa[:1]))]
-        if pairs:
-            pairs = pairs[: _fitting(per_family, 3, lambda: pair_logprobs(models.model, models.tokenizer, pairs[:1]))]
-        if examples and not (qa or pairs):
-            examples = examples[
-                : _fitting(per_family, 2, lambda: example_scores(models.model, models.tokenizer, examples[:1]))
-            ]
+    if qa:
+        one_question = [
+            _item_s(models, which, lambda: qa_scores(answer, qa[:1])) for which in ("candidate", "baseline")
+        ]
+        qa = qa[: _fitting(per_family, one_question)]
+    if pairs:  # the base's reference, the candidate and the baseline score each pair alike (log-probabilities)
+        one_pair = _item_s(models, "candidate", lambda: pair_logprobs(models.model, models.tokenizer, pairs[:1]))
+        pairs = pairs[: _fitting(per_family, [one_pair] * 3)]
+    if examples and not (qa or pairs):
+        one_example = _item_s(models, "candidate", lambda: example_scores(models.model, models.tokenizer, examples[:1]))
+        examples = examples[: _fitting(per_family, [one_example] * 2)]
     log.info("gate sets fitted to %.0f s: %d questions, %d pairs, %d examples", seconds, len(qa), len(pairs),
              len(examples))  # fmt: skip
     return HeldOut(pairs, qa, examples, heldout.collections)
 
 
-def _fitting(seconds: float, passes: int, score_one: Callable[[], Any]) -> int:
-    """How many items `passes` passes can score in `seconds`, from the measured time of one (at least one)."""
-    started = time.monotonic()
-    score_one()
-    per_item = max(time.monotonic() - started, 1e-3)
-    return max(1, int(seconds / (passes * per_item)))
+def _item_s(models: GateModels, which: str, score_one: Callable[[], Any]) -> float:
+    """Seconds `score_one` takes under model `which` (at least a millisecond)."""
+    with models.use(which):
+        started = time.monotonic()
+        score_one()
+        return max(time.monotonic() - started, 1e-3)
+
+
+def _fitting(seconds: float, per_pass: Sequence[float]) -> int:
+    """How many items the passes (one item's seconds in each) can score in `seconds` (at least one)."""
+    return max(1, int(seconds / sum(per_pass)))
 
 
 def run_gate(

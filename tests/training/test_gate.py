@@ -12,7 +12,16 @@ import pytest
 from assistant.parts import Parts
 from assistant.settings import Settings
 from tests.training.conftest import FAST_OPTIONS, preference_records
-from training.gate import HeldOut, HeldOutPair, QAItem, decide, qa_scores, run_gate, split_by_group
+from training.gate import (
+    HeldOut,
+    HeldOutPair,
+    QAItem,
+    decide,
+    fit_to_budget,
+    qa_scores,
+    run_gate,
+    split_by_group,
+)
 
 
 def split_pairs_by_prompt(pairs: list[dict[str, str]], share: float, min_pairs: int, seed: int | str) -> Any:
@@ -28,6 +37,53 @@ def test_qa_scores_answers_without_their_citation_markers() -> None:
     scores = qa_scores(lambda q: replies[q], items)
     assert scores["exact_match"] == 0.5  # the first exactly, the second has an extra "in"
     assert scores["f1"] == pytest.approx((1.0 + 2 * (2 / 3) * 1.0 / (2 / 3 + 1.0)) / 2)
+
+
+class _TimedModels:
+    """Routing stand-in for `GateModels`: which model is in use, so an answer can take that model's time."""
+
+    def __init__(self) -> None:
+        self.active = "candidate"
+
+    def use(self, which: str) -> Any:
+        from contextlib import contextmanager
+
+        @contextmanager
+        def using() -> Any:
+            before, self.active = self.active, which
+            try:
+                yield
+            finally:
+                self.active = before
+
+        return using()
+
+
+def test_gate_questions_fit_the_time_of_both_models() -> None:
+    """The baseline (the base model) answers at length and takes longer than the candidate: the count of questions
+    that fits is set by both models' times, so the gate's two passes stay inside its seconds."""
+    import time
+
+    models = _TimedModels()
+    item_s = {"candidate": 0.01, "baseline": 0.05}
+
+    def answer(question: str) -> str:
+        time.sleep(item_s[models.active])
+        return "x"
+
+    items = [QAItem(f"q{i}", ("x",), document=f"d{i % 4}") for i in range(40)]
+    seconds = 0.6
+    fitted = fit_to_budget(models, answer, HeldOut([], items, [], None), seconds)  # type: ignore[arg-type]
+    per_item = item_s["candidate"] + item_s["baseline"]
+    assert 1 <= len(fitted.qa) <= int(seconds / per_item)  # 10 at most; the candidate's time twice would give 30
+    assert len(fitted.qa) >= int(seconds / (per_item * 1.5))  # sleeps overrun a little, never by half
+    assert {q.document for q in fitted.qa} == {"d0", "d1", "d2", "d3"}  # sampled across documents
+    started = time.monotonic()
+    for which in ("candidate", "baseline"):
+        with models.use(which):
+            qa_scores(answer, fitted.qa)
+    assert time.monotonic() - started <= seconds * 1.3
+    assert len(fit_to_budget(models, answer, HeldOut([], items, [], None), None).qa) == 40  # no budget: every one
 
 
 def test_pairs_are_split_by_prompt() -> None:
