@@ -73,10 +73,10 @@ _BUDGET_LR = 1e-3
 # instead of 56 (F1 0.472 against 0.442 and 0.399 in two runs of batches of 4); training sources cut around the
 # sentence holding the answer (`train_source_window`; the served sources stay whole) shorten the prompt from 657
 # tokens to 330 with one sentence either side (177 steps, F1 0.487) and to about 220 with the answer's sentence alone
-# (231 steps, F1 0.501 / 0.473, against 0.489 / 0.467 for one sentence either side at learning rate 2e-3). On
-# questions generated from the chunks (no labels) batches of 2 and cut sources measured F1 0.245 (1.94x) against
-# 2.75x with batches of 4 and whole sources: more updates on rule-made questions fit their style, not real
-# questions', so such a job keeps the project defaults.
+# (231 steps, F1 0.501 / 0.473, against 0.489 / 0.467 for one sentence either side at learning rate 2e-3); the bench
+# itself then measured 244 steps and F1 0.515, 4.09x the base. On questions generated from the chunks (no labels)
+# batches of 2 and cut sources measured F1 0.245 (1.94x) against 2.75x and 2.64x with batches of 4 and whole sources:
+# more updates on rule-made questions fit their style, not real questions', so such a job keeps the project defaults.
 _BUDGET_SFT = {"per_device_train_batch_size": 2, "train_source_window": 0}
 SWEEP_METHODS = ("sft", "classify")  # the methods a sweep's trials can run
 
